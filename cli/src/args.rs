@@ -1,0 +1,140 @@
+//! Command line: vmsnapctl's own subcommands plus the original VMSnap's switches.
+//!
+//! Both spellings reach the same request: `vmsnapctl status vm1 vm2` and
+//! `vmsnapctl --domains=vm1,vm2 --status` are one thing. Output switches are global, so they
+//! may stand before or after the subcommand.
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vmsnapctl",
+    version,
+    about = "Incremental backups of libvirt/KVM domains, through the vmsnapd service",
+    after_help = "Without a subcommand, the original VMSnap switches apply: \
+                  --domains=LIST [--status]. Exit codes: see `vmsnapctl help exit-codes` \
+                  in the README."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Domains: names, `*`, or globs with `*` and `?`; comma lists allowed, repeatable.
+    #[arg(long, value_name = "LIST", action = ArgAction::Append, global = true)]
+    pub domains: Vec<String>,
+
+    /// Show the status (the default action; kept from the original VMSnap).
+    #[arg(long)]
+    pub status: bool,
+
+    #[command(flatten)]
+    pub format: FormatArgs,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show checkpoints, disks, bitmaps and backup-folder statistics of domains.
+    Status {
+        /// Domains (names, `*`, globs; comma lists allowed). None: all domains.
+        #[arg(value_name = "DOMAIN")]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct FormatArgs {
+    /// Print JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Print YAML.
+    #[arg(long, visible_alias = "yml", global = true)]
+    pub yaml: bool,
+
+    /// One compact document and nothing else on stdout (JSON unless --yaml).
+    #[arg(long, global = true)]
+    pub machine: bool,
+
+    /// Human-readable sizes (1.07 GB).
+    #[arg(long, global = true)]
+    pub pretty: bool,
+
+    /// More detail in text output, and debug messages on stderr.
+    #[arg(long, short = 'v', global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct CommonArgs {
+    /// Backup root; with status, adds statistics of the current period's folder.
+    #[arg(long, value_name = "DIR", global = true)]
+    pub output: Option<String>,
+
+    /// Period grouping of backup folders: month, quarter, bi-annual, year.
+    #[arg(
+        long = "group-by",
+        visible_alias = "groupBy",
+        value_name = "PERIOD",
+        global = true
+    )]
+    pub group_by: Option<String>,
+
+    /// libvirt URI the service must be using (it refuses the call otherwise).
+    #[arg(long, value_name = "URI", global = true)]
+    pub connect: Option<String>,
+
+    /// Seconds to wait for the service's answer.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, global = true)]
+    pub timeout: u64,
+}
+
+/// Splits comma lists, trims every item and drops empty ones.
+pub fn split_domains<S: AsRef<str>>(items: &[S]) -> Vec<String> {
+    items
+        .iter()
+        .flat_map(|i| i.as_ref().split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn comma_lists_are_split_and_trimmed() {
+        assert_eq!(
+            split_domains(&["vm1, vm2", ",vm3,,", " "]),
+            ["vm1", "vm2", "vm3"]
+        );
+    }
+
+    #[test]
+    fn both_forms_parse() {
+        let legacy = Cli::try_parse_from([
+            "vmsnapctl",
+            "--domains=vm1,vm2",
+            "--status",
+            "--json",
+            "--machine",
+            "--groupBy=year",
+        ])
+        .unwrap();
+        assert!(legacy.command.is_none() && legacy.status && legacy.format.json);
+        assert_eq!(legacy.common.group_by.as_deref(), Some("year"));
+        let modern = Cli::try_parse_from(["vmsnapctl", "status", "vm1", "vm2", "--yml"]).unwrap();
+        assert!(matches!(modern.command, Some(Command::Status { ref names }) if names.len() == 2));
+        assert!(modern.format.yaml);
+    }
+}

@@ -1,0 +1,79 @@
+//! The connection to vmsnapd, and error messages a person can act on.
+
+use std::time::Duration;
+
+use vmsnap_dbus::names::BUS_NAME;
+use vmsnap_dbus::{Error, ManagerProxy};
+use zbus::Connection;
+
+/// Connects to the system bus (`DBUS_SYSTEM_BUS_ADDRESS` when set). Every method call gives up
+/// after `timeout`, so a wedged service cannot hang a script forever.
+pub async fn connect(timeout: Duration) -> Result<(Connection, ManagerProxy<'static>), Error> {
+    let connection = zbus::connection::Builder::system()?
+        .method_timeout(timeout)
+        .build()
+        .await?;
+    let manager = ManagerProxy::new(&connection).await?;
+    Ok((connection, manager))
+}
+
+/// Whether the error means the service (or the bus itself) is not there.
+pub fn is_unreachable(e: &zbus::Error) -> bool {
+    match e {
+        zbus::Error::MethodError(name, _, _) => matches!(
+            name.as_str(),
+            "org.freedesktop.DBus.Error.ServiceUnknown"
+                | "org.freedesktop.DBus.Error.NameHasNoOwner"
+                | "org.freedesktop.DBus.Error.NoReply"
+                | "org.freedesktop.DBus.Error.Spawn.ServiceNotFound"
+        ),
+        zbus::Error::InputOutput(_) | zbus::Error::Address(_) | zbus::Error::Handshake(_) => true,
+        _ => false,
+    }
+}
+
+/// One line for stderr that says what went wrong and what to do about it.
+pub fn describe(e: &Error) -> String {
+    match e {
+        Error::ZBus(z) => describe_bus(z),
+        other => format!("{}: {}", other.short_name(), other.message()),
+    }
+}
+
+fn describe_bus(e: &zbus::Error) -> String {
+    let bus =
+        std::env::var("DBUS_SYSTEM_BUS_ADDRESS").unwrap_or_else(|_| "the system bus".to_string());
+    match e {
+        zbus::Error::MethodError(name, msg, _) => {
+            let msg = msg.as_deref().unwrap_or("");
+            match name.as_str() {
+                "org.freedesktop.DBus.Error.ServiceUnknown"
+                | "org.freedesktop.DBus.Error.NameHasNoOwner"
+                | "org.freedesktop.DBus.Error.Spawn.ServiceNotFound" => format!(
+                    "vmsnapd is not running: nobody owns {BUS_NAME} on {bus} and it could not \
+                     be activated (start it with `systemctl start vmsnapd`)"
+                ),
+                "org.freedesktop.DBus.Error.NoReply" => format!(
+                    "vmsnapd did not answer in time ({msg}); raise --timeout or check the \
+                     service's log"
+                ),
+                "org.freedesktop.DBus.Error.AccessDenied" => {
+                    format!("not allowed: {msg}")
+                }
+                "org.freedesktop.DBus.Error.UnknownMethod"
+                | "org.freedesktop.DBus.Error.UnknownInterface"
+                | "org.freedesktop.DBus.Error.UnknownObject" => format!(
+                    "the running vmsnapd does not offer this ({msg}); is it older than \
+                     vmsnapctl {}?",
+                    env!("CARGO_PKG_VERSION")
+                ),
+                other => format!("{other}: {msg}"),
+            }
+        }
+        zbus::Error::InputOutput(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            "vmsnapd did not answer in time; raise --timeout or check the service's log".to_string()
+        }
+        zbus::Error::InputOutput(io) => format!("cannot connect to {bus}: {io}"),
+        other => format!("D-Bus error talking to vmsnapd on {bus}: {other}"),
+    }
+}

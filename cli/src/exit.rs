@@ -1,0 +1,37 @@
+//! Exit codes, following the original VMSnap's table where it applies.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success (a status report was printed, whatever it says) |
+//! | 1 | selection error: no domains given, a name not found, a pattern matching nothing |
+//! | 2 | usage error: bad switch or option value (the original used 2 for a missing --output) |
+//! | 3 | general failure: libvirt unreachable, a host command failed, a domain could not be queried |
+//! | 4 | a host program the service needs is missing |
+//! | 9 | the service cannot be reached on the system bus |
+
+use std::process::ExitCode;
+
+use vmsnap_dbus::Error;
+
+pub const OK: u8 = 0;
+pub const SELECTION: u8 = 1;
+pub const USAGE: u8 = 2;
+pub const FAILURE: u8 = 3;
+pub const MISSING_DEPENDENCY: u8 = 4;
+pub const UNREACHABLE: u8 = 9;
+
+/// The exit code for an error the service (or the bus) returned.
+pub fn for_error(e: &Error) -> u8 {
+    match e {
+        Error::NoSuchDomain(_) => SELECTION,
+        Error::InvalidArgument(_) => USAGE,
+        Error::MissingDependency(_) => MISSING_DEPENDENCY,
+        Error::HostUnavailable(_) | Error::Failed(_) => FAILURE,
+        Error::ZBus(z) if crate::client::is_unreachable(z) => UNREACHABLE,
+        Error::ZBus(_) => FAILURE,
+    }
+}
+
+pub fn code(c: u8) -> ExitCode {
+    ExitCode::from(c)
+}

@@ -1,0 +1,10 @@
+//! polkit action ids.
+//!
+//! Every id used by the service must be declared in `polkit/org.vmsnap.policy`; a test checks
+//! that, because polkit answers an undeclared action with a confusing "not registered" error.
+
+/// Read-only inspection (Status). Allowed to any caller.
+pub const STATUS: &str = "org.vmsnap.status";
+
+/// All actions the service may check, for the policy-file consistency test.
+pub const ALL: &[&str] = &[STATUS];

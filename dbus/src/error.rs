@@ -1,0 +1,58 @@
+//! Typed errors of the service, `org.vmsnap.VMSnap1.Error.<Name>` on the bus.
+//!
+//! One enum serves both sides: the service returns it from interface methods, and the proxies
+//! return it too, so a client branches on the variant instead of parsing message text.
+//! Authorization failures use the standard `org.freedesktop.DBus.Error.AccessDenied` and
+//! arrive as [`Error::ZBus`].
+
+use zbus::DBusError;
+
+#[derive(Debug, DBusError)]
+#[zbus(prefix = "org.vmsnap.VMSnap1.Error")]
+pub enum Error {
+    /// Any transport-level or standard D-Bus error (AccessDenied, ServiceUnknown, timeouts …).
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    /// One or more selected domains do not exist, or a pattern matched none. The message names
+    /// every name and pattern that was not found.
+    NoSuchDomain(String),
+    /// An argument or option is malformed; the message names it and says what is expected.
+    InvalidArgument(String),
+    /// A host program the operation needs is not installed; the message lists them by name.
+    MissingDependency(String),
+    /// libvirt cannot be reached (libvirtd not running, socket refused, call timed out).
+    HostUnavailable(String),
+    /// A host operation failed; the message carries the tool's own error line.
+    Failed(String),
+}
+
+impl Error {
+    /// The short D-Bus name of the error (`NoSuchDomain` …), or the full name for standard
+    /// errors, for logs and exit-code mapping.
+    pub fn short_name(&self) -> String {
+        match self {
+            Error::ZBus(zbus::Error::MethodError(name, _, _)) => name.to_string(),
+            Error::ZBus(_) => "Transport".to_string(),
+            other => other
+                .name()
+                .as_str()
+                .rsplit('.')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        }
+    }
+
+    /// The human-readable message without the error name.
+    pub fn message(&self) -> String {
+        match self {
+            Error::ZBus(zbus::Error::MethodError(_, Some(msg), _)) => msg.clone(),
+            Error::ZBus(e) => e.to_string(),
+            Error::NoSuchDomain(m)
+            | Error::InvalidArgument(m)
+            | Error::MissingDependency(m)
+            | Error::HostUnavailable(m)
+            | Error::Failed(m) => m.clone(),
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! The D-Bus contract of VMSnap.
+//!
+//! Everything `vmsnapd` promises on the system bus and `vmsnapctl` relies on lives here and
+//! nowhere else: the well-known names ([`names`]), the polkit action ids ([`actions`]), the
+//! typed errors ([`Error`]), the wire records ([`status`]), the option keys ([`options`]) and
+//! the client proxies ([`proxy`]). The checked-in introspection XML under `interfaces/` is the
+//! same contract in the form other languages read; a golden test keeps the two in step.
+//!
+//! The CLI depends on this crate and never on the service crate, so the only way the client can
+//! learn something about the service is through what is written down here.
+
+pub mod actions;
+pub mod error;
+pub mod names;
+pub mod options;
+pub mod proxy;
+pub mod status;
+
+pub use error::Error;
+pub use proxy::ManagerProxy;
+pub use status::{
+    BackupDirStats, BitmapStatus, DiskStatus, DomainStatus, OverallStatus, SkippedDisk,
+};
+
+/// The checked-in introspection XML of the Manager interface, exactly as shipped.
+pub const MANAGER_INTROSPECTION_XML: &str =
+    include_str!("../interfaces/org.vmsnap.VMSnap1.Manager.xml");

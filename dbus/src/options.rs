@@ -1,0 +1,23 @@
+//! Keys of the `a{sv}` option dictionaries the methods accept.
+//!
+//! Options travel as a dictionary rather than as positional arguments so that new options can be
+//! added without changing a method signature (which would break every existing client). The
+//! service rejects unknown keys and wrongly typed values with `Error.InvalidArgument`, naming
+//! the key, so a typo never silently changes what happens.
+
+/// `s`: absolute path of the backup root. With it, Status adds the statistics of the current
+/// period's backup folder `<output>/<domain>/vmsnap-backup-<period>`.
+pub const OUTPUT: &str = "output";
+
+/// `s`: how backups are grouped into period folders: `month` (default), `quarter`,
+/// `bi-annual` or `year`.
+pub const GROUP_BY: &str = "group_by";
+
+/// `s`: libvirt URI the caller expects the service to use. The service never connects where a
+/// caller says (it runs as root); it only refuses the call when this differs from its own
+/// configured URI, so a script written for another host fails loudly instead of reporting on the
+/// wrong one.
+pub const CONNECT: &str = "connect";
+
+/// The keys Status accepts.
+pub const STATUS_KEYS: &[&str] = &[OUTPUT, GROUP_BY, CONNECT];

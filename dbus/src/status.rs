@@ -1,0 +1,137 @@
+//! Records returned by `Manager.Status`.
+//!
+//! Every record is an `a{sv}` dictionary on the bus, keyed by the same camelCase names the CLI
+//! prints in JSON (`checkpoints`, `disks`, `virtualSize`, `overallStatus` …). A Cockpit page or a
+//! Python script therefore reads named fields without knowing Rust, and new keys can be added
+//! later without breaking anyone. Optional keys are simply absent when unknown: D-Bus has no
+//! null.
+
+use zvariant::{DeserializeDict, SerializeDict, Type};
+
+/// Overall verdict of a domain's status, as the number the original VMSnap printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverallStatus {
+    /// Every VMSnap checkpoint has its bitmap on every eligible disk and nothing is orphaned.
+    Ok = 0,
+    /// Something does not match or could not be read; `problems` says what.
+    Inconsistent = 1,
+}
+
+impl OverallStatus {
+    pub fn from_code(code: u32) -> Self {
+        if code == 0 {
+            OverallStatus::Ok
+        } else {
+            OverallStatus::Inconsistent
+        }
+    }
+
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            OverallStatus::Ok => "OK",
+            OverallStatus::Inconsistent => "INCONSISTENT",
+        }
+    }
+}
+
+/// The status of one domain.
+#[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type)]
+#[zvariant(signature = "a{sv}", rename_all = "camelCase")]
+pub struct DomainStatus {
+    /// The libvirt domain name.
+    pub name: String,
+    /// libvirt's state word: `running`, `paused`, `shut off`, `crashed`, …
+    pub state: String,
+    /// Every checkpoint libvirt knows for the domain, foreign ones included, oldest first.
+    pub checkpoints: Vec<String>,
+    /// Disks VMSnap can back up incrementally (qcow2 disks with a source).
+    pub disks: Vec<DiskStatus>,
+    /// Disks that are not eligible, with the reason (raw format, cdrom, no source …).
+    pub skipped_disks: Vec<SkippedDisk>,
+    /// [`OverallStatus`] as a number: 0 = OK, 1 = INCONSISTENT.
+    pub overall_status: u32,
+    /// Why the status is not OK, one sentence each; empty when OK.
+    pub problems: Vec<String>,
+    /// Statistics of the current period's backup folder, when the caller named a backup root.
+    pub backup_dir_stats: Option<BackupDirStats>,
+    /// Set when the domain could not be queried at all (it vanished, virsh failed); the
+    /// report is then incomplete and clients should treat the call as failed for this domain.
+    pub error: Option<String>,
+}
+
+impl DomainStatus {
+    pub fn overall(&self) -> OverallStatus {
+        OverallStatus::from_code(self.overall_status)
+    }
+}
+
+/// One eligible disk.
+#[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type)]
+#[zvariant(signature = "a{sv}", rename_all = "camelCase")]
+pub struct DiskStatus {
+    /// Target device name (`vda`).
+    pub disk: String,
+    /// Source image path on the host.
+    pub path: String,
+    /// Image format (`qcow2`).
+    pub format: String,
+    /// Size the guest sees, in bytes.
+    pub virtual_size: u64,
+    /// Bytes the image occupies on the host.
+    pub actual_size: u64,
+    /// Names of the dirty bitmaps on this disk.
+    pub bitmaps: Vec<String>,
+    /// Details of each bitmap, in the same order as `bitmaps`.
+    pub bitmap_details: Vec<BitmapStatus>,
+    /// Bytes the guest changed since the latest VMSnap checkpoint, when QEMU can tell (the
+    /// domain is running or paused and the checkpoint's bitmap exists).
+    pub changed_since_checkpoint: Option<u64>,
+}
+
+/// One dirty bitmap of a disk.
+#[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type)]
+#[zvariant(signature = "a{sv}", rename_all = "camelCase")]
+pub struct BitmapStatus {
+    pub name: String,
+    /// Bytes dirtied since the bitmap was created (from QEMU; absent for shut-off domains).
+    pub dirty_bytes: Option<u64>,
+    /// Whether QEMU is recording writes into it (absent for shut-off domains).
+    pub recording: Option<bool>,
+    /// True when the bitmap cannot be trusted: QEMU says so, or the image records that the
+    /// bitmap was not closed cleanly (`in-use` on a shut-off domain).
+    pub inconsistent: bool,
+}
+
+/// A disk that VMSnap does not back up incrementally.
+#[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type)]
+#[zvariant(signature = "a{sv}", rename_all = "camelCase")]
+pub struct SkippedDisk {
+    pub disk: String,
+    /// Device kind from the domain XML (`disk`, `cdrom`, `floppy`, `lun`).
+    pub device: String,
+    /// Source path, empty when there is none.
+    pub path: String,
+    pub reason: String,
+}
+
+/// Statistics of the current period's backup folder.
+#[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type)]
+#[zvariant(signature = "a{sv}", rename_all = "camelCase")]
+pub struct BackupDirStats {
+    /// `<output>/<domain>/vmsnap-backup-<period>`.
+    pub path: String,
+    /// Whether the folder exists yet (it does not before the period's first backup).
+    pub exists: bool,
+    /// Regular files below the folder, counted once each.
+    pub total_files: u64,
+    /// Their apparent sizes, summed, in bytes.
+    pub total_size: u64,
+    /// Number of checkpoint files (`checkpoints/*.xml`) in the folder.
+    pub checkpoints: u64,
+    /// Their checkpoint names, in chain order.
+    pub checkpoint_names: Vec<String>,
+}

@@ -1,0 +1,81 @@
+//! Engine results and errors → the contract's wire records and typed errors.
+
+use vmsnap_dbus::status::{
+    BackupDirStats, BitmapStatus, DiskStatus, DomainStatus, OverallStatus, SkippedDisk,
+};
+use vmsnap_dbus::Error;
+
+use crate::engine::status::{DiskReport, DomainReport};
+use crate::engine::Error as EngineError;
+use crate::host::Error as HostError;
+
+pub fn domain_status(report: DomainReport) -> DomainStatus {
+    let overall = if report.is_ok() {
+        OverallStatus::Ok
+    } else {
+        OverallStatus::Inconsistent
+    };
+    DomainStatus {
+        name: report.name.to_string(),
+        state: report.state.as_str().to_string(),
+        checkpoints: report.checkpoints,
+        disks: report.disks.into_iter().map(disk_status).collect(),
+        skipped_disks: report
+            .skipped_disks
+            .into_iter()
+            .map(|s| SkippedDisk {
+                disk: s.target,
+                device: s.device,
+                path: s.path,
+                reason: s.reason,
+            })
+            .collect(),
+        overall_status: overall.code(),
+        problems: report.problems,
+        backup_dir_stats: report.folder.map(|f| BackupDirStats {
+            path: f.path.display().to_string(),
+            exists: f.exists,
+            total_files: f.total_files,
+            total_size: f.total_size,
+            checkpoints: f.checkpoints.len() as u64,
+            checkpoint_names: f.checkpoints,
+        }),
+        error: report.query_error,
+    }
+}
+
+fn disk_status(disk: DiskReport) -> DiskStatus {
+    DiskStatus {
+        disk: disk.target,
+        path: disk.path,
+        format: disk.format,
+        virtual_size: disk.virtual_size,
+        actual_size: disk.actual_size,
+        bitmaps: disk.bitmaps.iter().map(|b| b.name.clone()).collect(),
+        bitmap_details: disk
+            .bitmaps
+            .into_iter()
+            .map(|b| BitmapStatus {
+                name: b.name,
+                dirty_bytes: b.dirty_bytes,
+                recording: b.recording,
+                inconsistent: b.inconsistent,
+            })
+            .collect(),
+        changed_since_checkpoint: disk.changed_since_checkpoint,
+    }
+}
+
+/// Maps an engine error to the typed D-Bus error a client can branch on.
+pub fn error(e: EngineError) -> Error {
+    match e {
+        EngineError::InvalidArgument(m) => Error::InvalidArgument(m),
+        e @ EngineError::NoSuchDomain(_) => Error::NoSuchDomain(e.to_string()),
+        EngineError::Host(host) => match host {
+            e @ HostError::MissingDependency(_) => Error::MissingDependency(e.to_string()),
+            HostError::HostUnavailable(m) => Error::HostUnavailable(m),
+            e @ HostError::NoSuchDomain(_) => Error::NoSuchDomain(e.to_string()),
+            other => Error::Failed(other.to_string()),
+        },
+    }
+}

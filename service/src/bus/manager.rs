@@ -1,0 +1,107 @@
+//! `org.vmsnap.VMSnap1.Manager`.
+//!
+//! Methods take `&self` and keep no lock across an await, so zbus runs each call in its own
+//! task and a slow call never holds up another.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tracing::Instrument;
+use vmsnap_dbus::status::DomainStatus;
+use vmsnap_dbus::Error;
+use zbus::message::Header;
+use zbus::{interface, Connection};
+use zvariant::OwnedValue;
+
+use super::{convert, options};
+use crate::engine::Engine;
+
+pub struct Manager {
+    engine: Arc<Engine>,
+}
+
+impl Manager {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Manager { engine }
+    }
+}
+
+#[interface(name = "org.vmsnap.VMSnap1.Manager")]
+impl Manager {
+    /// Status of the selected domains. Read-only: allowed to every caller.
+    ///
+    /// domains: names, "*", or globs with "*" and "?"; empty selects all. A name that does
+    /// not exist or a pattern that matches nothing fails with Error.NoSuchDomain naming it.
+    /// options: "output" s (absolute backup root; adds backupDirStats), "group_by" s
+    /// (month|quarter|bi-annual|year, default month), "connect" s (must equal LibvirtUri).
+    /// Unknown keys or wrong types fail with Error.InvalidArgument.
+    ///
+    /// report: one a{sv} per domain, in selection order, with the keys
+    /// name s, state s, checkpoints as, overallStatus u (0 OK, 1 INCONSISTENT),
+    /// problems as (why it is not OK), error s (only when the domain could not be queried),
+    /// disks aa{sv} (disk s, path s, format s, virtualSize t, actualSize t, bitmaps as,
+    /// bitmapDetails aa{sv} (name s, dirtyBytes t, recording b, inconsistent b),
+    /// changedSinceCheckpoint t), skippedDisks aa{sv} (disk s, device s, path s, reason s),
+    /// backupDirStats a{sv} (path s, exists b, totalFiles t, totalSize t, checkpoints t,
+    /// checkpointNames as). Keys whose value is unknown are absent.
+    #[zbus(out_args("report"))]
+    async fn status(
+        &self,
+        domains: Vec<String>,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<Vec<DomainStatus>, Error> {
+        let uid = caller_uid(connection, &header).await;
+        let request = options::status_request(&domains, options, self.engine.config())?;
+        let span = tracing::info_span!("Status", uid, domains = domains.len());
+        let result = self.engine.status(&request).instrument(span).await;
+        match result {
+            Ok(reports) => {
+                tracing::debug!(uid, domains = reports.len(), "status answered");
+                Ok(reports.into_iter().map(convert::domain_status).collect())
+            }
+            Err(e) => {
+                tracing::info!(uid, error = %e, "status failed");
+                Err(convert::error(e))
+            }
+        }
+    }
+
+    /// Version of the running service.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_string()
+    }
+
+    /// The libvirt URI the service uses.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn libvirt_uri(&self) -> String {
+        self.engine.config().libvirt_uri.clone()
+    }
+
+    /// Version of the installed virtnbdbackup, empty when it is missing. Read on every get
+    /// (cached per binary), so an upgrade is seen without a restart.
+    #[zbus(property(emits_changed_signal = "false"))]
+    async fn virtnbdbackup_version(&self) -> String {
+        self.engine
+            .virtnbdbackup_version()
+            .await
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// The caller's uid as the bus daemon vouches for it, for logs (`u32::MAX` if unknown).
+async fn caller_uid(connection: &Connection, header: &Header<'_>) -> u32 {
+    let Some(sender) = header.sender() else {
+        return u32::MAX;
+    };
+    let bus = match zbus::fdo::DBusProxy::new(connection).await {
+        Ok(bus) => bus,
+        Err(_) => return u32::MAX,
+    };
+    bus.get_connection_unix_user(sender.clone().into())
+        .await
+        .unwrap_or(u32::MAX)
+}

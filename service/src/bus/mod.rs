@@ -1,0 +1,37 @@
+//! The D-Bus layer: a thin translation between the bus and the [`crate::engine`].
+//!
+//! It parses and validates wire arguments ([`options`]), calls the engine, and converts results
+//! and errors into the contract's records ([`convert`]). It decides nothing else.
+
+pub mod convert;
+pub mod manager;
+pub mod options;
+
+use std::sync::Arc;
+
+use vmsnap_dbus::names::{BUS_NAME, MANAGER_PATH};
+use zbus::connection::Connection;
+
+use crate::engine::Engine;
+
+/// Connects to the system bus (`DBUS_SYSTEM_BUS_ADDRESS` when set), exports the objects and
+/// only then takes the well-known name, so that the first call after activation finds them.
+pub async fn serve(engine: Arc<Engine>) -> Result<Connection, String> {
+    let builder = zbus::connection::Builder::system()
+        .map_err(|e| format!("cannot reach the system bus: {e}"))?;
+    let builder = builder
+        .serve_at(MANAGER_PATH, manager::Manager::new(engine))
+        .and_then(|b| b.serve_at(MANAGER_PATH, zbus::fdo::ObjectManager))
+        .and_then(|b| b.name(BUS_NAME))
+        .map_err(|e| format!("cannot set up the bus objects: {e}"))?;
+    builder.build().await.map_err(|e| match e {
+        zbus::Error::NameTaken => {
+            format!("{BUS_NAME} is already owned: is vmsnapd already running?")
+        }
+        zbus::Error::MethodError(name, _, _) if name.as_str().ends_with("AccessDenied") => format!(
+            "the bus refused to let this process own {BUS_NAME}: run vmsnapd as root and install \
+             the bus policy file org.vmsnap.VMSnap1.conf"
+        ),
+        other => format!("cannot connect to the system bus: {other}"),
+    })
+}

@@ -1,0 +1,169 @@
+//! Parsing of the `a{sv}` option dictionaries.
+//!
+//! Unknown keys and wrongly typed values are refused with `InvalidArgument` naming the key, so
+//! a typo in a script fails loudly instead of silently doing the default.
+
+use std::collections::HashMap;
+
+use vmsnap_dbus::{options as keys, Error};
+use zvariant::OwnedValue;
+
+use crate::engine::status::StatusRequest;
+use crate::engine::Config;
+use crate::host::period::GroupBy;
+use crate::paths::BackupRoot;
+use crate::selection;
+
+/// Option dictionaries larger than this are refused outright.
+const MAX_OPTIONS: usize = 64;
+
+pub fn status_request(
+    domains: &[String],
+    mut options: HashMap<String, OwnedValue>,
+    config: &Config,
+) -> Result<StatusRequest, Error> {
+    check_keys(&options, keys::STATUS_KEYS)?;
+    let selectors =
+        selection::parse_all(domains).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let backup_root = take_string(&mut options, keys::OUTPUT)?
+        .map(|p| BackupRoot::new(&p).map_err(|e| Error::InvalidArgument(format!("output: {e}"))))
+        .transpose()?;
+    let group_by = match take_string(&mut options, keys::GROUP_BY)? {
+        None => GroupBy::default(),
+        Some(word) => GroupBy::parse(&word).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "group_by {word:?} is not one of {}",
+                GroupBy::NAMES.join(", ")
+            ))
+        })?,
+    };
+    if let Some(uri) = take_string(&mut options, keys::CONNECT)? {
+        if uri != config.libvirt_uri {
+            return Err(Error::InvalidArgument(format!(
+                "connect {uri:?} differs from the service's libvirt URI {:?}; \
+                 the URI is set in the service's configuration",
+                config.libvirt_uri
+            )));
+        }
+    }
+    Ok(StatusRequest {
+        selectors,
+        backup_root,
+        group_by,
+    })
+}
+
+fn check_keys(options: &HashMap<String, OwnedValue>, accepted: &[&str]) -> Result<(), Error> {
+    if options.len() > MAX_OPTIONS {
+        return Err(Error::InvalidArgument(format!(
+            "{} options given; at most {MAX_OPTIONS} are accepted",
+            options.len()
+        )));
+    }
+    let mut unknown: Vec<&str> = options
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !accepted.contains(k))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort_unstable();
+    let shown: Vec<String> = unknown
+        .iter()
+        .take(5)
+        .map(|k| format!("{k:.64?}"))
+        .collect();
+    Err(Error::InvalidArgument(format!(
+        "unknown option {} (accepted: {})",
+        shown.join(", "),
+        accepted.join(", ")
+    )))
+}
+
+fn take_string(
+    options: &mut HashMap<String, OwnedValue>,
+    key: &str,
+) -> Result<Option<String>, Error> {
+    let Some(value) = options.remove(key) else {
+        return Ok(None);
+    };
+    let signature = value.value_signature().to_string();
+    String::try_from(value).map(Some).map_err(|_| {
+        Error::InvalidArgument(format!(
+            "option {key} must be a string (s), not {signature}"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zvariant::Value;
+
+    fn opts(pairs: &[(&str, Value<'_>)]) -> HashMap<String, OwnedValue> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.try_to_owned().unwrap()))
+            .collect()
+    }
+
+    fn err(r: Result<StatusRequest, Error>) -> String {
+        match r {
+            Err(Error::InvalidArgument(m)) => m,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn good_options_parse() {
+        let req = status_request(
+            &["vm*".into()],
+            opts(&[
+                ("output", Value::from("/backups")),
+                ("group_by", Value::from("quarter")),
+                ("connect", Value::from("qemu:///system")),
+            ]),
+            &Config::default(),
+        )
+        .unwrap();
+        assert_eq!(req.group_by, GroupBy::Quarter);
+        assert!(req.backup_root.is_some());
+    }
+
+    #[test]
+    fn bad_options_name_the_problem() {
+        let c = Config::default();
+        assert!(err(status_request(
+            &[],
+            opts(&[("outptu", Value::from("/b"))]),
+            &c
+        ))
+        .contains("\"outptu\""));
+        assert!(err(status_request(
+            &[],
+            opts(&[("output", Value::from(5u32))]),
+            &c
+        ))
+        .contains("output must be a string"));
+        assert!(err(status_request(
+            &[],
+            opts(&[("output", Value::from("rel"))]),
+            &c
+        ))
+        .contains("not absolute"));
+        assert!(err(status_request(
+            &[],
+            opts(&[("group_by", Value::from("monthly"))]),
+            &c
+        ))
+        .contains("monthly"));
+        assert!(err(status_request(
+            &[],
+            opts(&[("connect", Value::from("qemu+ssh://x/system"))]),
+            &c
+        ))
+        .contains("differs"));
+        assert!(err(status_request(&["a/b".into()], HashMap::new(), &c)).contains("'/'"));
+    }
+}

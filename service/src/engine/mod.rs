@@ -1,0 +1,84 @@
+//! The engine: what the service does, in terms of the host layer, without any D-Bus.
+//!
+//! The D-Bus interfaces translate calls into engine requests and engine results back into wire
+//! records; everything that decides something lives here, where it can be tested alone.
+
+pub mod consistency;
+pub mod status;
+
+use std::time::Duration;
+
+use crate::host::{self, tools::VersionCache};
+use crate::paths::InvalidPath;
+use crate::selection::InvalidName;
+
+/// Settings fixed at service start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// libvirt URI every host call uses (`qemu:///system`).
+    pub libvirt_uri: String,
+    /// Deadline for one virsh or qemu-img call.
+    pub command_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            libvirt_uri: "qemu:///system".into(),
+            command_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Errors an engine operation reports to its caller.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("No matching domains found for: {}", .0.join(", "))]
+    NoSuchDomain(Vec<String>),
+    #[error(transparent)]
+    Host(#[from] host::Error),
+}
+
+impl From<InvalidName> for Error {
+    fn from(e: InvalidName) -> Self {
+        Error::InvalidArgument(e.to_string())
+    }
+}
+
+impl From<InvalidPath> for Error {
+    fn from(e: InvalidPath) -> Self {
+        Error::InvalidArgument(e.to_string())
+    }
+}
+
+/// The service's engine; one per process, shared by all calls.
+pub struct Engine {
+    config: Config,
+    versions: VersionCache,
+}
+
+impl Engine {
+    pub fn new(config: Config) -> Self {
+        Engine {
+            config,
+            versions: VersionCache::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The installed virtnbdbackup's version, `None` when it is missing or unreadable.
+    pub async fn virtnbdbackup_version(&self) -> Option<host::tools::ToolVersion> {
+        match self.versions.virtnbdbackup().await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(error = %e, "virtnbdbackup version unknown");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! Status: what libvirt, QEMU and the images say about each selected domain.
+//!
+//! Domains are queried concurrently (each query is a few short-lived processes), and one
+//! domain's failure becomes a problem in its own report instead of aborting everyone else's.
+//! Only an unreachable libvirt aborts the whole call, because then no report would be true.
+
+use std::path::{Path, PathBuf};
+
+use futures_util::stream::{self, StreamExt};
+use tracing::Instrument;
+
+use super::consistency::{self, DiskBitmaps};
+use super::{Engine, Error};
+use crate::host::backup_dir::{self, FolderStats};
+use crate::host::domain_xml::{self, DiskDefinition};
+use crate::host::period::{GroupBy, Period};
+use crate::host::qmp::BlockDevice;
+use crate::host::tools::{self, Tool};
+use crate::host::virsh::{DomainState, Virsh};
+use crate::host::{self, qemu_img};
+use crate::paths::BackupRoot;
+use crate::selection::{self, DomainName, Resolved, Selector};
+
+/// How many domains are queried at once: enough to hide process start-up latency, few enough
+/// not to flood libvirtd on a host with hundreds of domains.
+const CONCURRENT_DOMAINS: usize = 8;
+
+/// What the caller asked for.
+#[derive(Debug, Clone)]
+pub struct StatusRequest {
+    pub selectors: Vec<Selector>,
+    pub backup_root: Option<BackupRoot>,
+    pub group_by: GroupBy,
+}
+
+/// Status of one domain.
+#[derive(Debug, Clone)]
+pub struct DomainReport {
+    pub name: DomainName,
+    pub state: DomainState,
+    pub checkpoints: Vec<String>,
+    pub disks: Vec<DiskReport>,
+    pub skipped_disks: Vec<SkippedDiskReport>,
+    pub problems: Vec<String>,
+    pub folder: Option<FolderStats>,
+    /// Why the domain could not be queried at all.
+    pub query_error: Option<String>,
+}
+
+impl DomainReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DiskReport {
+    pub target: String,
+    pub path: String,
+    pub format: String,
+    pub virtual_size: u64,
+    pub actual_size: u64,
+    pub bitmaps: Vec<BitmapReport>,
+    pub changed_since_checkpoint: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BitmapReport {
+    pub name: String,
+    pub dirty_bytes: Option<u64>,
+    pub recording: Option<bool>,
+    pub inconsistent: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SkippedDiskReport {
+    pub target: String,
+    pub device: String,
+    pub path: String,
+    pub reason: String,
+}
+
+impl Engine {
+    /// Status of the selected domains, in selection order.
+    pub async fn status(&self, request: &StatusRequest) -> Result<Vec<DomainReport>, Error> {
+        let programs = tools::require(&[Tool::Virsh, Tool::QemuImg])?;
+        let virsh = Virsh::new(
+            programs[0].clone(),
+            self.config.libvirt_uri.clone(),
+            self.config.command_timeout,
+        );
+        let ctx = Context {
+            virsh,
+            qemu_img: programs[1].clone(),
+            engine: self,
+            request,
+            period: Period::current(request.group_by),
+        };
+        let existing = ctx.virsh.list_all().await?;
+        let domains = match selection::resolve(&request.selectors, &existing) {
+            Resolved::Domains(d) => d,
+            Resolved::NotFound(missing) => return Err(Error::NoSuchDomain(missing)),
+        };
+        let reports: Vec<Result<DomainReport, host::Error>> = stream::iter(domains)
+            .map(|d| ctx.domain(d))
+            .buffered(CONCURRENT_DOMAINS)
+            .collect()
+            .await;
+        reports
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .map_err(Error::Host)
+    }
+}
+
+struct Context<'a> {
+    virsh: Virsh,
+    qemu_img: PathBuf,
+    engine: &'a Engine,
+    request: &'a StatusRequest,
+    period: Period,
+}
+
+impl Context<'_> {
+    /// One domain's report. Only `HostUnavailable` escapes; anything else is a problem entry.
+    async fn domain(&self, name: DomainName) -> Result<DomainReport, host::Error> {
+        let span = tracing::debug_span!("status", domain = %name);
+        self.domain_inner(name).instrument(span).await
+    }
+
+    async fn domain_inner(&self, name: DomainName) -> Result<DomainReport, host::Error> {
+        let mut report = DomainReport {
+            name: name.clone(),
+            state: DomainState::Other("unknown".into()),
+            checkpoints: Vec::new(),
+            disks: Vec::new(),
+            skipped_disks: Vec::new(),
+            problems: Vec::new(),
+            folder: None,
+            query_error: None,
+        };
+        let d = name.as_str();
+        let (state, xml, checkpoints) = tokio::join!(
+            self.virsh.domstate(d),
+            self.virsh.dumpxml(d),
+            self.virsh.checkpoints(d)
+        );
+        let (state, xml, checkpoints) = match (state, xml, checkpoints) {
+            (Ok(s), Ok(x), Ok(c)) => (s, x, c),
+            (s, x, c) => {
+                let err = [s.err(), x.err(), c.err()].into_iter().flatten().next();
+                return match err {
+                    Some(e @ host::Error::HostUnavailable(_)) => Err(e),
+                    Some(e) => {
+                        report.problems.push(format!("could not query {d}: {e}"));
+                        report.query_error = Some(e.to_string());
+                        Ok(report)
+                    }
+                    None => unreachable!("a tuple with an error has an error"),
+                };
+            }
+        };
+        report.state = state;
+        report.checkpoints = checkpoints;
+        match domain_xml::parse_disks(&xml) {
+            Ok(disks) => self.fill_disks(&mut report, disks).await?,
+            Err(e) => report.problems.push(e.to_string()),
+        }
+        let bitmaps: Vec<DiskBitmaps<'_>> = report
+            .disks
+            .iter()
+            .map(|disk| DiskBitmaps {
+                target: &disk.target,
+                bitmaps: disk
+                    .bitmaps
+                    .iter()
+                    .map(|b| (b.name.as_str(), b.inconsistent))
+                    .collect(),
+            })
+            .collect();
+        let mut problems = consistency::check_bitmaps(&report.checkpoints, &bitmaps);
+        report.problems.append(&mut problems);
+        if let Some(root) = &self.request.backup_root {
+            self.fill_folder(&mut report, root.as_path()).await;
+        }
+        Ok(report)
+    }
+
+    async fn fill_disks(
+        &self,
+        report: &mut DomainReport,
+        disks: Vec<DiskDefinition>,
+    ) -> Result<(), host::Error> {
+        let name = report.name.as_str();
+        let mut eligible = Vec::new();
+        for disk in disks {
+            match ineligible_reason(&disk) {
+                Some(reason) => report.skipped_disks.push(SkippedDiskReport {
+                    target: disk.target,
+                    device: disk.device,
+                    path: disk.source.unwrap_or_default(),
+                    reason,
+                }),
+                None => eligible.push(disk),
+            }
+        }
+        if eligible.is_empty() {
+            return Ok(());
+        }
+        // QEMU holds the live bitmaps of a running or paused domain; the image's copy is stale.
+        let live: Option<Vec<BlockDevice>> = if report.state.has_qemu() {
+            match self.virsh.query_block(name).await {
+                Ok(devices) => Some(devices),
+                Err(e @ host::Error::HostUnavailable(_)) => return Err(e),
+                Err(e) => {
+                    // Fall back to the image's copy, but never call that OK.
+                    report
+                        .problems
+                        .push(format!("QEMU could not be asked for live bitmaps: {e}"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let timeout = self.engine.config.command_timeout;
+        let infos = futures_util::future::join_all(eligible.iter().map(|disk| {
+            let path = disk.source.clone().unwrap_or_default();
+            let qemu_img = self.qemu_img.clone();
+            async move { qemu_img::info(&qemu_img, &path, timeout).await }
+        }))
+        .await;
+        let latest = consistency::latest_owned(&report.checkpoints).map(String::from);
+        for (disk, info) in eligible.into_iter().zip(infos) {
+            let path = disk.source.clone().unwrap_or_default();
+            let info = match info {
+                Ok(info) => info,
+                Err(e) => {
+                    report
+                        .problems
+                        .push(format!("disk {} could not be inspected: {e}", disk.target));
+                    continue;
+                }
+            };
+            let bitmaps = match &live {
+                Some(devices) => live_bitmaps(devices, &disk, &path),
+                None => info
+                    .bitmaps
+                    .iter()
+                    .map(|b| BitmapReport {
+                        name: b.name.clone(),
+                        dirty_bytes: None,
+                        recording: None,
+                        inconsistent: b.in_use,
+                    })
+                    .collect(),
+            };
+            let changed_since_checkpoint = latest.as_deref().and_then(|cp| {
+                bitmaps
+                    .iter()
+                    .find(|b| b.name == cp)
+                    .and_then(|b| b.dirty_bytes)
+            });
+            report.disks.push(DiskReport {
+                target: disk.target,
+                path,
+                format: info.format,
+                virtual_size: info.virtual_size,
+                actual_size: info.actual_size,
+                bitmaps,
+                changed_since_checkpoint,
+            });
+        }
+        Ok(())
+    }
+
+    async fn fill_folder(&self, report: &mut DomainReport, root: &Path) {
+        let path = root
+            .join(report.name.as_str())
+            .join(self.period.folder_name());
+        let result = tokio::task::spawn_blocking(move || backup_dir::stats(&path)).await;
+        match result {
+            Ok(Ok(folder)) => {
+                let mut problems = consistency::check_folder(&report.checkpoints, &folder);
+                report.problems.append(&mut problems);
+                report.folder = Some(folder);
+            }
+            Ok(Err(e)) => report
+                .problems
+                .push(format!("backup folder could not be read: {e}")),
+            Err(e) => report
+                .problems
+                .push(format!("backup folder could not be read: {e}")),
+        }
+    }
+}
+
+/// Why a disk cannot be part of an incremental chain, `None` when it can.
+fn ineligible_reason(disk: &DiskDefinition) -> Option<String> {
+    if disk.device != "disk" {
+        return Some(format!("{} device", disk.device));
+    }
+    if disk.source.is_none() {
+        return Some(format!("no host path ({} source)", disk.source_type));
+    }
+    match disk.format.as_deref() {
+        Some("qcow2") => None,
+        Some(other) => Some(format!("{other} format has no persistent bitmaps")),
+        None => Some("unknown format".into()),
+    }
+}
+
+/// The bitmaps QEMU reports for `disk`, matched by alias and then by file.
+fn live_bitmaps(devices: &[BlockDevice], disk: &DiskDefinition, path: &str) -> Vec<BitmapReport> {
+    let device = disk
+        .alias
+        .as_deref()
+        .and_then(|alias| devices.iter().find(|d| d.has_alias(alias)))
+        .or_else(|| devices.iter().find(|d| d.file.as_deref() == Some(path)));
+    device
+        .map(|d| {
+            d.bitmaps
+                .iter()
+                .map(|b| BitmapReport {
+                    name: b.name.clone(),
+                    dirty_bytes: Some(b.count),
+                    recording: Some(b.recording),
+                    inconsistent: b.inconsistent,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(device: &str, format: Option<&str>, source: Option<&str>) -> DiskDefinition {
+        DiskDefinition {
+            target: "vda".into(),
+            device: device.into(),
+            source_type: "file".into(),
+            format: format.map(String::from),
+            source: source.map(String::from),
+            alias: None,
+        }
+    }
+
+    #[test]
+    fn only_qcow2_disks_with_a_source_are_eligible() {
+        assert_eq!(
+            ineligible_reason(&disk("disk", Some("qcow2"), Some("/a"))),
+            None
+        );
+        assert!(ineligible_reason(&disk("disk", Some("raw"), Some("/a"))).is_some());
+        assert!(ineligible_reason(&disk("cdrom", Some("qcow2"), Some("/a"))).is_some());
+        assert!(ineligible_reason(&disk("disk", Some("qcow2"), None)).is_some());
+        assert!(ineligible_reason(&disk("disk", None, Some("/a"))).is_some());
+    }
+}

@@ -1,0 +1,142 @@
+//! Running host programs from an argument vector, with a deadline.
+//!
+//! This is the only place the service starts processes. There is no shell anywhere on the path:
+//! a domain called `vm1;touch /tmp/x` is one argv element that virsh receives verbatim.
+//! Every run has a timeout, so a wedged libvirtd turns into an error instead of a call that
+//! never returns, and the child is killed when the future is dropped (a cancelled call leaves
+//! no orphan behind).
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use super::{Error, Result};
+
+/// Captured result of a finished program.
+#[derive(Debug)]
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+    pub success: bool,
+    pub code: Option<i32>,
+}
+
+impl Output {
+    /// The line a user needs to see: the last `error:` line of stderr, else its last non-empty
+    /// line, else the exit status.
+    pub fn error_line(&self) -> String {
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        lines
+            .iter()
+            .rev()
+            .find(|l| l.starts_with("error:") || l.contains("ERROR"))
+            .or(lines.last())
+            .map(|l| l.to_string())
+            .unwrap_or_else(|| match self.code {
+                Some(code) => format!("exit status {code}"),
+                None => "killed by a signal".to_string(),
+            })
+    }
+}
+
+/// Runs `program args…` and captures its output. A non-zero exit is *not* an error here: the
+/// caller decides what a failure means (virsh's "domain not found" is a different thing from
+/// "cannot connect").
+pub async fn run(program: &Path, args: &[OsString], timeout: Duration) -> Result<Output> {
+    let name = program_name(program);
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        // Stable, parseable messages whatever the host's locale.
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    tracing::debug!(program = %name, ?args, "running");
+    let child = command.spawn().map_err(|source| Error::Spawn {
+        program: name.clone(),
+        source,
+    })?;
+    let output = tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .map_err(|_| Error::Timeout {
+            program: name.clone(),
+            seconds: timeout.as_secs(),
+        })?
+        .map_err(|source| Error::Spawn {
+            program: name.clone(),
+            source,
+        })?;
+    Ok(Output {
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        success: output.status.success(),
+        code: output.status.code(),
+    })
+}
+
+pub fn program_name(program: &Path) -> String {
+    program
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| program.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[tokio::test]
+    async fn metacharacters_reach_the_program_verbatim() {
+        let out = run(
+            Path::new("/bin/echo"),
+            &args(&["vm1;touch /tmp/x", "$(id)", "`id`"]),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert!(out.success);
+        assert_eq!(out.stdout, "vm1;touch /tmp/x $(id) `id`\n");
+    }
+
+    #[tokio::test]
+    async fn a_hung_program_times_out() {
+        let err = run(
+            Path::new("/bin/sleep"),
+            &args(&["30"]),
+            Duration::from_millis(100),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn error_line_prefers_the_error_line() {
+        let out = Output {
+            stdout: String::new(),
+            stderr: "warning: x\nerror: failed to get domain 'nope'\n\n".into(),
+            success: false,
+            code: Some(1),
+        };
+        assert_eq!(out.error_line(), "error: failed to get domain 'nope'");
+        let silent = Output {
+            stderr: String::new(),
+            ..out
+        };
+        assert_eq!(silent.error_line(), "exit status 1");
+    }
+}

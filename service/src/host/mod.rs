@@ -1,0 +1,54 @@
+//! Everything that touches the host: external programs, their output, and the backup folders.
+//!
+//! Nothing in here knows about D-Bus. Every program runs from an argument vector
+//! ([`command`]), never through a shell, and every piece of program output is parsed by a
+//! function that turns malformed input into an [`Error`] instead of panicking.
+
+pub mod backup_dir;
+pub mod command;
+pub mod domain_xml;
+pub mod period;
+pub mod qemu_img;
+pub mod qmp;
+pub mod tools;
+pub mod virsh;
+
+use std::path::PathBuf;
+
+/// What can go wrong on the host.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Missing dependencies ({})", .0.join(", "))]
+    MissingDependency(Vec<String>),
+    #[error("libvirt is unreachable: {0}")]
+    HostUnavailable(String),
+    #[error("domain {0:?} does not exist")]
+    NoSuchDomain(String),
+    #[error("{program} timed out after {seconds} s")]
+    Timeout { program: String, seconds: u64 },
+    #[error("{program} failed: {message}")]
+    CommandFailed { program: String, message: String },
+    #[error("could not start {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("unexpected output from {what}: {detail}")]
+    Parse { what: String, detail: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn parse(what: impl Into<String>, detail: impl ToString) -> Self {
+        Error::Parse {
+            what: what.into(),
+            detail: detail.to_string(),
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! libvirt through `virsh`, one argument vector per call.
+//!
+//! Domain names are always passed as the value of an explicit `--domain` option, so that a
+//! name that starts with `-` can never be read as an option of virsh itself.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::command::{self, Output};
+use super::qmp::{self, BlockDevice};
+use super::{Error, Result};
+
+/// A domain's run state, as `virsh domstate` words it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainState {
+    Running,
+    Paused,
+    ShutOff,
+    /// Any other libvirt state (`crashed`, `in shutdown`, `pmsuspended`, …), verbatim.
+    Other(String),
+}
+
+impl DomainState {
+    pub fn parse(word: &str) -> Self {
+        match word.trim() {
+            "running" => DomainState::Running,
+            "paused" => DomainState::Paused,
+            "shut off" => DomainState::ShutOff,
+            other => DomainState::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            DomainState::Running => "running",
+            DomainState::Paused => "paused",
+            DomainState::ShutOff => "shut off",
+            DomainState::Other(s) => s,
+        }
+    }
+
+    /// Whether a QEMU process exists for the domain, so that QEMU (not the image file) holds
+    /// the truth about its bitmaps.
+    pub fn has_qemu(&self) -> bool {
+        matches!(
+            self,
+            DomainState::Running | DomainState::Paused | DomainState::Other(_)
+        )
+    }
+}
+
+/// A `virsh` binary bound to one libvirt URI.
+#[derive(Debug, Clone)]
+pub struct Virsh {
+    program: PathBuf,
+    uri: String,
+    timeout: Duration,
+}
+
+impl Virsh {
+    pub fn new(program: PathBuf, uri: impl Into<String>, timeout: Duration) -> Self {
+        Virsh {
+            program,
+            uri: uri.into(),
+            timeout,
+        }
+    }
+
+    /// Names of all domains, running and defined, in libvirt's order.
+    pub async fn list_all(&self) -> Result<Vec<String>> {
+        let out = self.call(None, &["list", "--all", "--name"]).await?;
+        Ok(non_empty_lines(&out.stdout))
+    }
+
+    pub async fn domstate(&self, domain: &str) -> Result<DomainState> {
+        let out = self
+            .call(Some(domain), &["domstate", "--domain", domain])
+            .await?;
+        let word = out
+            .stdout
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .ok_or_else(|| Error::parse("virsh domstate", "empty output"))?;
+        Ok(DomainState::parse(word))
+    }
+
+    /// The live XML of a running domain (with aliases), or the inactive definition.
+    pub async fn dumpxml(&self, domain: &str) -> Result<String> {
+        Ok(self
+            .call(Some(domain), &["dumpxml", "--domain", domain])
+            .await?
+            .stdout)
+    }
+
+    /// Checkpoint names, parents before children.
+    pub async fn checkpoints(&self, domain: &str) -> Result<Vec<String>> {
+        let out = self
+            .call(
+                Some(domain),
+                &[
+                    "checkpoint-list",
+                    "--domain",
+                    domain,
+                    "--name",
+                    "--topological",
+                ],
+            )
+            .await?;
+        Ok(non_empty_lines(&out.stdout))
+    }
+
+    /// QEMU's `query-block` for a running or paused domain.
+    pub async fn query_block(&self, domain: &str) -> Result<Vec<BlockDevice>> {
+        let out = self
+            .call(
+                Some(domain),
+                &[
+                    "qemu-monitor-command",
+                    "--domain",
+                    domain,
+                    "--cmd",
+                    r#"{"execute":"query-block"}"#,
+                ],
+            )
+            .await?;
+        qmp::parse_query_block(&out.stdout)
+    }
+
+    async fn call(&self, domain: Option<&str>, args: &[&str]) -> Result<Output> {
+        let mut argv: Vec<OsString> = vec!["-c".into(), self.uri.clone().into()];
+        argv.extend(args.iter().map(OsString::from));
+        let out = command::run(&self.program, &argv, self.timeout)
+            .await
+            .map_err(|e| match e {
+                Error::Timeout { program, seconds } => {
+                    Error::HostUnavailable(format!("{program} did not answer within {seconds} s"))
+                }
+                other => other,
+            })?;
+        if out.success {
+            if !out.stderr.trim().is_empty() {
+                // A successful call is judged by its exit status; chatter is only a warning.
+                tracing::warn!(command = args[0], stderr = %out.stderr.trim(), "virsh warning");
+            }
+            return Ok(out);
+        }
+        Err(classify(&out, domain))
+    }
+}
+
+/// Turns a failed virsh run into the error the caller can act on.
+fn classify(out: &Output, domain: Option<&str>) -> Error {
+    let line = out.error_line();
+    let text = out.stderr.as_str();
+    const UNREACHABLE: &[&str] = &[
+        "failed to connect to the hypervisor",
+        "Failed to connect socket",
+        "Cannot recv data",
+        "End of file while reading data",
+        "no connection driver available",
+        "Connection reset by peer",
+    ];
+    if UNREACHABLE.iter().any(|needle| text.contains(needle)) {
+        return Error::HostUnavailable(line);
+    }
+    if let Some(domain) = domain {
+        if text.contains("failed to get domain") || text.contains("Domain not found") {
+            return Error::NoSuchDomain(domain.to_string());
+        }
+    }
+    Error::CommandFailed {
+        program: "virsh".into(),
+        message: line,
+    }
+}
+
+fn non_empty_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(stderr: &str) -> Output {
+        Output {
+            stdout: String::new(),
+            stderr: stderr.into(),
+            success: false,
+            code: Some(1),
+        }
+    }
+
+    #[test]
+    fn failures_are_classified() {
+        let down = failed("error: failed to connect to the hypervisor\nerror: Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or directory\n");
+        assert!(matches!(
+            classify(&down, Some("vm")),
+            Error::HostUnavailable(_)
+        ));
+        let missing = failed("error: failed to get domain 'vm'\n");
+        assert!(matches!(classify(&missing, Some("vm")), Error::NoSuchDomain(d) if d == "vm"));
+        let other = failed("error: Requested operation is not valid: domain is not running\n");
+        match classify(&other, Some("vm")) {
+            Error::CommandFailed { message, .. } => {
+                assert_eq!(
+                    message,
+                    "error: Requested operation is not valid: domain is not running"
+                )
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn states_parse() {
+        assert_eq!(DomainState::parse("shut off\n"), DomainState::ShutOff);
+        assert_eq!(DomainState::parse("running"), DomainState::Running);
+        assert!(DomainState::parse("paused").has_qemu());
+        assert!(!DomainState::ShutOff.has_qemu());
+        assert_eq!(DomainState::parse("crashed").as_str(), "crashed");
+    }
+}

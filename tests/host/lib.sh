@@ -1,0 +1,143 @@
+# Shared functions of the test host: install what is missing, start libvirt without systemd,
+# run a private system bus with the real polkitd, and clean up only what we created.
+# Sourced by tests/run and tests/host/demo. Recipe: shared/reference/test-host.md.
+
+HOST_PACKAGES=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils virtnbdbackup
+               dbus polkitd faketime)
+
+log() { printf '[test-host] %s\n' "$*" >&2; }
+die() { printf '[test-host] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Installs the packages that are missing. qemu-utils is pinned to the version of
+# qemu-system-x86: machines that carry a newer qemu-utils from backports otherwise refuse to
+# install Debian 12's QEMU ("held broken packages").
+host_install() {
+    local missing=() p
+    for p in "${HOST_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    # Also need qemu-img and qemu-system of the same build.
+    if ! dpkg-query -W -f='${Version}' qemu-system-x86 >/dev/null 2>&1 \
+       || [ "$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null)" != "$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null)" ]; then
+        missing+=(qemu-utils qemu-system-x86)
+    fi
+    [ ${#missing[@]} -eq 0 ] && return 0
+    [ "$(id -u)" -eq 0 ] || die "packages missing (${missing[*]}) and not root to install them"
+    log "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq || die "apt-get update failed"
+    local qemu_version pins=()
+    qemu_version=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+    [ -n "$qemu_version" ] && [ "$qemu_version" != "(none)" ] || die "no qemu-system-x86 package available"
+    for p in "${missing[@]}"; do
+        case "$p" in
+            qemu-utils|qemu-system-x86) ;;
+            *) pins+=("$p") ;;
+        esac
+    done
+    apt-get install -y -q --allow-downgrades "${pins[@]}" \
+        "qemu-system-x86=$qemu_version" "qemu-utils=$qemu_version" >&2 \
+        || die "apt-get install failed"
+}
+
+# Starts virtlogd and libvirtd unless libvirt already answers (systemd is not PID 1 here).
+host_start_libvirt() {
+    if virsh -c qemu:///system version >/dev/null 2>&1; then return 0; fi
+    pgrep -x virtlogd >/dev/null || virtlogd -d || die "virtlogd did not start"
+    pgrep -x libvirtd >/dev/null || libvirtd -d || die "libvirtd did not start"
+    local i
+    for i in $(seq 1 60); do
+        virsh -c qemu:///system version >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    die "libvirtd does not answer on qemu:///system"
+}
+
+# An unprivileged account for tests that call the service as a normal user.
+host_test_user() {
+    id vmsnaptest >/dev/null 2>&1 || useradd --create-home --shell /bin/bash vmsnaptest \
+        || die "cannot create the user vmsnaptest"
+}
+
+# Renders the private bus configuration for socket $1 into file $2.
+host_bus_config() {
+    local socket=$1 out=$2 repo
+    repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+    sed -e "s|@LISTEN@|unix:path=$socket|" -e "s|@POLICY_DIR@|$repo/systemd|" \
+        "$repo/tests/host/system-bus.conf.in" > "$out"
+}
+
+# Starts a private system bus in directory $1 and exports DBUS_SYSTEM_BUS_ADDRESS.
+host_start_bus() {
+    local dir=$1
+    host_bus_config "$dir/bus" "$dir/bus.conf"
+    local out
+    out=$(dbus-daemon --config-file="$dir/bus.conf" --fork --print-address=1 --print-pid=1) \
+        || die "dbus-daemon did not start"
+    echo "$out" | sed -n 2p > "$dir/bus.pid"
+    export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$dir/bus"
+    log "private system bus at $DBUS_SYSTEM_BUS_ADDRESS"
+}
+
+# Starts the real polkitd on the private bus (it drops to the polkitd user).
+host_start_polkitd() {
+    local dir=$1 i
+    /usr/lib/polkit-1/polkitd --no-debug >"$dir/polkitd.log" 2>&1 &
+    echo $! > "$dir/polkitd.pid"
+    for i in $(seq 1 50); do
+        busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" status org.freedesktop.PolicyKit1 >/dev/null 2>&1 && return 0
+        sleep 0.2
+    done
+    die "polkitd did not register on the private bus (see $dir/polkitd.log)"
+}
+
+# Starts vmsnapd ($1 = binary) on the private bus and waits until it owns its name.
+host_start_vmsnapd() {
+    local bin=$1 dir=$2 i
+    "$bin" --log-to-stderr >"$dir/vmsnapd.log" 2>&1 &
+    echo $! > "$dir/vmsnapd.pid"
+    for i in $(seq 1 100); do
+        busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" status org.vmsnap.VMSnap1 >/dev/null 2>&1 && return 0
+        kill -0 "$(cat "$dir/vmsnapd.pid")" 2>/dev/null || { cat "$dir/vmsnapd.log" >&2; die "vmsnapd exited"; }
+        sleep 0.1
+    done
+    die "vmsnapd did not take its name (see $dir/vmsnapd.log)"
+}
+
+# Stops the processes whose pid files are in $1.
+host_stop() {
+    local dir=$1 f
+    for f in "$dir"/vmsnapd.pid "$dir"/polkitd.pid "$dir"/bus.pid; do
+        [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null
+    done
+    return 0
+}
+
+# Removes the domains whose names start with $1, and their images directory $2.
+host_remove_domains() {
+    local prefix=$1 images=$2 d
+    virsh -c qemu:///system list --all --name 2>/dev/null | while read -r d; do
+        case "$d" in
+            "$prefix"*)
+                virsh -c qemu:///system destroy --domain "$d" >/dev/null 2>&1
+                virsh -c qemu:///system undefine --checkpoints-metadata --domain "$d" >/dev/null 2>&1 \
+                    || virsh -c qemu:///system undefine --domain "$d" >/dev/null 2>&1
+                ;;
+        esac
+    done
+    [ -n "$images" ] && rm -rf -- "$images"
+    return 0
+}
+
+# Removes test domains of earlier runs whose process is gone (vmsnaptest-<pid>-…).
+host_remove_stale() {
+    local d pid
+    virsh -c qemu:///system list --all --name 2>/dev/null | while read -r d; do
+        if [[ "$d" =~ ^vmsnaptest-([0-9]+)- ]]; then
+            pid=${BASH_REMATCH[1]}
+            if ! kill -0 "$pid" 2>/dev/null; then
+                host_remove_domains "vmsnaptest-$pid-" "/var/tmp/vmsnaptest-$pid"
+            fi
+        fi
+    done
+}
