@@ -6,15 +6,38 @@ use vmsnap_dbus::names::BUS_NAME;
 use vmsnap_dbus::{Error, ManagerProxy};
 use zbus::Connection;
 
+use crate::exit;
+use crate::Failure;
+
 /// Connects to the system bus (`DBUS_SYSTEM_BUS_ADDRESS` when set). Every method call gives up
-/// after `timeout`, so a wedged service cannot hang a script forever.
-pub async fn connect(timeout: Duration) -> Result<(Connection, ManagerProxy<'static>), Error> {
-    let connection = zbus::connection::Builder::system()?
+/// after `timeout`, so a wedged service cannot hang a script forever. A bus that cannot be
+/// reached at all is reported here, with exit code [`exit::UNREACHABLE`].
+pub async fn connect(timeout: Duration) -> Result<(Connection, ManagerProxy<'static>), Failure> {
+    let unreachable = |e: zbus::Error| {
+        (
+            exit::UNREACHABLE,
+            format!("cannot connect to {}: {e}", bus_address()),
+        )
+    };
+    let connection = zbus::connection::Builder::system()
+        .map_err(unreachable)?
         .method_timeout(timeout)
         .build()
-        .await?;
-    let manager = ManagerProxy::new(&connection).await?;
+        .await
+        .map_err(unreachable)?;
+    let manager = ManagerProxy::new(&connection)
+        .await
+        .map_err(|e| failure(&Error::ZBus(e)))?;
     Ok((connection, manager))
+}
+
+/// The exit code and message for an error of a call.
+pub fn failure(e: &Error) -> Failure {
+    (exit::for_error(e), describe(e))
+}
+
+fn bus_address() -> String {
+    std::env::var("DBUS_SYSTEM_BUS_ADDRESS").unwrap_or_else(|_| "the system bus".to_string())
 }
 
 /// Whether the error means the service (or the bus itself) is not there.

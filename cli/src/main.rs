@@ -31,7 +31,8 @@ async fn main() -> ExitCode {
     }
 }
 
-type Failure = (u8, String);
+/// An exit code and the message for stderr.
+pub type Failure = (u8, String);
 
 async fn run(cli: Cli) -> Result<u8, Failure> {
     // The original's --domains and the subcommand's positional names are one selection.
@@ -54,9 +55,8 @@ async fn status(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
     if cli.format.verbose {
         eprintln!("Starting status check...");
     }
-    let (_connection, manager) = client::connect(Duration::from_secs(cli.common.timeout.max(1)))
-        .await
-        .map_err(|e| (exit::for_error(&e), client::describe(&e)))?;
+    let (_connection, manager) =
+        client::connect(Duration::from_secs(cli.common.timeout.max(1))).await?;
     let mut opts: HashMap<&str, Value<'_>> = HashMap::new();
     if let Some(output) = &cli.common.output {
         opts.insert(options::OUTPUT, Value::from(output.as_str()));
@@ -71,7 +71,7 @@ async fn status(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
     let report = manager
         .status(&names, opts)
         .await
-        .map_err(|e| (exit::for_error(&e), client::describe(&e)))?;
+        .map_err(|e| client::failure(&e))?;
     render::status(&report, &cli.format)
         .map_err(|e| (exit::FAILURE, format!("cannot write the report: {e}")))?;
     let failed: Vec<&str> = report

@@ -119,9 +119,9 @@ host_remove_domains() {
     virsh -c qemu:///system list --all --name 2>/dev/null | while read -r d; do
         case "$d" in
             "$prefix"*)
-                virsh -c qemu:///system destroy --domain "$d" >/dev/null 2>&1
+                virsh -c qemu:///system destroy --domain "$d" >/dev/null 2>&1 || true
                 virsh -c qemu:///system undefine --checkpoints-metadata --domain "$d" >/dev/null 2>&1 \
-                    || virsh -c qemu:///system undefine --domain "$d" >/dev/null 2>&1
+                    || virsh -c qemu:///system undefine --domain "$d" >/dev/null 2>&1 || true
                 ;;
         esac
     done

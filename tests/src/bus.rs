@@ -1,0 +1,107 @@
+//! Extra private buses and service instances for tests that need their own (a service with a
+//! different environment, or no service at all).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{host, repo};
+
+/// A private system bus configured like the run's main one, removed on drop.
+pub struct ScratchBus {
+    child: Child,
+    dir: PathBuf,
+    pub address: String,
+}
+
+impl ScratchBus {
+    pub fn start(name: &str) -> Self {
+        let dir = host().run_dir.join(format!("bus-{name}"));
+        std::fs::create_dir_all(&dir).expect("cannot create the scratch bus directory");
+        let socket = dir.join("bus");
+        let template = std::fs::read_to_string(repo().join("tests/host/system-bus.conf.in"))
+            .expect("tests/host/system-bus.conf.in is missing");
+        let config = template
+            .replace("@LISTEN@", &format!("unix:path={}", socket.display()))
+            .replace(
+                "@POLICY_DIR@",
+                &repo().join("systemd").display().to_string(),
+            );
+        let config_path = dir.join("bus.conf");
+        std::fs::write(&config_path, config).expect("cannot write the bus configuration");
+        let mut child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config_path.display()))
+            .args(["--nofork", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("dbus-daemon is missing (tests/run installs the dbus package)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("dbus-daemon printed no address");
+        assert!(!line.trim().is_empty(), "dbus-daemon did not start");
+        ScratchBus {
+            child,
+            dir,
+            address: line.trim().to_string(),
+        }
+    }
+
+    /// Starts vmsnapd on this bus with extra environment, and waits until it owns its name.
+    pub fn start_service(&self, env: &[(&str, &str)]) -> Service {
+        let mut cmd = Command::new(host().bin_dir.join("vmsnapd"));
+        cmd.arg("--log-to-stderr")
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("cannot start vmsnapd");
+        let start = Instant::now();
+        while !self.name_has_owner("org.vmsnap.VMSnap1") {
+            if let Some(status) = child.try_wait().expect("wait failed") {
+                panic!("vmsnapd exited with {status} before taking its name");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "vmsnapd did not take its name"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Service { child }
+    }
+
+    pub fn name_has_owner(&self, name: &str) -> bool {
+        Command::new("busctl")
+            .arg(format!("--address={}", self.address))
+            .args(["status", name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for ScratchBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A vmsnapd process, killed on drop.
+pub struct Service {
+    child: Child,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
