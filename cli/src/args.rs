@@ -12,8 +12,9 @@ use clap::{ArgAction, Args, Parser, Subcommand};
     version,
     about = "Incremental backups of libvirt/KVM domains, through the vmsnapd service",
     after_help = "Without a subcommand, the original VMSnap switches apply: \
-                  --domains=LIST [--status]. Exit codes: see `vmsnapctl help exit-codes` \
-                  in the README."
+                  --domains=LIST [--status].\n\
+                  Exit codes: 0 success, 1 selection error, 2 usage error, 3 failure, \
+                  4 missing host program, 9 service unreachable."
 )]
 pub struct Cli {
     #[command(subcommand)]

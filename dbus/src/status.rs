@@ -135,3 +135,76 @@ pub struct BackupDirStats {
     /// Their checkpoint names, in chain order.
     pub checkpoint_names: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zvariant::serialized::Context;
+    use zvariant::{to_bytes, Type, LE};
+
+    fn sample() -> DomainStatus {
+        DomainStatus {
+            name: "vm1".into(),
+            state: "running".into(),
+            checkpoints: vec!["virtnbdbackup.0".into()],
+            disks: vec![DiskStatus {
+                disk: "vda".into(),
+                path: "/images/a disk.qcow2".into(),
+                format: "qcow2".into(),
+                virtual_size: 1 << 30,
+                actual_size: 4096,
+                bitmaps: vec!["virtnbdbackup.0".into()],
+                bitmap_details: vec![BitmapStatus {
+                    name: "virtnbdbackup.0".into(),
+                    dirty_bytes: Some(65536),
+                    recording: Some(true),
+                    inconsistent: false,
+                }],
+                changed_since_checkpoint: Some(65536),
+            }],
+            skipped_disks: vec![SkippedDisk {
+                disk: "hdc".into(),
+                device: "cdrom".into(),
+                path: String::new(),
+                reason: "cdrom device".into(),
+            }],
+            overall_status: OverallStatus::Ok.code(),
+            problems: vec![],
+            backup_dir_stats: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn records_are_string_variant_dictionaries() {
+        assert_eq!(DomainStatus::SIGNATURE.to_string(), "a{sv}");
+        assert_eq!(<Vec<DomainStatus>>::SIGNATURE.to_string(), "aa{sv}");
+    }
+
+    #[test]
+    fn a_report_survives_the_wire() {
+        let ctxt = Context::new_dbus(LE, 0);
+        let original = vec![sample()];
+        let bytes = to_bytes(ctxt, &original).unwrap();
+        let (decoded, _): (Vec<DomainStatus>, _) = bytes.deserialize().unwrap();
+        assert_eq!(decoded, original);
+    }
+
+    #[test]
+    fn absent_optional_keys_stay_absent() {
+        let ctxt = Context::new_dbus(LE, 0);
+        let bytes = to_bytes(ctxt, &sample()).unwrap();
+        let (dict, _): (std::collections::HashMap<String, zvariant::OwnedValue>, _) =
+            bytes.deserialize().unwrap();
+        assert!(dict.contains_key("overallStatus"));
+        assert!(dict.contains_key("skippedDisks"));
+        assert!(!dict.contains_key("backupDirStats"));
+        assert!(!dict.contains_key("error"));
+    }
+
+    #[test]
+    fn overall_status_words() {
+        assert_eq!(OverallStatus::from_code(0).word(), "OK");
+        assert_eq!(OverallStatus::from_code(1).word(), "INCONSISTENT");
+    }
+}
