@@ -24,6 +24,10 @@ pub enum Error {
     HostUnavailable(String),
     /// A host operation failed; the message carries the tool's own error line.
     Failed(String),
+    /// A job for one of the domains is already running; the message names them.
+    AlreadyRunning(String),
+    /// No job with that path exists (any more).
+    NoSuchJob(String),
 }
 
 impl Error {
@@ -52,7 +56,9 @@ impl Error {
             | Error::InvalidArgument(m)
             | Error::MissingDependency(m)
             | Error::HostUnavailable(m)
-            | Error::Failed(m) => m.clone(),
+            | Error::Failed(m)
+            | Error::AlreadyRunning(m)
+            | Error::NoSuchJob(m) => m.clone(),
         }
     }
 }

@@ -11,13 +11,15 @@
 
 pub mod actions;
 pub mod error;
+pub mod job;
 pub mod names;
 pub mod options;
 pub mod proxy;
 pub mod status;
 
 pub use error::Error;
-pub use proxy::ManagerProxy;
+pub use job::{DiskProgress, DomainResult, JobState};
+pub use proxy::{JobProxy, ManagerProxy};
 pub use status::{
     BackupDirStats, BitmapStatus, DiskStatus, DomainStatus, OverallStatus, SkippedDisk,
 };
@@ -25,3 +27,6 @@ pub use status::{
 /// The checked-in introspection XML of the Manager interface, exactly as shipped.
 pub const MANAGER_INTROSPECTION_XML: &str =
     include_str!("../interfaces/org.vmsnap.VMSnap1.Manager.xml");
+
+/// The checked-in introspection XML of the Job interface.
+pub const JOB_INTROSPECTION_XML: &str = include_str!("../interfaces/org.vmsnap.VMSnap1.Job.xml");

@@ -14,3 +14,9 @@ pub const MANAGER_INTERFACE: &str = "org.vmsnap.VMSnap1.Manager";
 
 /// Prefix of every error name the service returns (`org.vmsnap.VMSnap1.Error.NoSuchDomain` …).
 pub const ERROR_PREFIX: &str = "org.vmsnap.VMSnap1.Error";
+
+/// Job objects live at `<JOB_PATH_PREFIX>/<n>`, numbered from 1 for the life of the service.
+pub const JOB_PATH_PREFIX: &str = "/org/vmsnap/VMSnap1/job";
+
+/// The interface of job objects.
+pub const JOB_INTERFACE: &str = "org.vmsnap.VMSnap1.Job";

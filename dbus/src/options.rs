@@ -21,3 +21,12 @@ pub const CONNECT: &str = "connect";
 
 /// The keys Status accepts.
 pub const STATUS_KEYS: &[&str] = &[OUTPUT, GROUP_BY, CONNECT];
+
+/// `b`: after a successful backup, prune older period folders (retention: a later issue).
+pub const PRUNE: &str = "prune";
+
+/// `b`: include raw disks (full or copy only; they never take part in incrementals).
+pub const RAW: &str = "raw";
+
+/// The keys Backup accepts.
+pub const BACKUP_KEYS: &[&str] = &[OUTPUT, GROUP_BY, CONNECT, PRUNE, RAW];

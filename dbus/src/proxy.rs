@@ -7,8 +7,9 @@
 use std::collections::HashMap;
 
 use zbus::proxy;
-use zvariant::Value;
+use zvariant::{OwnedObjectPath, Value};
 
+use crate::job::DomainResult;
 use crate::status::DomainStatus;
 use crate::Error;
 
@@ -28,6 +29,26 @@ pub trait Manager {
         options: HashMap<&str, Value<'_>>,
     ) -> Result<Vec<DomainStatus>, Error>;
 
+    /// Starts a backup of the selected domains and returns its job at once. Options: see
+    /// [`crate::options::BACKUP_KEYS`].
+    fn backup(
+        &self,
+        domains: &[&str],
+        options: HashMap<&str, Value<'_>>,
+    ) -> Result<OwnedObjectPath, Error>;
+
+    /// Paths of the jobs the service knows: running ones and recently finished ones.
+    fn list_jobs(&self) -> Result<Vec<OwnedObjectPath>, Error>;
+
+    /// A job was created.
+    #[zbus(signal)]
+    fn job_new(&self, job: OwnedObjectPath, operation: String, domains: Vec<String>)
+        -> zbus::Result<()>;
+
+    /// A finished job was removed from the bus; `state` is its final state.
+    #[zbus(signal)]
+    fn job_removed(&self, job: OwnedObjectPath, state: String) -> zbus::Result<()>;
+
     /// Version of the running service.
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
@@ -39,4 +60,55 @@ pub trait Manager {
     /// Version of the virtnbdbackup found on the host, empty when it is missing.
     #[zbus(property)]
     fn virtnbdbackup_version(&self) -> zbus::Result<String>;
+}
+
+/// `org.vmsnap.VMSnap1.Job` at `/org/vmsnap/VMSnap1/job/<n>`.
+#[proxy(
+    interface = "org.vmsnap.VMSnap1.Job",
+    default_service = "org.vmsnap.VMSnap1",
+    gen_blocking = false
+)]
+pub trait Job {
+    /// Stops the job: running work is interrupted the safe way, queued work never starts.
+    fn cancel(&self) -> Result<(), Error>;
+
+    /// Throttled progress of one disk: bytes copied so far and bytes to copy.
+    #[zbus(signal)]
+    fn progress(&self, domain: String, disk: String, done: u64, total: u64) -> zbus::Result<()>;
+
+    /// The job finished; `state` is `succeeded`, `failed` or `cancelled`.
+    #[zbus(signal)]
+    fn completed(&self, state: String, results: Vec<DomainResult>) -> zbus::Result<()>;
+
+    /// `backup`.
+    #[zbus(property)]
+    fn operation(&self) -> zbus::Result<String>;
+
+    #[zbus(property)]
+    fn domains(&self) -> zbus::Result<Vec<String>>;
+
+    #[zbus(property, name = "StartedByUID")]
+    fn started_by_uid(&self) -> zbus::Result<u32>;
+
+    /// A [`crate::JobState`] word.
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+
+    #[zbus(property)]
+    fn bytes_done(&self) -> zbus::Result<u64>;
+
+    #[zbus(property)]
+    fn bytes_total(&self) -> zbus::Result<u64>;
+
+    /// Per-domain state, level, folder, progress and error.
+    #[zbus(property)]
+    fn results(&self) -> zbus::Result<Vec<DomainResult>>;
+
+    /// Seconds since the epoch.
+    #[zbus(property)]
+    fn start_time(&self) -> zbus::Result<u64>;
+
+    /// Seconds since the epoch; 0 while the job runs.
+    #[zbus(property)]
+    fn end_time(&self) -> zbus::Result<u64>;
 }

@@ -24,6 +24,23 @@ struct Args {
     #[arg(long, default_value_t = 60)]
     command_timeout: u64,
 
+    /// How many domains are backed up at the same time.
+    #[arg(long, default_value_t = 2)]
+    parallel_backups: usize,
+
+    /// Directory where QEMU creates the backups' NBD sockets (QEMU must be able to write
+    /// there; never a private /tmp).
+    #[arg(long, default_value = "/var/lib/libvirt/qemu")]
+    socket_dir: std::path::PathBuf,
+
+    /// Seconds virtnbdbackup gets to stop after a cancel before it is killed.
+    #[arg(long, default_value_t = 60)]
+    cancel_grace: u64,
+
+    /// Seconds a finished job stays on the bus for late readers.
+    #[arg(long, default_value_t = 600)]
+    job_retention: u64,
+
     /// Log to stderr even when the journal is available.
     #[arg(long)]
     log_to_stderr: bool,
@@ -36,8 +53,12 @@ async fn main() -> ExitCode {
     let engine = Arc::new(Engine::new(Config {
         libvirt_uri: args.connect,
         command_timeout: Duration::from_secs(args.command_timeout.max(1)),
+        parallel_backups: args.parallel_backups.max(1),
+        socket_dir: args.socket_dir,
+        cancel_grace: Duration::from_secs(args.cancel_grace),
     }));
-    let connection = match vmsnapd::bus::serve(engine).await {
+    let retention = Duration::from_secs(args.job_retention);
+    let connection = match vmsnapd::bus::serve(engine, retention).await {
         Ok(c) => c,
         Err(message) => {
             tracing::error!("{message}");

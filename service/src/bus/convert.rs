@@ -71,6 +71,7 @@ pub fn error(e: EngineError) -> Error {
     match e {
         EngineError::InvalidArgument(m) => Error::InvalidArgument(m),
         e @ EngineError::NoSuchDomain(_) => Error::NoSuchDomain(e.to_string()),
+        e @ EngineError::AlreadyRunning(_) => Error::AlreadyRunning(e.to_string()),
         EngineError::Host(host) => match host {
             e @ HostError::MissingDependency(_) => Error::MissingDependency(e.to_string()),
             HostError::HostUnavailable(m) => Error::HostUnavailable(m),

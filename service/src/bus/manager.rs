@@ -4,25 +4,39 @@
 //! task and a slow call never holds up another.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tracing::Instrument;
 use vmsnap_dbus::status::DomainStatus;
 use vmsnap_dbus::Error;
 use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection};
-use zvariant::OwnedValue;
+use zvariant::{ObjectPath, OwnedObjectPath, OwnedValue};
 
 use super::{convert, options};
 use crate::engine::Engine;
 
 pub struct Manager {
     engine: Arc<Engine>,
+    job_retention: Duration,
+    /// Paths of exported jobs, oldest first.
+    jobs: Mutex<Vec<OwnedObjectPath>>,
 }
 
 impl Manager {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        Manager { engine }
+    pub fn new(engine: Arc<Engine>, job_retention: Duration) -> Self {
+        Manager {
+            engine,
+            job_retention,
+            jobs: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Drops a removed job from [`Manager::list_jobs`].
+    pub fn forget_job(&self, path: &OwnedObjectPath) {
+        self.jobs.lock().expect("poisoned").retain(|p| p != path);
     }
 }
 
@@ -68,6 +82,71 @@ impl Manager {
         }
     }
 
+    /// Starts a backup of the selected domains and returns its job at once.
+    ///
+    /// options: "output" s (required: absolute backup root), "group_by" s
+    /// (month|quarter|bi-annual|year, default month), "raw" b (also back up raw disks, in full
+    /// backups only), "prune" b (not supported yet: true is refused), "connect" s.
+    /// Each domain is written to <output>/<domain>/vmsnap-backup-<period>[.<n>]: a full backup
+    /// starts a chain there, later backups of the period are incremental; a broken chain
+    /// restarts in a new folder. Errors: NoSuchDomain, InvalidArgument, AlreadyRunning (a job
+    /// for one of the domains is running), MissingDependency, HostUnavailable.
+    #[zbus(out_args("job"))]
+    async fn backup(
+        &self,
+        domains: Vec<String>,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<OwnedObjectPath, Error> {
+        let uid = caller_uid(connection, &header).await;
+        if uid != 0 {
+            tracing::info!(uid, "Backup refused: not root");
+            return Err(super::access_denied(
+                "starting backups needs root until polkit authorization is in place".into(),
+            ));
+        }
+        let request = options::backup_request(&domains, options, self.engine.config())?;
+        let prepared = self
+            .engine
+            .prepare_backup(request, uid)
+            .await
+            .map_err(convert::error)?;
+        let job = prepared.job.clone();
+        let path = super::job::export(connection, job.clone(), self.job_retention)
+            .await
+            .map_err(Error::ZBus)?;
+        self.jobs.lock().expect("poisoned").push(path.clone());
+        let names: Vec<String> = job.domains.iter().map(|d| d.to_string()).collect();
+        tracing::info!(uid, job = job.id, domains = ?names, "backup job created");
+        Manager::job_new(&emitter, path.as_ref(), "backup", names).await?;
+        self.engine.spawn_backup(prepared);
+        Ok(path)
+    }
+
+    /// Paths of the jobs: running ones and those finished within the retention period.
+    fn list_jobs(&self) -> Vec<OwnedObjectPath> {
+        self.jobs.lock().expect("poisoned").clone()
+    }
+
+    /// A job was created.
+    #[zbus(signal)]
+    async fn job_new(
+        emitter: &SignalEmitter<'_>,
+        job: ObjectPath<'_>,
+        operation: &str,
+        domains: Vec<String>,
+    ) -> zbus::Result<()>;
+
+    /// A finished job was removed from the bus; `state` is its final state.
+    #[zbus(signal)]
+    pub async fn job_removed(
+        emitter: &SignalEmitter<'_>,
+        job: ObjectPath<'_>,
+        state: &str,
+    ) -> zbus::Result<()>;
+
     /// Version of the running service.
     #[zbus(property(emits_changed_signal = "const"))]
     fn version(&self) -> String {
@@ -93,7 +172,7 @@ impl Manager {
 }
 
 /// The caller's uid as the bus daemon vouches for it, for logs (`u32::MAX` if unknown).
-async fn caller_uid(connection: &Connection, header: &Header<'_>) -> u32 {
+pub async fn caller_uid(connection: &Connection, header: &Header<'_>) -> u32 {
     let Some(sender) = header.sender() else {
         return u32::MAX;
     };

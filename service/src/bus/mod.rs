@@ -4,10 +4,12 @@
 //! and errors into the contract's records ([`convert`]). It decides nothing else.
 
 pub mod convert;
+pub mod job;
 pub mod manager;
 pub mod options;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use vmsnap_dbus::names::{BUS_NAME, MANAGER_PATH};
 use zbus::connection::Connection;
@@ -16,11 +18,11 @@ use crate::engine::Engine;
 
 /// Connects to the system bus (`DBUS_SYSTEM_BUS_ADDRESS` when set), exports the objects and
 /// only then takes the well-known name, so that the first call after activation finds them.
-pub async fn serve(engine: Arc<Engine>) -> Result<Connection, String> {
+pub async fn serve(engine: Arc<Engine>, job_retention: Duration) -> Result<Connection, String> {
     let builder = zbus::connection::Builder::system()
         .map_err(|e| format!("cannot reach the system bus: {e}"))?;
     let builder = builder
-        .serve_at(MANAGER_PATH, manager::Manager::new(engine))
+        .serve_at(MANAGER_PATH, manager::Manager::new(engine, job_retention))
         .and_then(|b| b.serve_at(MANAGER_PATH, zbus::fdo::ObjectManager))
         .and_then(|b| b.name(BUS_NAME))
         .map_err(|e| format!("cannot set up the bus objects: {e}"))?;
@@ -34,4 +36,11 @@ pub async fn serve(engine: Arc<Engine>) -> Result<Connection, String> {
         ),
         other => format!("cannot connect to the system bus: {other}"),
     })
+}
+
+/// The standard `org.freedesktop.DBus.Error.AccessDenied`, carried by the contract's error type.
+pub fn access_denied(message: String) -> vmsnap_dbus::Error {
+    vmsnap_dbus::Error::ZBus(zbus::Error::FDO(Box::new(zbus::fdo::Error::AccessDenied(
+        message,
+    ))))
 }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use vmsnap_dbus::{options as keys, Error};
 use zvariant::OwnedValue;
 
+use crate::engine::backup::BackupRequest;
 use crate::engine::status::StatusRequest;
 use crate::engine::Config;
 use crate::host::period::GroupBy;
@@ -51,6 +52,41 @@ pub fn status_request(
         backup_root,
         group_by,
     })
+}
+
+pub fn backup_request(
+    domains: &[String],
+    mut options: HashMap<String, OwnedValue>,
+    config: &Config,
+) -> Result<BackupRequest, Error> {
+    check_keys(&options, keys::BACKUP_KEYS)?;
+    let raw = take_bool(&mut options, keys::RAW)?.unwrap_or(false);
+    if take_bool(&mut options, keys::PRUNE)?.unwrap_or(false) {
+        return Err(Error::InvalidArgument(
+            "prune: this vmsnapd cannot prune yet; nothing was started".into(),
+        ));
+    }
+    let output = take_string(&mut options, keys::OUTPUT)?.ok_or_else(|| {
+        Error::InvalidArgument("No output directory specified (option output)".into())
+    })?;
+    options.insert(keys::OUTPUT.into(), OwnedValue::from(zvariant::Str::from(output)));
+    let status = status_request(domains, options, config)?;
+    Ok(BackupRequest {
+        selectors: status.selectors,
+        root: status.backup_root.expect("output was given"),
+        group_by: status.group_by,
+        raw,
+    })
+}
+
+fn take_bool(options: &mut HashMap<String, OwnedValue>, key: &str) -> Result<Option<bool>, Error> {
+    let Some(value) = options.remove(key) else {
+        return Ok(None);
+    };
+    let signature = value.value_signature().to_string();
+    bool::try_from(value)
+        .map(Some)
+        .map_err(|_| Error::InvalidArgument(format!("option {key} must be a boolean (b), not {signature}")))
 }
 
 fn check_keys(options: &HashMap<String, OwnedValue>, accepted: &[&str]) -> Result<(), Error> {

@@ -3,7 +3,10 @@
 //! The D-Bus interfaces translate calls into engine requests and engine results back into wire
 //! records; everything that decides something lives here, where it can be tested alone.
 
+pub mod backup;
+pub mod chain;
 pub mod consistency;
+pub mod jobs;
 pub mod status;
 
 use std::time::Duration;
@@ -19,6 +22,13 @@ pub struct Config {
     pub libvirt_uri: String,
     /// Deadline for one virsh or qemu-img call.
     pub command_timeout: Duration,
+    /// How many domains are backed up at the same time.
+    pub parallel_backups: usize,
+    /// Where QEMU creates the NBD sockets of backups: a directory QEMU may write to and that
+    /// is not inside the service's private /tmp.
+    pub socket_dir: std::path::PathBuf,
+    /// How long virtnbdbackup may take to stop after SIGINT before it is killed.
+    pub cancel_grace: Duration,
 }
 
 impl Default for Config {
@@ -26,6 +36,9 @@ impl Default for Config {
         Config {
             libvirt_uri: "qemu:///system".into(),
             command_timeout: Duration::from_secs(60),
+            parallel_backups: 2,
+            socket_dir: "/var/lib/libvirt/qemu".into(),
+            cancel_grace: Duration::from_secs(60),
         }
     }
 }
@@ -37,6 +50,8 @@ pub enum Error {
     InvalidArgument(String),
     #[error("No matching domains found for: {}", .0.join(", "))]
     NoSuchDomain(Vec<String>),
+    #[error("a job is already running for {0}")]
+    AlreadyRunning(String),
     #[error(transparent)]
     Host(#[from] host::Error),
 }
@@ -57,11 +72,13 @@ impl From<InvalidPath> for Error {
 pub struct Engine {
     config: Config,
     versions: VersionCache,
+    jobs: jobs::JobRegistry,
 }
 
 impl Engine {
     pub fn new(config: Config) -> Self {
         Engine {
+            jobs: jobs::JobRegistry::new(config.parallel_backups),
             config,
             versions: VersionCache::default(),
         }

@@ -13,7 +13,7 @@ use super::consistency::{self, DiskBitmaps};
 use super::{Engine, Error};
 use crate::host::backup_dir::{self, FolderStats};
 use crate::host::domain_xml::{self, DiskDefinition};
-use crate::host::period::{GroupBy, Period};
+use crate::host::period::GroupBy;
 use crate::host::qmp::BlockDevice;
 use crate::host::tools::{self, Tool};
 use crate::host::virsh::{DomainState, Virsh};
@@ -94,7 +94,6 @@ impl Engine {
             qemu_img: programs[1].clone(),
             engine: self,
             request,
-            period: Period::current(request.group_by),
         };
         let existing = ctx.virsh.list_all().await?;
         let domains = match selection::resolve(&request.selectors, &existing) {
@@ -118,7 +117,6 @@ struct Context<'a> {
     qemu_img: PathBuf,
     engine: &'a Engine,
     request: &'a StatusRequest,
-    period: Period,
 }
 
 impl Context<'_> {
@@ -275,9 +273,11 @@ impl Context<'_> {
     }
 
     async fn fill_folder(&self, report: &mut DomainReport, root: &Path) {
-        let path = root
-            .join(report.name.as_str())
-            .join(self.period.folder_name());
+        let path = super::backup::current_chain_folder(
+            root,
+            report.name.as_str(),
+            self.request.group_by,
+        );
         let result = tokio::task::spawn_blocking(move || backup_dir::stats(&path)).await;
         match result {
             Ok(Ok(folder)) => {

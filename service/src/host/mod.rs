@@ -5,6 +5,7 @@
 //! function that turns malformed input into an [`Error`] instead of panicking.
 
 pub mod backup_dir;
+pub mod checkpoint_xml;
 pub mod command;
 pub mod domain_xml;
 pub mod period;
@@ -12,6 +13,7 @@ pub mod qemu_img;
 pub mod qmp;
 pub mod tools;
 pub mod virsh;
+pub mod virtnbdbackup;
 
 use std::path::PathBuf;
 

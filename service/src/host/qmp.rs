@@ -18,6 +18,8 @@ pub struct BlockDevice {
     pub device: String,
     /// The file QEMU has open, when a medium is inserted.
     pub file: Option<String>,
+    /// The format node holding the bitmaps (`libvirt-1-format`).
+    pub node_name: Option<String>,
     pub bitmaps: Vec<LiveBitmap>,
 }
 
@@ -68,6 +70,8 @@ struct RawDevice {
 #[derive(Deserialize)]
 struct RawInserted {
     file: Option<String>,
+    #[serde(rename = "node-name")]
+    node_name: Option<String>,
     #[serde(rename = "dirty-bitmaps", default)]
     dirty_bitmaps: Vec<RawBitmap>,
 }
@@ -99,14 +103,15 @@ pub fn parse_query_block(json: &str) -> Result<Vec<BlockDevice>> {
     Ok(devices
         .into_iter()
         .map(|d| {
-            let (file, bitmaps) = match d.inserted {
-                Some(i) => (i.file, i.dirty_bitmaps),
-                None => (None, Vec::new()),
+            let (file, node_name, bitmaps) = match d.inserted {
+                Some(i) => (i.file, i.node_name, i.dirty_bitmaps),
+                None => (None, None, Vec::new()),
             };
             BlockDevice {
                 qdev: d.qdev,
                 device: d.device,
                 file,
+                node_name,
                 bitmaps: bitmaps
                     .into_iter()
                     .map(|b| LiveBitmap {
@@ -143,6 +148,7 @@ mod tests {
         assert!(devices[0].has_alias("virtio-disk0"));
         assert!(!devices[0].has_alias("virtio-disk1"));
         assert_eq!(devices[0].file.as_deref(), Some("/var/tmp/a disk.qcow2"));
+        assert_eq!(devices[0].node_name.as_deref(), Some("libvirt-3-format"));
         assert_eq!(devices[0].bitmaps[0].name, "virtnbdbackup.1");
         assert_eq!(devices[0].bitmaps[0].count, 1048576);
         assert!(devices[1].has_alias("ide0-1-0"));

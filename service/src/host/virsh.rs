@@ -128,6 +128,90 @@ impl Virsh {
         qmp::parse_query_block(&out.stdout)
     }
 
+    /// Starts a shut-off domain with its CPUs stopped: QEMU then owns the disks and their
+    /// bitmaps, so a backup is an online one and the guest never runs.
+    pub async fn start_paused(&self, domain: &str) -> Result<()> {
+        self.call(Some(domain), &["start", "--domain", domain, "--paused"])
+            .await
+            .map(drop)
+    }
+
+    /// Stops the domain's QEMU. QEMU still closes the images, so bitmaps are stored.
+    pub async fn destroy(&self, domain: &str) -> Result<()> {
+        self.call(Some(domain), &["destroy", "--domain", domain])
+            .await
+            .map(drop)
+    }
+
+    /// Deletes a checkpoint. Without `metadata_only`, on a running domain, the bitmaps go too.
+    pub async fn checkpoint_delete(
+        &self,
+        domain: &str,
+        checkpoint: &str,
+        metadata_only: bool,
+    ) -> Result<()> {
+        let mut args = vec![
+            "checkpoint-delete",
+            "--domain",
+            domain,
+            "--checkpointname",
+            checkpoint,
+        ];
+        if metadata_only {
+            args.push("--metadata");
+        }
+        self.call(Some(domain), &args).await.map(drop)
+    }
+
+    /// `<creationTime>` of a checkpoint, seconds since the epoch.
+    pub async fn checkpoint_creation_time(&self, domain: &str, checkpoint: &str) -> Result<u64> {
+        let out = self
+            .call(
+                Some(domain),
+                &[
+                    "checkpoint-dumpxml",
+                    "--domain",
+                    domain,
+                    "--checkpointname",
+                    checkpoint,
+                    "--no-domain",
+                ],
+            )
+            .await?;
+        super::checkpoint_xml::creation_time(&out.stdout)
+    }
+
+    /// Removes a dirty bitmap from a running domain's format node through QEMU.
+    pub async fn remove_live_bitmap(&self, domain: &str, node: &str, bitmap: &str) -> Result<()> {
+        let cmd = serde_json::json!({
+            "execute": "block-dirty-bitmap-remove",
+            "arguments": {"node": node, "name": bitmap},
+        })
+        .to_string();
+        let out = self
+            .call(
+                Some(domain),
+                &["qemu-monitor-command", "--domain", domain, "--cmd", &cmd],
+            )
+            .await?;
+        if out.stdout.contains("\"error\"") {
+            return Err(Error::CommandFailed {
+                program: "virsh qemu-monitor-command".into(),
+                message: out.stdout.trim().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Aborts libvirt's running job on the domain, if there is one.
+    pub async fn abort_job(&self, domain: &str) -> Result<()> {
+        match self.call(Some(domain), &["domjobabort", "--domain", domain]).await {
+            Ok(_) => Ok(()),
+            Err(Error::CommandFailed { message, .. }) if message.contains("no job") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn call(&self, domain: Option<&str>, args: &[&str]) -> Result<Output> {
         let mut argv: Vec<OsString> = vec!["-c".into(), self.uri.clone().into()];
         argv.extend(args.iter().map(OsString::from));

@@ -1,0 +1,78 @@
+//! Records of long-running jobs (`org.vmsnap.VMSnap1.Job`).
+//!
+//! A job is an object on the bus that outlives the call that started it: the method returns
+//! its path at once, the work runs in the service, and clients watch its properties and
+//! signals. Finished jobs stay readable for a while so that a client that looks late still
+//! learns the result.
+
+use zvariant::{DeserializeDict, OwnedValue, SerializeDict, Type, Value};
+
+/// Life cycle of a job (and of each domain within it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(word: &str) -> Option<Self> {
+        [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Succeeded,
+            JobState::Failed,
+            JobState::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == word)
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// Where one domain of a job stands.
+#[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type, Value, OwnedValue)]
+#[zvariant(signature = "a{sv}", rename_all = "camelCase")]
+pub struct DomainResult {
+    pub domain: String,
+    /// A [`JobState`] word.
+    pub state: String,
+    /// `full`, `inc` or `copy` once decided, empty before.
+    pub level: String,
+    /// The chain folder written to.
+    pub folder: String,
+    /// Why a new chain was started, when one was (`first backup of the period`, …).
+    pub new_chain_reason: String,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub disks: Vec<DiskProgress>,
+    /// On failure: the tool's own error line.
+    pub error: String,
+}
+
+/// Progress of one disk.
+#[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type, Value, OwnedValue)]
+#[zvariant(signature = "a{sv}", rename_all = "camelCase")]
+pub struct DiskProgress {
+    pub disk: String,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+}

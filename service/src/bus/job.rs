@@ -1,0 +1,218 @@
+//! `org.vmsnap.VMSnap1.Job` objects: one per engine job, at `/org/vmsnap/VMSnap1/job/<n>`.
+//!
+//! The object only mirrors the engine's [`Job`]; a forwarding task turns the job's events into
+//! the `Progress` and `Completed` signals and property-change notifications, keeps the object
+//! exported for a retention period after the end, then removes it and announces that.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use vmsnap_dbus::job::{DiskProgress, DomainResult, JobState};
+use vmsnap_dbus::names::{JOB_PATH_PREFIX, MANAGER_PATH};
+use vmsnap_dbus::Error;
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::{interface, Connection};
+use zvariant::{ObjectPath, OwnedObjectPath};
+
+use super::manager::{caller_uid, Manager};
+use crate::engine::jobs::{DomainProgress, Job, JobEvent};
+
+pub struct JobObject {
+    job: Arc<Job>,
+}
+
+pub fn path_of(job: &Job) -> OwnedObjectPath {
+    ObjectPath::try_from(format!("{JOB_PATH_PREFIX}/{}", job.id))
+        .expect("numeric job paths are valid")
+        .into()
+}
+
+fn results(domains: &[DomainProgress]) -> Vec<DomainResult> {
+    domains
+        .iter()
+        .map(|d| {
+            let (done, total) = d.bytes();
+            DomainResult {
+                domain: d.domain.clone(),
+                state: d.state.unwrap_or(JobState::Queued).as_str().into(),
+                level: d.level.clone(),
+                folder: d.folder.clone(),
+                new_chain_reason: d.new_chain_reason.clone(),
+                bytes_done: done,
+                bytes_total: total,
+                disks: d
+                    .disks
+                    .iter()
+                    .map(|(disk, done, total)| DiskProgress {
+                        disk: disk.clone(),
+                        bytes_done: *done,
+                        bytes_total: *total,
+                    })
+                    .collect(),
+                error: d.error.clone(),
+            }
+        })
+        .collect()
+}
+
+#[interface(name = "org.vmsnap.VMSnap1.Job")]
+impl JobObject {
+    /// Stops the job. Running backups are interrupted the safe way (SIGINT to virtnbdbackup,
+    /// then libvirt's job is aborted); queued domains never start. Only the user who started
+    /// the job, or root, may cancel it.
+    async fn cancel(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<(), Error> {
+        let uid = caller_uid(connection, &header).await;
+        if uid != 0 && uid != self.job.uid {
+            tracing::info!(job = self.job.id, uid, "cancel refused");
+            return Err(super::access_denied(format!(
+                "job {} was started by uid {}; only that user or root may cancel it",
+                self.job.id, self.job.uid
+            )));
+        }
+        tracing::info!(job = self.job.id, uid, "cancel requested");
+        self.job.cancel();
+        Ok(())
+    }
+
+    /// Throttled progress of one disk (at most a few signals per second).
+    #[zbus(signal)]
+    async fn progress(
+        emitter: &SignalEmitter<'_>,
+        domain: &str,
+        disk: &str,
+        done: u64,
+        total: u64,
+    ) -> zbus::Result<()>;
+
+    /// The job finished: `state` is succeeded, failed or cancelled; `results` as the property.
+    #[zbus(signal)]
+    async fn completed(
+        emitter: &SignalEmitter<'_>,
+        state: &str,
+        results: Vec<DomainResult>,
+    ) -> zbus::Result<()>;
+
+    /// What the job does: `backup`.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn operation(&self) -> String {
+        self.job.operation.to_string()
+    }
+
+    /// The domains, in order.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn domains(&self) -> Vec<String> {
+        self.job.domains.iter().map(|d| d.to_string()).collect()
+    }
+
+    /// Who started the job.
+    #[zbus(property(emits_changed_signal = "const"), name = "StartedByUID")]
+    fn started_by_uid(&self) -> u32 {
+        self.job.uid
+    }
+
+    /// queued, running, succeeded, failed or cancelled.
+    #[zbus(property)]
+    fn state(&self) -> String {
+        self.job.state().as_str().to_string()
+    }
+
+    /// Bytes copied so far, all domains and disks (use the Progress signal to follow it).
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn bytes_done(&self) -> u64 {
+        self.job.snapshot().2.iter().map(|d| d.bytes().0).sum()
+    }
+
+    /// Bytes to copy, as far as announced.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn bytes_total(&self) -> u64 {
+        self.job.snapshot().2.iter().map(|d| d.bytes().1).sum()
+    }
+
+    /// Per domain: domain, state, level (full, inc, copy), folder, newChainReason, bytesDone,
+    /// bytesTotal, disks (disk, bytesDone, bytesTotal) and error (the tool's own error line).
+    #[zbus(property)]
+    fn results(&self) -> Vec<DomainResult> {
+        results(&self.job.snapshot().2)
+    }
+
+    /// Start time, seconds since the epoch.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn start_time(&self) -> u64 {
+        self.job.start_time
+    }
+
+    /// End time, seconds since the epoch; 0 while the job runs.
+    #[zbus(property)]
+    fn end_time(&self) -> u64 {
+        self.job.snapshot().1
+    }
+}
+
+/// Exports `job`, then forwards its events until it ends and the retention period is over.
+/// Returns once the object is exported, so the caller can hand out its path.
+pub async fn export(
+    connection: &Connection,
+    job: Arc<Job>,
+    retention: Duration,
+) -> zbus::Result<OwnedObjectPath> {
+    let path = path_of(&job);
+    let mut events = job.subscribe();
+    connection
+        .object_server()
+        .at(&path, JobObject { job: job.clone() })
+        .await?;
+    let connection = connection.clone();
+    let task_path = path.clone();
+    tokio::spawn(async move {
+        let server = connection.object_server();
+        let Ok(iface) = server.interface::<_, JobObject>(&task_path).await else {
+            return;
+        };
+        let emitter = iface.signal_emitter().clone();
+        let final_state = loop {
+            match events.recv().await {
+                Ok(JobEvent::Progress {
+                    domain,
+                    disk,
+                    done,
+                    total,
+                }) => {
+                    let _ = JobObject::progress(&emitter, &domain, &disk, done, total).await;
+                }
+                Ok(JobEvent::Changed) => {
+                    let obj = iface.get().await;
+                    let _ = obj.state_changed(&emitter).await;
+                    let _ = obj.results_changed(&emitter).await;
+                }
+                Ok(JobEvent::Finished(state)) => break state,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => break job.state(),
+            }
+        };
+        {
+            let obj = iface.get().await;
+            let _ = obj.state_changed(&emitter).await;
+            let _ = obj.results_changed(&emitter).await;
+            let _ = obj.end_time_changed(&emitter).await;
+        }
+        let _ = JobObject::completed(&emitter, final_state.as_str(), results(&job.snapshot().2))
+            .await;
+        tokio::time::sleep(retention).await;
+        let _ = server.remove::<JobObject, _>(&task_path).await;
+        if let Ok(manager) = server.interface::<_, Manager>(MANAGER_PATH).await {
+            let _ = Manager::job_removed(
+                manager.signal_emitter(),
+                task_path.as_ref(),
+                final_state.as_str(),
+            )
+            .await;
+            manager.get().await.forget_job(&task_path);
+        }
+    });
+    Ok(path)
+}

@@ -1,0 +1,362 @@
+//! Backup: one job, one chain decision and one virtnbdbackup run per domain.
+//!
+//! Every domain is backed up *online*: a shut-off domain is started paused for the backup and
+//! destroyed afterwards (also when the backup fails), so virtnbdbackup's offline incremental —
+//! which overwrites the previous incremental's files — never runs, and every point gets its own
+//! checkpoint. The service picks the level itself ([`super::chain`]) and passes `full` or
+//! `inc`, never `auto`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use tracing::Instrument;
+use vmsnap_dbus::job::JobState;
+
+use super::chain::{self, ChainFolder, LiveChain, Plan};
+use super::jobs::Job;
+use super::{Engine, Error};
+use crate::host::backup_dir::checkpoint_index;
+use crate::host::domain_xml::{self, DiskDefinition};
+use crate::host::period::{GroupBy, Period};
+use crate::host::qmp::BlockDevice;
+use crate::host::tools::{self, Tool, ToolVersion};
+use crate::host::virsh::{DomainState, Virsh};
+use crate::host::virtnbdbackup::{self, BackupSpec, Level, Outcome, Progress};
+use crate::host::{self};
+use crate::paths::BackupRoot;
+use crate::selection::{self, DomainName, Resolved, Selector};
+
+/// What the caller asked for.
+#[derive(Debug, Clone)]
+pub struct BackupRequest {
+    pub selectors: Vec<Selector>,
+    pub root: BackupRoot,
+    pub group_by: GroupBy,
+    pub raw: bool,
+}
+
+/// A validated backup whose domains are locked, ready to run.
+pub struct PreparedBackup {
+    pub job: Arc<Job>,
+    request: BackupRequest,
+    virsh: Virsh,
+    virtnbdbackup: (std::path::PathBuf, ToolVersion),
+}
+
+/// How one domain ended.
+struct DomainOutcome {
+    state: JobState,
+    error: String,
+}
+
+impl DomainOutcome {
+    fn failed(error: impl ToString) -> Self {
+        DomainOutcome {
+            state: JobState::Failed,
+            error: error.to_string(),
+        }
+    }
+}
+
+impl Engine {
+    /// Checks the request, resolves and locks the domains, and creates the (queued) job.
+    pub async fn prepare_backup(
+        &self,
+        request: BackupRequest,
+        uid: u32,
+    ) -> Result<PreparedBackup, Error> {
+        let programs = tools::require(&[Tool::Virsh, Tool::QemuImg, Tool::Virtnbdbackup])?;
+        let version = self.versions.virtnbdbackup().await?;
+        let virsh = Virsh::new(
+            programs[0].clone(),
+            self.config.libvirt_uri.clone(),
+            self.config.command_timeout,
+        );
+        let existing = virsh.list_all().await?;
+        let domains = match selection::resolve(&request.selectors, &existing) {
+            Resolved::Domains(d) => d,
+            Resolved::NotFound(missing) => return Err(Error::NoSuchDomain(missing)),
+        };
+        let job = self.jobs.create("backup", domains, uid)?;
+        Ok(PreparedBackup {
+            job,
+            request,
+            virsh,
+            virtnbdbackup: (programs[2].clone(), version),
+        })
+    }
+
+    /// Runs a prepared backup in the background.
+    pub fn spawn_backup(self: &Arc<Self>, prepared: PreparedBackup) {
+        let engine = self.clone();
+        let span = tracing::info_span!("backup", job = prepared.job.id, uid = prepared.job.uid);
+        tokio::spawn(async move { engine.run_backup(prepared).await }.instrument(span));
+    }
+
+    async fn run_backup(self: Arc<Self>, prepared: PreparedBackup) {
+        let job = prepared.job.clone();
+        job.set_state(JobState::Running);
+        tracing::info!(domains = job.domains.len(), "backup started");
+        let runs = job.domains.iter().enumerate().map(|(index, domain)| {
+            let prepared = &prepared;
+            let engine = &self;
+            async move {
+                let _permit = engine.jobs.slots.acquire().await;
+                let span = tracing::info_span!("domain", domain = %domain);
+                let outcome = engine
+                    .backup_domain(prepared, index, domain)
+                    .instrument(span)
+                    .await;
+                job_finish_domain(&prepared.job, index, &outcome);
+                outcome.state
+            }
+        });
+        let states = join_all(runs).await;
+        let state = if states.iter().all(|s| *s == JobState::Succeeded) {
+            JobState::Succeeded
+        } else if job.is_cancelled() {
+            JobState::Cancelled
+        } else {
+            JobState::Failed
+        };
+        tracing::info!(state = state.as_str(), "backup finished");
+        job.set_state(state);
+    }
+
+    async fn backup_domain(
+        &self,
+        p: &PreparedBackup,
+        index: usize,
+        domain: &DomainName,
+    ) -> DomainOutcome {
+        if p.job.is_cancelled() {
+            return DomainOutcome {
+                state: JobState::Cancelled,
+                error: "cancelled before it started".into(),
+            };
+        }
+        p.job.update(index, |d| d.state = Some(JobState::Running));
+        let d = domain.as_str();
+        let state = match p.virsh.domstate(d).await {
+            Ok(s) => s,
+            Err(e) => return DomainOutcome::failed(e),
+        };
+        let started_here = match state {
+            DomainState::Running | DomainState::Paused => false,
+            DomainState::ShutOff => {
+                tracing::info!("shut off: starting it paused for the backup");
+                if let Err(e) = p.virsh.start_paused(d).await {
+                    return DomainOutcome::failed(format!("could not start it paused: {e}"));
+                }
+                true
+            }
+            DomainState::Other(s) => {
+                return DomainOutcome::failed(format!(
+                    "the domain is {s}; only running, paused or shut-off domains are backed up"
+                ))
+            }
+        };
+        let mut outcome = match self.backup_online(p, index, d).await {
+            Ok(o) => o,
+            Err(e) => DomainOutcome::failed(e),
+        };
+        if started_here {
+            // Back to the state it had, whatever happened.
+            if let Err(e) = p.virsh.destroy(d).await {
+                outcome = DomainOutcome::failed(format!(
+                    "{}; and it could not be shut off again: {e}",
+                    outcome.error
+                ));
+            }
+        }
+        outcome
+    }
+
+    async fn backup_online(
+        &self,
+        p: &PreparedBackup,
+        index: usize,
+        d: &str,
+    ) -> Result<DomainOutcome, host::Error> {
+        let disks = domain_xml::parse_disks(&p.virsh.dumpxml(d).await?)?;
+        let eligible: Vec<&DiskDefinition> = disks.iter().filter(|x| is_chain_disk(x)).collect();
+        if eligible.is_empty() {
+            return Ok(DomainOutcome::failed(
+                "the domain has no qcow2 disk with a host path; incremental chains need one",
+            ));
+        }
+        let devices = p.virsh.query_block(d).await?;
+        let live = live_chain(&p.virsh, d, &eligible, &devices).await?;
+        let domain_dir = p.request.root.as_path().join(d);
+        let base = Period::current(p.request.group_by).folder_name();
+        let latest = chain::period_folders(&domain_dir, &base)
+            .last()
+            .map(|f| ChainFolder::inspect(f))
+            .transpose()?;
+        let plan = chain::plan(&domain_dir, &base, latest.as_ref(), &live);
+        let (folder, level, reason) = match plan {
+            Plan::Continue { folder } => (folder, Level::Inc, String::new()),
+            Plan::NewChain { folder, reason } => {
+                tracing::info!(%reason, folder = %folder.display(), "starting a new chain");
+                remove_vmsnap_checkpoints(&p.virsh, d, &live).await?;
+                (folder, Level::Full, reason)
+            }
+        };
+        p.job.update(index, |x| {
+            x.level = level.as_str().into();
+            x.folder = folder.display().to_string();
+            x.new_chain_reason = reason.clone();
+        });
+        let created = !folder.exists();
+        std::fs::create_dir_all(&folder).map_err(|source| host::Error::Io {
+            path: folder.clone(),
+            source,
+        })?;
+        let socket = virtnbdbackup::socket_path(&self.config.socket_dir, p.job.id, index);
+        let spec = BackupSpec {
+            program: p.virtnbdbackup.0.clone(),
+            version: p.virtnbdbackup.1,
+            uri: self.config.libvirt_uri.clone(),
+            domain: d.to_string(),
+            level,
+            output: folder.clone(),
+            socket: socket.clone(),
+            raw: p.request.raw,
+        };
+        let mut cancel = p.job.cancel_receiver();
+        let job = p.job.clone();
+        let outcome = virtnbdbackup::run(&spec, &mut cancel, self.config.cancel_grace, |pr| {
+            let Progress::Disk { disk, done, total } = pr;
+            job.progress(index, &disk, done, total);
+        })
+        .await?;
+        let _ = std::fs::remove_file(&socket);
+        Ok(match outcome {
+            Outcome::Succeeded => DomainOutcome {
+                state: JobState::Succeeded,
+                error: String::new(),
+            },
+            Outcome::Failed(reason) => {
+                discard_failed_chain_start(&folder, created, level);
+                DomainOutcome::failed(reason)
+            }
+            Outcome::Cancelled { clean } => {
+                // SIGINT makes virtnbdbackup abort libvirt's job; make sure, as a kill does not.
+                if let Err(e) = p.virsh.abort_job(d).await {
+                    tracing::warn!(error = %e, clean, "could not abort libvirt's backup job");
+                }
+                discard_failed_chain_start(&folder, created, level);
+                DomainOutcome {
+                    state: JobState::Cancelled,
+                    error: "cancelled".into(),
+                }
+            }
+        })
+    }
+}
+
+fn job_finish_domain(job: &Job, index: usize, outcome: &DomainOutcome) {
+    job.update(index, |d| {
+        d.state = Some(outcome.state);
+        d.error = outcome.error.clone();
+        if outcome.state == JobState::Succeeded {
+            for disk in &mut d.disks {
+                disk.1 = disk.2;
+            }
+        }
+    });
+}
+
+/// Disks a chain covers: qcow2 disks with a host path.
+fn is_chain_disk(disk: &DiskDefinition) -> bool {
+    disk.device == "disk" && disk.source.is_some() && disk.format.as_deref() == Some("qcow2")
+}
+
+fn device_of<'a>(devices: &'a [BlockDevice], disk: &DiskDefinition) -> Option<&'a BlockDevice> {
+    disk.alias
+        .as_deref()
+        .and_then(|alias| devices.iter().find(|d| d.has_alias(alias)))
+        .or_else(|| {
+            devices
+                .iter()
+                .find(|d| d.file.is_some() && d.file == disk.source)
+        })
+}
+
+async fn live_chain(
+    virsh: &Virsh,
+    d: &str,
+    eligible: &[&DiskDefinition],
+    devices: &[BlockDevice],
+) -> Result<LiveChain, host::Error> {
+    let mut live = LiveChain::default();
+    for name in virsh.checkpoints(d).await? {
+        if checkpoint_index(&name).is_some() {
+            let time = virsh.checkpoint_creation_time(d, &name).await?;
+            live.checkpoints.push((name, time));
+        }
+    }
+    for disk in eligible {
+        let bitmaps = device_of(devices, disk)
+            .map(|dev| {
+                dev.bitmaps
+                    .iter()
+                    .map(|b| (b.name.clone(), b.inconsistent))
+                    .collect()
+            })
+            .unwrap_or_default();
+        live.disks.insert(disk.target.clone(), bitmaps);
+    }
+    Ok(live)
+}
+
+/// Before a new chain: removes the domain's VMSnap checkpoints *with* their bitmaps, and any
+/// VMSnap bitmap left without a checkpoint. Deleting only libvirt's metadata (what the original
+/// did) leaves QEMU's bitmaps behind and every later full fails with "Bitmap already exists".
+/// Only libvirt's and QEMU's state changes; no backup folder is touched.
+async fn remove_vmsnap_checkpoints(
+    virsh: &Virsh,
+    d: &str,
+    live: &LiveChain,
+) -> Result<(), host::Error> {
+    for (name, _) in live.checkpoints.iter().rev() {
+        if let Err(e) = virsh.checkpoint_delete(d, name, false).await {
+            tracing::warn!(checkpoint = %name, error = %e, "deleting metadata only");
+            virsh.checkpoint_delete(d, name, true).await?;
+        }
+    }
+    for device in virsh.query_block(d).await? {
+        let Some(node) = device.node_name.as_deref() else {
+            continue;
+        };
+        for bitmap in &device.bitmaps {
+            if checkpoint_index(&bitmap.name).is_some() {
+                tracing::info!(bitmap = %bitmap.name, node, "removing orphaned bitmap");
+                virsh.remove_live_bitmap(d, node, &bitmap.name).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// After a failed or cancelled first full in a folder this run created, nothing in the folder
+/// is a backup: remove it, so no later run or reader can take it for one. A failed point in an
+/// existing chain is left as evidence; its `.partial` (or its missing data) makes the next run
+/// start a new chain.
+fn discard_failed_chain_start(folder: &Path, created: bool, level: Level) {
+    if created && level == Level::Full {
+        if let Err(e) = std::fs::remove_dir_all(folder) {
+            tracing::warn!(folder = %folder.display(), error = %e, "could not remove failed chain folder");
+        }
+    }
+}
+
+/// The chain folder a status report should describe: the period's latest.
+pub fn current_chain_folder(root: &Path, domain: &str, group_by: GroupBy) -> PathBuf {
+    let domain_dir = root.join(domain);
+    let base = Period::current(group_by).folder_name();
+    chain::period_folders(&domain_dir, &base)
+        .pop()
+        .unwrap_or_else(|| domain_dir.join(base))
+}

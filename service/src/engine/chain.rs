@@ -1,0 +1,362 @@
+//! Which chain a backup continues, or why it must start a new one.
+//!
+//! The service owns the chain instead of trusting virtnbdbackup's `auto`: it checks that the
+//! domain's live checkpoints are exactly the ones recorded in the period's latest chain folder
+//! (same names, same creation times), that every checkpoint's data is complete and every disk
+//! still carries every bitmap. Anything else — a crash lost bitmaps, a disk was added, a run
+//! failed half-way, the checkpoints belong to another folder — starts a fresh full chain in a
+//! new folder. An existing folder is never written into except to continue its own chain.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::host::backup_dir::checkpoint_index;
+use crate::host::{checkpoint_xml, Error, Result};
+
+/// What is on disk in one chain folder.
+#[derive(Debug, Clone, Default)]
+pub struct ChainFolder {
+    pub path: PathBuf,
+    pub exists: bool,
+    /// File names directly in the folder.
+    pub files: Vec<String>,
+    /// `(checkpoint name, creation time)` from `checkpoints/*.xml`, by number.
+    pub checkpoints: Vec<(String, Option<u64>)>,
+}
+
+impl ChainFolder {
+    pub fn inspect(path: &Path) -> Result<Self> {
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let entries = match std::fs::read_dir(path) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(ChainFolder {
+                    path: path.to_path_buf(),
+                    ..Default::default()
+                })
+            }
+            Err(e) => return Err(io(e)),
+        };
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io)?;
+            if entry.file_type().map_err(io)?.is_file() {
+                files.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        let names = crate::host::backup_dir::checkpoint_names(&path.join("checkpoints"))?;
+        let checkpoints = names
+            .into_iter()
+            .map(|name| {
+                let file = path.join("checkpoints").join(format!("{name}.xml"));
+                let time = std::fs::read_to_string(file)
+                    .ok()
+                    .and_then(|xml| checkpoint_xml::creation_time(&xml).ok());
+                (name, time)
+            })
+            .collect();
+        Ok(ChainFolder {
+            path: path.to_path_buf(),
+            exists: true,
+            files,
+            checkpoints,
+        })
+    }
+
+    fn has_partial(&self) -> bool {
+        self.files.iter().any(|f| f.ends_with(".partial"))
+    }
+
+    fn has_data(&self) -> bool {
+        self.files.iter().any(|f| f.contains(".data"))
+    }
+
+    fn full_disks(&self) -> Vec<&str> {
+        self.files
+            .iter()
+            .filter_map(|f| f.strip_suffix(".full.data"))
+            .collect()
+    }
+}
+
+/// libvirt's and QEMU's side of the chain.
+#[derive(Debug, Clone, Default)]
+pub struct LiveChain {
+    /// VMSnap-owned checkpoints in chain order with their creation times.
+    pub checkpoints: Vec<(String, u64)>,
+    /// Per eligible disk: its bitmaps as `(name, inconsistent)`.
+    pub disks: HashMap<String, Vec<(String, bool)>>,
+}
+
+/// The decision for one backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Continue the chain in `folder` with an incremental backup.
+    Continue { folder: PathBuf },
+    /// Start a new chain (full backup) in `folder`, which is new or holds no backup data.
+    NewChain { folder: PathBuf, reason: String },
+}
+
+/// The chain folders of one period: `<base>`, then `<base>.1`, `<base>.2`, … when a chain had
+/// to be restarted within the period. Returns the existing ones, oldest first.
+pub fn period_folders(domain_dir: &Path, base: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let first = domain_dir.join(base);
+    if first.is_dir() {
+        found.push(first);
+    }
+    let mut suffixes: Vec<u32> = std::fs::read_dir(domain_dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let n = name.strip_prefix(base)?.strip_prefix('.')?;
+            (n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty())
+                .then(|| n.parse().ok())
+                .flatten()
+        })
+        .collect();
+    suffixes.sort_unstable();
+    found.extend(suffixes.into_iter().map(|n| domain_dir.join(format!("{base}.{n}"))));
+    found
+}
+
+/// Decides how to back up, given the period's latest chain folder (if any) and the live state.
+pub fn plan(domain_dir: &Path, base: &str, latest: Option<&ChainFolder>, live: &LiveChain) -> Plan {
+    let Some(folder) = latest.filter(|f| f.exists) else {
+        return Plan::NewChain {
+            folder: domain_dir.join(base),
+            reason: "first backup of the period".into(),
+        };
+    };
+    let restart = |reason: String| {
+        if folder.has_data() {
+            Plan::NewChain {
+                folder: next_folder(domain_dir, base, &folder.path),
+                reason,
+            }
+        } else {
+            // Only logs of failed attempts: nothing to protect, the full can go here.
+            Plan::NewChain {
+                folder: folder.path.clone(),
+                reason,
+            }
+        }
+    };
+    match broken_because(folder, live) {
+        Some(reason) => restart(reason),
+        None => Plan::Continue {
+            folder: folder.path.clone(),
+        },
+    }
+}
+
+fn broken_because(folder: &ChainFolder, live: &LiveChain) -> Option<String> {
+    if folder.has_partial() {
+        return Some("a failed run left a partial file in the chain folder".into());
+    }
+    let full_disks = folder.full_disks();
+    if full_disks.is_empty() {
+        return Some("the chain folder holds no complete full backup".into());
+    }
+    if live.checkpoints.is_empty() {
+        return Some("libvirt has no checkpoint of this chain".into());
+    }
+    let recorded: Vec<&str> = folder.checkpoints.iter().map(|(n, _)| n.as_str()).collect();
+    let current: Vec<&str> = live.checkpoints.iter().map(|(n, _)| n.as_str()).collect();
+    if recorded != current {
+        return Some(format!(
+            "libvirt's checkpoints ({}) are not those of the chain folder ({})",
+            current.join(", "),
+            recorded.join(", ")
+        ));
+    }
+    for ((name, file_time), (_, live_time)) in folder.checkpoints.iter().zip(&live.checkpoints) {
+        if *file_time != Some(*live_time) {
+            return Some(format!(
+                "checkpoint {name} in libvirt is not the one recorded in the chain folder"
+            ));
+        }
+    }
+    let mut live_disks: Vec<&str> = live.disks.keys().map(String::as_str).collect();
+    let mut chain_disks = full_disks.clone();
+    live_disks.sort_unstable();
+    chain_disks.sort_unstable();
+    if live_disks != chain_disks {
+        return Some(format!(
+            "the domain's disks ({}) differ from the chain's ({})",
+            live_disks.join(", "),
+            chain_disks.join(", ")
+        ));
+    }
+    for (name, _) in &folder.checkpoints {
+        let n = checkpoint_index(name).unwrap_or(0);
+        for disk in &chain_disks {
+            let data = if n == 0 {
+                format!("{disk}.full.data")
+            } else {
+                format!("{disk}.inc.{name}.data")
+            };
+            if !folder.files.contains(&data) {
+                return Some(format!("the data of checkpoint {name} ({data}) is missing"));
+            }
+        }
+    }
+    for (disk, bitmaps) in &live.disks {
+        for (name, _) in &live.checkpoints {
+            match bitmaps.iter().find(|(b, _)| b == name) {
+                None => return Some(format!("checkpoint {name} has no bitmap on disk {disk}")),
+                Some((_, true)) => {
+                    return Some(format!("bitmap {name} on disk {disk} is inconsistent"))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    None
+}
+
+fn next_folder(domain_dir: &Path, base: &str, latest: &Path) -> PathBuf {
+    let current = latest
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix(base))
+        .and_then(|n| n.strip_prefix('.'))
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    domain_dir.join(format!("{base}.{}", current + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "vmsnap-backup-monthly-2026-11";
+
+    fn folder(files: &[&str], checkpoints: &[(&str, u64)]) -> ChainFolder {
+        ChainFolder {
+            path: PathBuf::from("/b/vm").join(BASE),
+            exists: true,
+            files: files.iter().map(|s| s.to_string()).collect(),
+            checkpoints: checkpoints
+                .iter()
+                .map(|(n, t)| (n.to_string(), Some(*t)))
+                .collect(),
+        }
+    }
+
+    fn live(checkpoints: &[(&str, u64)], disks: &[(&str, &[&str])]) -> LiveChain {
+        LiveChain {
+            checkpoints: checkpoints.iter().map(|(n, t)| (n.to_string(), *t)).collect(),
+            disks: disks
+                .iter()
+                .map(|(d, b)| (d.to_string(), b.iter().map(|n| (n.to_string(), false)).collect()))
+                .collect(),
+        }
+    }
+
+    fn good() -> (ChainFolder, LiveChain) {
+        (
+            folder(
+                &["vda.full.data", "vda.inc.virtnbdbackup.1.data", "vm.cpt"],
+                &[("virtnbdbackup.0", 100), ("virtnbdbackup.1", 200)],
+            ),
+            live(
+                &[("virtnbdbackup.0", 100), ("virtnbdbackup.1", 200)],
+                &[("vda", &["virtnbdbackup.0", "virtnbdbackup.1"])],
+            ),
+        )
+    }
+
+    fn new_chain_reason(plan: Plan) -> (PathBuf, String) {
+        match plan {
+            Plan::NewChain { folder, reason } => (folder, reason),
+            other => panic!("expected a new chain, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_intact_chain_continues() {
+        let (f, l) = good();
+        assert_eq!(
+            plan(Path::new("/b/vm"), BASE, Some(&f), &l),
+            Plan::Continue { folder: f.path.clone() }
+        );
+    }
+
+    #[test]
+    fn a_new_period_starts_a_chain_in_its_folder() {
+        let (_, l) = good();
+        let (folder, reason) = new_chain_reason(plan(Path::new("/b/vm"), BASE, None, &l));
+        assert_eq!(folder, Path::new("/b/vm").join(BASE));
+        assert!(reason.contains("first backup"));
+    }
+
+    #[test]
+    fn broken_chains_restart_in_a_new_folder_and_say_why() {
+        let dir = Path::new("/b/vm");
+        let cases: Vec<(ChainFolder, LiveChain, &str)> = vec![
+            {
+                let (mut f, l) = good();
+                f.files.push("vda.inc.virtnbdbackup.2.data.partial".into());
+                (f, l, "partial")
+            },
+            {
+                let (f, mut l) = good();
+                l.disks.get_mut("vda").unwrap().pop();
+                (f, l, "has no bitmap on disk vda")
+            },
+            {
+                let (f, mut l) = good();
+                l.disks.insert("vdb".into(), vec![]);
+                (f, l, "disks")
+            },
+            {
+                let (f, mut l) = good();
+                l.checkpoints[1].1 = 999;
+                (f, l, "not the one recorded")
+            },
+            {
+                let (f, mut l) = good();
+                l.checkpoints.push(("virtnbdbackup.2".into(), 300));
+                (f, l, "are not those of the chain folder")
+            },
+            {
+                let (mut f, l) = good();
+                f.files.retain(|n| n != "vda.inc.virtnbdbackup.1.data");
+                (f, l, "data of checkpoint virtnbdbackup.1")
+            },
+            {
+                let (f, mut l) = good();
+                l.checkpoints.clear();
+                (f, l, "no checkpoint")
+            },
+        ];
+        for (f, l, expected) in cases {
+            let (folder, reason) = new_chain_reason(plan(dir, BASE, Some(&f), &l));
+            assert!(reason.contains(expected), "{reason:?} lacks {expected:?}");
+            assert_eq!(folder, dir.join(format!("{BASE}.1")), "never into the old folder");
+        }
+    }
+
+    #[test]
+    fn a_folder_with_only_failed_logs_is_reused() {
+        let (_, l) = good();
+        let f = folder(&["backup.full.11232026222302.log"], &[]);
+        let (folder, _) = new_chain_reason(plan(Path::new("/b/vm"), BASE, Some(&f), &l));
+        assert_eq!(folder, f.path);
+    }
+
+    #[test]
+    fn restarts_count_up() {
+        let (mut f, l) = good();
+        f.path = PathBuf::from(format!("/b/vm/{BASE}.3"));
+        f.files.push("x.partial".into());
+        let (folder, _) = new_chain_reason(plan(Path::new("/b/vm"), BASE, Some(&f), &l));
+        assert_eq!(folder, PathBuf::from(format!("/b/vm/{BASE}.4")));
+    }
+}
