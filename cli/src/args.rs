@@ -28,6 +28,13 @@ pub struct Cli {
     #[arg(long)]
     pub status: bool,
 
+    /// Back up the --domains into --output (the original VMSnap's form of `backup`).
+    #[arg(long)]
+    pub backup: bool,
+
+    #[command(flatten)]
+    pub backup_opts: BackupArgs,
+
     #[command(flatten)]
     pub format: FormatArgs,
 
@@ -43,6 +50,38 @@ pub enum Command {
         #[arg(value_name = "DOMAIN")]
         names: Vec<String>,
     },
+    /// Back up domains: a full backup starts the period's chain, later ones are incremental.
+    Backup {
+        /// Domains (names, `*`, globs; comma lists allowed).
+        #[arg(value_name = "DOMAIN")]
+        names: Vec<String>,
+    },
+    /// List the service's jobs (running and recently finished).
+    Jobs,
+    /// Cancel a job (its number or object path).
+    Cancel {
+        #[arg(value_name = "JOB")]
+        job: String,
+    },
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct BackupArgs {
+    /// Also back up raw disks (in full backups; they cannot take part in incrementals).
+    #[arg(long, global = true)]
+    pub raw: bool,
+
+    /// Prune old period folders after the backup (not supported yet; refused).
+    #[arg(long, global = true, overrides_with = "no_prune")]
+    pub prune: bool,
+
+    /// Do not prune (the default).
+    #[arg(long, global = true, overrides_with = "prune")]
+    pub no_prune: bool,
+
+    /// Print the job's path and return instead of waiting for the end.
+    #[arg(long, global = true)]
+    pub no_wait: bool,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -134,6 +173,17 @@ mod tests {
         .unwrap();
         assert!(legacy.command.is_none() && legacy.status && legacy.format.json);
         assert_eq!(legacy.common.group_by.as_deref(), Some("year"));
+        let backup = Cli::try_parse_from([
+            "vmsnapctl",
+            "--domains=vm1",
+            "--output=/b",
+            "--backup",
+            "--prune",
+            "--no-prune",
+            "--raw",
+        ])
+        .unwrap();
+        assert!(backup.backup && backup.backup_opts.raw && !backup.backup_opts.prune);
         let modern = Cli::try_parse_from(["vmsnapctl", "status", "vm1", "vm2", "--yml"]).unwrap();
         assert!(matches!(modern.command, Some(Command::Status { ref names }) if names.len() == 2));
         assert!(modern.format.yaml);

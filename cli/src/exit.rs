@@ -7,7 +7,10 @@
 //! | 2 | usage error: bad switch or option value (the original used 2 for a missing --output) |
 //! | 3 | general failure: libvirt unreachable, a host command failed, a domain could not be queried |
 //! | 4 | a host program the service needs is missing |
+//! | 7 | more than one of --status/--backup given |
 //! | 9 | the service cannot be reached on the system bus |
+//! | 10 | a backup job failed for at least one domain |
+//! | 11 | a backup job was cancelled |
 
 use std::process::ExitCode;
 
@@ -18,7 +21,10 @@ pub const SELECTION: u8 = 1;
 pub const USAGE: u8 = 2;
 pub const FAILURE: u8 = 3;
 pub const MISSING_DEPENDENCY: u8 = 4;
+pub const TOO_MANY_COMMANDS: u8 = 7;
 pub const UNREACHABLE: u8 = 9;
+pub const JOB_FAILED: u8 = 10;
+pub const JOB_CANCELLED: u8 = 11;
 
 /// The exit code for an error the service (or the bus) returned.
 pub fn for_error(e: &Error) -> u8 {
@@ -26,7 +32,8 @@ pub fn for_error(e: &Error) -> u8 {
         Error::NoSuchDomain(_) => SELECTION,
         Error::InvalidArgument(_) => USAGE,
         Error::MissingDependency(_) => MISSING_DEPENDENCY,
-        Error::HostUnavailable(_) | Error::Failed(_) => FAILURE,
+        Error::NoSuchJob(_) => SELECTION,
+        Error::HostUnavailable(_) | Error::Failed(_) | Error::AlreadyRunning(_) => FAILURE,
         Error::ZBus(z) if crate::client::is_unreachable(z) => UNREACHABLE,
         Error::ZBus(_) => FAILURE,
     }

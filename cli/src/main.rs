@@ -4,6 +4,7 @@ mod args;
 mod client;
 mod exit;
 mod render;
+mod watch;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -34,29 +35,51 @@ async fn main() -> ExitCode {
 /// An exit code and the message for stderr.
 pub type Failure = (u8, String);
 
-async fn run(cli: Cli) -> Result<u8, Failure> {
-    // The original's --domains and the subcommand's positional names are one selection.
-    let (explicit, items) = match &cli.command {
-        Some(Command::Status { names }) => {
-            let mut all = names.clone();
-            all.extend(cli.domains.iter().cloned());
-            (!all.is_empty(), all)
-        }
-        None => (!cli.domains.is_empty(), cli.domains.clone()),
-    };
-    let domains = split_domains(&items);
-    if explicit && domains.is_empty() {
-        return Err((exit::SELECTION, "No domains specified".into()));
-    }
-    status(&cli, &domains).await
+/// What the command line asks for, once both spellings are merged.
+enum Action {
+    Status,
+    Backup,
+    Jobs,
+    Cancel(String),
 }
 
-async fn status(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
-    if cli.format.verbose {
-        eprintln!("Starting status check...");
+async fn run(cli: Cli) -> Result<u8, Failure> {
+    if cli.status && cli.backup {
+        return Err((
+            exit::TOO_MANY_COMMANDS,
+            "Only one command can be run at a time".into(),
+        ));
     }
-    let (_connection, manager) =
-        client::connect(Duration::from_secs(cli.common.timeout.max(1))).await?;
+    // The original's --domains and the subcommand's positional names are one selection.
+    let mut items = cli.domains.clone();
+    let action = match &cli.command {
+        Some(Command::Status { names }) => {
+            items.extend(names.iter().cloned());
+            Action::Status
+        }
+        Some(Command::Backup { names }) => {
+            items.extend(names.iter().cloned());
+            Action::Backup
+        }
+        Some(Command::Jobs) => Action::Jobs,
+        Some(Command::Cancel { job }) => Action::Cancel(job.clone()),
+        None if cli.backup => Action::Backup,
+        None => Action::Status,
+    };
+    let explicit = !items.is_empty();
+    let domains = split_domains(&items);
+    if (explicit || matches!(action, Action::Backup)) && domains.is_empty() {
+        return Err((exit::SELECTION, "No domains specified".into()));
+    }
+    match action {
+        Action::Status => status(&cli, &domains).await,
+        Action::Backup => backup(&cli, &domains).await,
+        Action::Jobs => jobs(&cli).await,
+        Action::Cancel(job) => cancel(&cli, &job).await,
+    }
+}
+
+fn common_options(cli: &Cli) -> HashMap<&str, Value<'_>> {
     let mut opts: HashMap<&str, Value<'_>> = HashMap::new();
     if let Some(output) = &cli.common.output {
         opts.insert(options::OUTPUT, Value::from(output.as_str()));
@@ -67,6 +90,114 @@ async fn status(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
     if let Some(uri) = &cli.common.connect {
         opts.insert(options::CONNECT, Value::from(uri.as_str()));
     }
+    opts
+}
+
+async fn backup(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
+    if cli.common.output.is_none() {
+        return Err((exit::USAGE, "No output directory specified".into()));
+    }
+    let (connection, manager) =
+        client::connect(Duration::from_secs(cli.common.timeout.max(1))).await?;
+    let mut opts = common_options(cli);
+    if cli.backup_opts.raw {
+        opts.insert(options::RAW, Value::from(true));
+    }
+    if cli.backup_opts.prune {
+        opts.insert(options::PRUNE, Value::from(true));
+    }
+    let names: Vec<&str> = domains.iter().map(String::as_str).collect();
+    let path = manager
+        .backup(&names, opts)
+        .await
+        .map_err(|e| client::failure(&e))?;
+    if cli.backup_opts.no_wait {
+        println!("{}", path.as_str());
+        return Ok(exit::OK);
+    }
+    if cli.format.verbose {
+        eprintln!("Started job {}", path.as_str());
+    }
+    let (state, results) = watch::wait(&connection, path).await?;
+    if cli.format.json || cli.format.machine {
+        let doc = render::document::job_results(state, &results);
+        println!("{doc}");
+    } else {
+        print!("{}", watch::summary(&results));
+    }
+    Ok(watch::exit_code(state))
+}
+
+async fn jobs(cli: &Cli) -> Result<u8, Failure> {
+    let (connection, manager) =
+        client::connect(Duration::from_secs(cli.common.timeout.max(1))).await?;
+    let paths = manager.list_jobs().await.map_err(|e| client::failure(&e))?;
+    let mut rows = Vec::new();
+    for path in paths {
+        let job = watch::job_proxy(&connection, path.clone()).await?;
+        let read = async {
+            Ok::<_, zbus::Error>((
+                job.operation().await?,
+                job.state().await?,
+                job.started_by_uid().await?,
+                job.domains().await?,
+            ))
+        };
+        match read.await {
+            Ok(row) => rows.push((path.to_string(), row)),
+            // Removed between the list and the read: it is simply gone.
+            Err(_) => continue,
+        }
+    }
+    if cli.format.json || cli.format.machine {
+        let doc: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(path, (op, state, uid, domains))| {
+                serde_json::json!({"job": path, "operation": op, "state": state, "uid": uid, "domains": domains})
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(doc));
+    } else {
+        for (path, (op, state, uid, domains)) in rows {
+            println!("{path}\t{op}\t{state}\tuid {uid}\t{}", domains.join(","));
+        }
+    }
+    Ok(exit::OK)
+}
+
+async fn cancel(cli: &Cli, job: &str) -> Result<u8, Failure> {
+    let path = if job.bytes().all(|b| b.is_ascii_digit()) && !job.is_empty() {
+        format!("{}/{job}", vmsnap_dbus::names::JOB_PATH_PREFIX)
+    } else {
+        job.to_string()
+    };
+    let path = zvariant::OwnedObjectPath::try_from(path).map_err(|_| {
+        (
+            exit::USAGE,
+            format!("{job:?} is neither a job number nor a job path"),
+        )
+    })?;
+    let (connection, _) = client::connect(Duration::from_secs(cli.common.timeout.max(1))).await?;
+    let proxy = watch::job_proxy(&connection, path.clone()).await?;
+    match proxy.cancel().await {
+        Ok(()) => Ok(exit::OK),
+        Err(vmsnap_dbus::Error::ZBus(zbus::Error::MethodError(name, _, _)))
+            if name.as_str() == "org.freedesktop.DBus.Error.UnknownObject"
+                || name.as_str() == "org.freedesktop.DBus.Error.UnknownMethod" =>
+        {
+            Err((exit::SELECTION, format!("no such job: {}", path.as_str())))
+        }
+        Err(e) => Err(client::failure(&e)),
+    }
+}
+
+async fn status(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
+    if cli.format.verbose {
+        eprintln!("Starting status check...");
+    }
+    let (_connection, manager) =
+        client::connect(Duration::from_secs(cli.common.timeout.max(1))).await?;
+    let opts = common_options(cli);
     let names: Vec<&str> = domains.iter().map(String::as_str).collect();
     let report = manager
         .status(&names, opts)

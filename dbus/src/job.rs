@@ -49,7 +49,9 @@ impl JobState {
 }
 
 /// Where one domain of a job stands.
-#[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type, Value, OwnedValue)]
+#[derive(
+    Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type, Value, OwnedValue,
+)]
 #[zvariant(signature = "a{sv}", rename_all = "camelCase")]
 pub struct DomainResult {
     pub domain: String,
@@ -69,7 +71,9 @@ pub struct DomainResult {
 }
 
 /// Progress of one disk.
-#[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type, Value, OwnedValue)]
+#[derive(
+    Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type, Value, OwnedValue,
+)]
 #[zvariant(signature = "a{sv}", rename_all = "camelCase")]
 pub struct DiskProgress {
     pub disk: String,

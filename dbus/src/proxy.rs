@@ -42,8 +42,12 @@ pub trait Manager {
 
     /// A job was created.
     #[zbus(signal)]
-    fn job_new(&self, job: OwnedObjectPath, operation: String, domains: Vec<String>)
-        -> zbus::Result<()>;
+    fn job_new(
+        &self,
+        job: OwnedObjectPath,
+        operation: String,
+        domains: Vec<String>,
+    ) -> zbus::Result<()>;
 
     /// A finished job was removed from the bus; `state` is its final state.
     #[zbus(signal)]

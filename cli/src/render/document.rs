@@ -6,7 +6,7 @@
 //! for the original keep working.
 
 use serde_json::{json, Map, Value};
-use vmsnap_dbus::{BackupDirStats, DiskStatus, DomainStatus};
+use vmsnap_dbus::{BackupDirStats, DiskStatus, DomainResult, DomainStatus, JobState};
 
 use super::size;
 
@@ -91,4 +91,22 @@ fn dir_value(stats: &BackupDirStats, size: &dyn Fn(u64) -> Value) -> Value {
     m.insert("exists".into(), json!(stats.exists));
     m.insert("checkpointNames".into(), json!(stats.checkpoint_names));
     Value::Object(m)
+}
+
+/// The result document of a finished job.
+pub fn job_results(state: JobState, results: &[DomainResult]) -> Value {
+    json!({
+        "state": state.as_str(),
+        "domains": results.iter().map(|r| json!({
+            "domain": r.domain,
+            "state": r.state,
+            "level": r.level,
+            "folder": r.folder,
+            "newChainReason": r.new_chain_reason,
+            "bytesDone": r.bytes_done,
+            "bytesTotal": r.bytes_total,
+            "disks": r.disks.iter().map(|d| json!({"disk": d.disk, "bytesDone": d.bytes_done, "bytesTotal": d.bytes_total})).collect::<Vec<_>>(),
+            "error": r.error,
+        })).collect::<Vec<_>>(),
+    })
 }

@@ -200,8 +200,8 @@ pub async fn export(
             let _ = obj.results_changed(&emitter).await;
             let _ = obj.end_time_changed(&emitter).await;
         }
-        let _ = JobObject::completed(&emitter, final_state.as_str(), results(&job.snapshot().2))
-            .await;
+        let _ =
+            JobObject::completed(&emitter, final_state.as_str(), results(&job.snapshot().2)).await;
         tokio::time::sleep(retention).await;
         let _ = server.remove::<JobObject, _>(&task_path).await;
         if let Ok(manager) = server.interface::<_, Manager>(MANAGER_PATH).await {

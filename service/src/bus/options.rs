@@ -69,7 +69,10 @@ pub fn backup_request(
     let output = take_string(&mut options, keys::OUTPUT)?.ok_or_else(|| {
         Error::InvalidArgument("No output directory specified (option output)".into())
     })?;
-    options.insert(keys::OUTPUT.into(), OwnedValue::from(zvariant::Str::from(output)));
+    options.insert(
+        keys::OUTPUT.into(),
+        OwnedValue::from(zvariant::Str::from(output)),
+    );
     let status = status_request(domains, options, config)?;
     Ok(BackupRequest {
         selectors: status.selectors,
@@ -84,9 +87,11 @@ fn take_bool(options: &mut HashMap<String, OwnedValue>, key: &str) -> Result<Opt
         return Ok(None);
     };
     let signature = value.value_signature().to_string();
-    bool::try_from(value)
-        .map(Some)
-        .map_err(|_| Error::InvalidArgument(format!("option {key} must be a boolean (b), not {signature}")))
+    bool::try_from(value).map(Some).map_err(|_| {
+        Error::InvalidArgument(format!(
+            "option {key} must be a boolean (b), not {signature}"
+        ))
+    })
 }
 
 fn check_keys(options: &HashMap<String, OwnedValue>, accepted: &[&str]) -> Result<(), Error> {

@@ -121,7 +121,11 @@ pub fn period_folders(domain_dir: &Path, base: &str) -> Vec<PathBuf> {
         })
         .collect();
     suffixes.sort_unstable();
-    found.extend(suffixes.into_iter().map(|n| domain_dir.join(format!("{base}.{n}"))));
+    found.extend(
+        suffixes
+            .into_iter()
+            .map(|n| domain_dir.join(format!("{base}.{n}"))),
+    );
     found
 }
 
@@ -251,10 +255,18 @@ mod tests {
 
     fn live(checkpoints: &[(&str, u64)], disks: &[(&str, &[&str])]) -> LiveChain {
         LiveChain {
-            checkpoints: checkpoints.iter().map(|(n, t)| (n.to_string(), *t)).collect(),
+            checkpoints: checkpoints
+                .iter()
+                .map(|(n, t)| (n.to_string(), *t))
+                .collect(),
             disks: disks
                 .iter()
-                .map(|(d, b)| (d.to_string(), b.iter().map(|n| (n.to_string(), false)).collect()))
+                .map(|(d, b)| {
+                    (
+                        d.to_string(),
+                        b.iter().map(|n| (n.to_string(), false)).collect(),
+                    )
+                })
                 .collect(),
         }
     }
@@ -284,7 +296,9 @@ mod tests {
         let (f, l) = good();
         assert_eq!(
             plan(Path::new("/b/vm"), BASE, Some(&f), &l),
-            Plan::Continue { folder: f.path.clone() }
+            Plan::Continue {
+                folder: f.path.clone()
+            }
         );
     }
 
@@ -339,7 +353,11 @@ mod tests {
         for (f, l, expected) in cases {
             let (folder, reason) = new_chain_reason(plan(dir, BASE, Some(&f), &l));
             assert!(reason.contains(expected), "{reason:?} lacks {expected:?}");
-            assert_eq!(folder, dir.join(format!("{BASE}.1")), "never into the old folder");
+            assert_eq!(
+                folder,
+                dir.join(format!("{BASE}.1")),
+                "never into the old folder"
+            );
         }
     }
 

@@ -68,7 +68,8 @@ pub struct Job {
     data: Mutex<JobData>,
     events: broadcast::Sender<JobEvent>,
     cancel: watch::Sender<bool>,
-    _locks: DomainLocks,
+    /// Held while the job runs; released as soon as it ends (the job itself stays readable).
+    locks: Mutex<Option<DomainLocks>>,
 }
 
 impl Job {
@@ -105,6 +106,9 @@ impl Job {
             if state.is_final() {
                 d.end_time = now();
             }
+        }
+        if state.is_final() {
+            self.locks.lock().expect("poisoned").take();
         }
         let _ = self.events.send(if state.is_final() {
             JobEvent::Finished(state)
@@ -229,7 +233,7 @@ impl JobRegistry {
             domains,
             events,
             cancel,
-            _locks: locks,
+            locks: Mutex::new(Some(locks)),
         }))
     }
 }
@@ -259,9 +263,11 @@ mod tests {
         }
         // vm3 was not left locked by the refused job.
         let c = reg.create("backup", names(&["vm3"]), 0).unwrap();
-        drop(a);
+        // The end of a job frees its domains while the job stays readable.
+        a.set_state(JobState::Failed);
         reg.create("backup", names(&["vm1", "vm2"]), 0).unwrap();
-        assert_ne!(c.id, 0);
+        drop(c);
+        reg.create("backup", names(&["vm3"]), 0).unwrap();
     }
 
     #[test]
@@ -271,8 +277,18 @@ mod tests {
         let mut rx = job.subscribe();
         job.progress(0, "vda", 10, 100);
         job.set_state(JobState::Succeeded);
-        assert!(matches!(rx.try_recv(), Ok(JobEvent::Progress { done: 10, total: 100, .. })));
-        assert!(matches!(rx.try_recv(), Ok(JobEvent::Finished(JobState::Succeeded))));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(JobEvent::Progress {
+                done: 10,
+                total: 100,
+                ..
+            })
+        ));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(JobEvent::Finished(JobState::Succeeded))
+        ));
         let (state, end, domains) = job.snapshot();
         assert_eq!(state, JobState::Succeeded);
         assert!(end > 0);

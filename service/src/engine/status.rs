@@ -273,11 +273,8 @@ impl Context<'_> {
     }
 
     async fn fill_folder(&self, report: &mut DomainReport, root: &Path) {
-        let path = super::backup::current_chain_folder(
-            root,
-            report.name.as_str(),
-            self.request.group_by,
-        );
+        let path =
+            super::backup::current_chain_folder(root, report.name.as_str(), self.request.group_by);
         let result = tokio::task::spawn_blocking(move || backup_dir::stats(&path)).await;
         match result {
             Ok(Ok(folder)) => {

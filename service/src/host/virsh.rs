@@ -205,7 +205,10 @@ impl Virsh {
 
     /// Aborts libvirt's running job on the domain, if there is one.
     pub async fn abort_job(&self, domain: &str) -> Result<()> {
-        match self.call(Some(domain), &["domjobabort", "--domain", domain]).await {
+        match self
+            .call(Some(domain), &["domjobabort", "--domain", domain])
+            .await
+        {
             Ok(_) => Ok(()),
             Err(Error::CommandFailed { message, .. }) if message.contains("no job") => Ok(()),
             Err(e) => Err(e),

@@ -110,10 +110,18 @@ pub fn parse_line(line: &str) -> Option<LogLine> {
 pub enum LogEvent {
     /// The bytes this disk's backup will copy (1.9: `N bytes of data extents to backup`,
     /// 2.x: `N bytes [1.0MiB] of data extents to backup`).
-    DiskTotal { disk: String, bytes: u64 },
+    DiskTotal {
+        disk: String,
+        bytes: u64,
+    },
     /// The file being written (`Write data to target file: [/…/vda.full.data.partial].`).
-    Writing { disk: String, path: PathBuf },
-    DiskFinished { disk: String },
+    Writing {
+        disk: String,
+        path: PathBuf,
+    },
+    DiskFinished {
+        disk: String,
+    },
     Error(String),
 }
 
@@ -147,11 +155,7 @@ pub fn event(line: &LogLine) -> Option<LogEvent> {
 /// What the caller hears while virtnbdbackup runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
-    Disk {
-        disk: String,
-        done: u64,
-        total: u64,
-    },
+    Disk { disk: String, done: u64, total: u64 },
 }
 
 /// How a run ended.
@@ -161,7 +165,9 @@ pub enum Outcome {
     /// The tool's own error line (or its last words when it logged no error).
     Failed(String),
     /// Stopped by a cancel request; `clean` is false when it had to be killed.
-    Cancelled { clean: bool },
+    Cancelled {
+        clean: bool,
+    },
 }
 
 #[derive(Default)]
@@ -327,19 +333,40 @@ mod tests {
             let parsed = parse_line(line).unwrap();
             assert_eq!(
                 event(&parsed),
-                Some(LogEvent::DiskTotal { disk: disk.into(), bytes: 5242880 })
+                Some(LogEvent::DiskTotal {
+                    disk: disk.into(),
+                    bytes: 5242880
+                })
             );
         }
         let w = parse_line("[2026-11-23 22:23:03] INFO root virtnbdbackup - getWriter [vda]: Write data to target file: [/b/vm/x/vda.full.data.partial].").unwrap();
         assert_eq!(
             event(&w),
-            Some(LogEvent::Writing { disk: "vda".into(), path: "/b/vm/x/vda.full.data.partial".into() })
+            Some(LogEvent::Writing {
+                disk: "vda".into(),
+                path: "/b/vm/x/vda.full.data.partial".into()
+            })
         );
         let f = parse_line("[2026-11-23 22:23:03] INFO root virtnbdbackup - backupDisk [vda]: Backup of disk [vda] finished, file: [/b/vda.full.data]").unwrap();
-        assert_eq!(event(&f), Some(LogEvent::DiskFinished { disk: "vda".into() }));
+        assert_eq!(
+            event(&f),
+            Some(LogEvent::DiskFinished { disk: "vda".into() })
+        );
         let e = parse_line("[2026-11-23 22:17:46] ERROR root virtnbdbackup - startBackupJob [MainThread]: Failed to start backup: [internal error: x]").unwrap();
-        assert_eq!(event(&e), Some(LogEvent::Error("Failed to start backup: [internal error: x]".into())));
-        for junk in ["", "[", "[x] ", "no brackets: at all", "[a] INFO b [c", "\u{0}\u{ff}"] {
+        assert_eq!(
+            event(&e),
+            Some(LogEvent::Error(
+                "Failed to start backup: [internal error: x]".into()
+            ))
+        );
+        for junk in [
+            "",
+            "[",
+            "[x] ",
+            "no brackets: at all",
+            "[a] INFO b [c",
+            "\u{0}\u{ff}",
+        ] {
             let _ = parse_line(junk).and_then(|l| event(&l));
         }
     }
@@ -356,11 +383,18 @@ mod tests {
             socket: "/var/lib/libvirt/qemu/s.sock".into(),
             raw: true,
         };
-        let old: Vec<String> = spec.argv().iter().map(|a| a.to_string_lossy().into()).collect();
+        let old: Vec<String> = spec
+            .argv()
+            .iter()
+            .map(|a| a.to_string_lossy().into())
+            .collect();
         assert_eq!(&old[..4], ["-d", "-vm; x", "-l", "inc"]);
         assert!(old.contains(&"--raw".to_string()));
         assert!(!old.iter().any(|a| a == "--nocolor" || a == "-S"));
-        let new = BackupSpec { version: ToolVersion::new(2, 28, 0), ..spec };
+        let new = BackupSpec {
+            version: ToolVersion::new(2, 28, 0),
+            ..spec
+        };
         assert!(new.argv().iter().any(|a| a == "--nocolor"));
     }
 }

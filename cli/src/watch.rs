@@ -1,0 +1,178 @@
+//! Following a job to its end: live progress on stderr, the result on stdout.
+//!
+//! On a terminal every disk gets a progress bar; otherwise plain lines, at most one per disk
+//! and second, so logs of timer runs stay readable. Ctrl-C asks the service to cancel the job
+//! (the safe way) and keeps waiting for it to end.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use vmsnap_dbus::{DomainResult, JobProxy, JobState};
+use zbus::proxy::CacheProperties;
+use zbus::Connection;
+use zvariant::OwnedObjectPath;
+
+use crate::render::size::pretty;
+use crate::{client, exit, Failure};
+
+pub async fn job_proxy(
+    connection: &Connection,
+    path: OwnedObjectPath,
+) -> Result<JobProxy<'static>, Failure> {
+    JobProxy::builder(connection)
+        .path(path)
+        .map(|b| b.cache_properties(CacheProperties::No))
+        .map_err(|e| client::failure(&vmsnap_dbus::Error::ZBus(e)))?
+        .build()
+        .await
+        .map_err(|e| client::failure(&vmsnap_dbus::Error::ZBus(e)))
+}
+
+/// Waits for the job at `path` to finish and returns its final state and results.
+pub async fn wait(
+    connection: &Connection,
+    path: OwnedObjectPath,
+) -> Result<(JobState, Vec<DomainResult>), Failure> {
+    let job = job_proxy(connection, path).await?;
+    let bus = |e: zbus::Error| client::failure(&vmsnap_dbus::Error::ZBus(e));
+    // Subscribe first, then look: a job that ended in between is seen in its properties.
+    let mut progress = job.receive_progress().await.map_err(bus)?;
+    let mut completed = job.receive_completed().await.map_err(bus)?;
+    let state = job.state().await.map_err(bus)?;
+    if let Some(s) = JobState::parse(&state).filter(|s| s.is_final()) {
+        return Ok((s, job.results().await.map_err(bus)?));
+    }
+    let mut display = Display::new();
+    let mut cancel_sent = false;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            Some(signal) = progress.next() => {
+                if let Ok(a) = signal.args() {
+                    display.update(&a.domain, &a.disk, a.done, a.total);
+                }
+            }
+            Some(signal) = completed.next() => {
+                display.finish();
+                let a = signal.args().map_err(bus)?;
+                let state = JobState::parse(&a.state).unwrap_or(JobState::Failed);
+                return Ok((state, a.results.clone()));
+            }
+            _ = &mut ctrl_c, if !cancel_sent => {
+                cancel_sent = true;
+                eprintln!("vmsnapctl: cancelling the job (waiting for it to stop cleanly)…");
+                if let Err(e) = job.cancel().await {
+                    eprintln!("vmsnapctl: {}", client::describe(&e));
+                }
+            }
+            else => return Err((exit::FAILURE, "lost the connection to vmsnapd while waiting".into())),
+        }
+    }
+}
+
+/// Exit code for a finished backup job.
+pub fn exit_code(state: JobState) -> u8 {
+    match state {
+        JobState::Succeeded => exit::OK,
+        JobState::Cancelled => exit::JOB_CANCELLED,
+        _ => exit::JOB_FAILED,
+    }
+}
+
+/// One line per domain, for stdout.
+pub fn summary(results: &[DomainResult]) -> String {
+    let mut out = String::new();
+    for r in results {
+        let mut line = format!("Backup of {}: {}", r.domain, r.state);
+        if !r.level.is_empty() {
+            line.push_str(&format!(" ({}", r.level));
+            if !r.new_chain_reason.is_empty() {
+                line.push_str(&format!(", new chain: {}", r.new_chain_reason));
+            }
+            line.push(')');
+        }
+        if r.state == "succeeded" {
+            line.push_str(&format!(", {} in {}", pretty(r.bytes_total), r.folder));
+        }
+        if !r.error.is_empty() && r.state != "succeeded" {
+            line.push_str(&format!(": {}", r.error));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+enum Display {
+    Bars {
+        multi: MultiProgress,
+        bars: HashMap<(String, String), ProgressBar>,
+    },
+    Lines {
+        last: HashMap<(String, String), Instant>,
+    },
+}
+
+impl Display {
+    fn new() -> Self {
+        if std::io::stderr().is_terminal() {
+            Display::Bars {
+                multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+                bars: HashMap::new(),
+            }
+        } else {
+            Display::Lines {
+                last: HashMap::new(),
+            }
+        }
+    }
+
+    fn update(&mut self, domain: &str, disk: &str, done: u64, total: u64) {
+        let key = (domain.to_string(), disk.to_string());
+        match self {
+            Display::Bars { multi, bars } => {
+                let bar = bars.entry(key).or_insert_with(|| {
+                    let bar = multi.add(ProgressBar::new(total));
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{prefix:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+                        )
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                    );
+                    bar.set_prefix(format!("{domain} {disk}"));
+                    bar
+                });
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+            Display::Lines { last } => {
+                let now = Instant::now();
+                let due = last
+                    .get(&key)
+                    .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(1));
+                if due || done == total {
+                    last.insert(key, now);
+                    let percent = (done * 100).checked_div(total).unwrap_or(100);
+                    eprintln!(
+                        "{domain} {disk}: {} / {} ({percent}%)",
+                        pretty(done),
+                        pretty(total)
+                    );
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Display::Bars { bars, .. } = self {
+            for bar in bars.values() {
+                bar.finish();
+            }
+        }
+    }
+}
