@@ -51,7 +51,21 @@ impl ScratchBus {
 
     /// Starts vmsnapd on this bus with extra environment, and waits until it owns its name.
     pub fn start_service(&self, env: &[(&str, &str)]) -> Service {
-        let mut cmd = Command::new(host().bin_dir.join("vmsnapd"));
+        self.start_service_with(&[], env)
+    }
+
+    /// Like [`ScratchBus::start_service`], with vmsnapd run through a wrapper command
+    /// (`faketime +40 days`, …).
+    pub fn start_service_with(&self, wrapper: &[&str], env: &[(&str, &str)]) -> Service {
+        let daemon = host().bin_dir.join("vmsnapd");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&daemon);
+                c
+            }
+            None => Command::new(&daemon),
+        };
         cmd.arg("--log-to-stderr")
             .env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
             .stdout(Stdio::null())

@@ -202,6 +202,11 @@ impl Guest {
         );
     }
 
+    /// A file-name-safe form of the guest's name.
+    pub fn disks_dir_name(&self) -> String {
+        sanitize(&self.name)
+    }
+
     pub fn image(&self, target: &str) -> &Path {
         self.disks
             .iter()

@@ -5,6 +5,7 @@
 //! a message naming it; nothing is skipped.
 
 pub mod bus;
+pub mod chain;
 pub mod guest;
 
 use std::path::{Path, PathBuf};

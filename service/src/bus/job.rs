@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use vmsnap_dbus::job::{DiskProgress, DomainResult, JobState};
 use vmsnap_dbus::names::{JOB_PATH_PREFIX, MANAGER_PATH};
-use vmsnap_dbus::Error;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection};
 use zvariant::{ObjectPath, OwnedObjectPath};
 
+use super::error::CallError;
 use super::manager::{caller_uid, Manager};
 use crate::engine::jobs::{DomainProgress, Job, JobEvent};
 
@@ -65,11 +65,11 @@ impl JobObject {
         &self,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
-    ) -> Result<(), Error> {
+    ) -> Result<(), CallError> {
         let uid = caller_uid(connection, &header).await;
         if uid != 0 && uid != self.job.uid {
             tracing::info!(job = self.job.id, uid, "cancel refused");
-            return Err(super::access_denied(format!(
+            return Err(CallError::access_denied(format!(
                 "job {} was started by uid {}; only that user or root may cancel it",
                 self.job.id, self.job.uid
             )));

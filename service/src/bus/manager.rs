@@ -15,6 +15,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection};
 use zvariant::{ObjectPath, OwnedObjectPath, OwnedValue};
 
+use super::error::CallError;
 use super::{convert, options};
 use crate::engine::Engine;
 
@@ -99,12 +100,12 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
-    ) -> Result<OwnedObjectPath, Error> {
+    ) -> Result<OwnedObjectPath, CallError> {
         let uid = caller_uid(connection, &header).await;
         if uid != 0 {
             tracing::info!(uid, "Backup refused: not root");
-            return Err(super::access_denied(
-                "starting backups needs root until polkit authorization is in place".into(),
+            return Err(CallError::access_denied(
+                "starting backups needs root until polkit authorization is in place",
             ));
         }
         let request = options::backup_request(&domains, options, self.engine.config())?;
@@ -116,7 +117,7 @@ impl Manager {
         let job = prepared.job.clone();
         let path = super::job::export(connection, job.clone(), self.job_retention)
             .await
-            .map_err(Error::ZBus)?;
+            .map_err(CallError::from)?;
         self.jobs.lock().expect("poisoned").push(path.clone());
         let names: Vec<String> = job.domains.iter().map(|d| d.to_string()).collect();
         tracing::info!(uid, job = job.id, domains = ?names, "backup job created");

@@ -4,6 +4,7 @@
 //! and errors into the contract's records ([`convert`]). It decides nothing else.
 
 pub mod convert;
+pub mod error;
 pub mod job;
 pub mod manager;
 pub mod options;
@@ -36,11 +37,4 @@ pub async fn serve(engine: Arc<Engine>, job_retention: Duration) -> Result<Conne
         ),
         other => format!("cannot connect to the system bus: {other}"),
     })
-}
-
-/// The standard `org.freedesktop.DBus.Error.AccessDenied`, carried by the contract's error type.
-pub fn access_denied(message: String) -> vmsnap_dbus::Error {
-    vmsnap_dbus::Error::ZBus(zbus::Error::FDO(Box::new(zbus::fdo::Error::AccessDenied(
-        message,
-    ))))
 }

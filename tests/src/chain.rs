@@ -1,0 +1,121 @@
+//! Checking backups the way a user would on restore day: rebuild the disk with
+//! `virtnbdrestore` and compare it byte for byte with a copy taken at that moment.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::guest::{virsh, Guest};
+use crate::{host, run, vmsnapctl, Run};
+
+/// A copy of a guest's disk at a moment (the guest must be shut off).
+pub fn snapshot(guest: &Guest, target: &str, label: &str) -> PathBuf {
+    let copy = host().images.join(format!(
+        "snap-{}-{target}-{label}.qcow2",
+        guest.disks_dir_name()
+    ));
+    std::fs::copy(guest.image(target), &copy).expect("cannot copy the disk image");
+    copy
+}
+
+/// Restores `folder` (up to `until`, or all of it) and asserts the image equals `expected`.
+pub fn assert_restores_to(folder: &str, until: Option<&str>, disk_file: &str, expected: &Path) {
+    let out = host().images.join(format!(
+        "restore-{}-{}",
+        std::process::id(),
+        RESTORES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&out);
+    let mut args = vec!["-i", folder, "-o", out.to_str().unwrap()];
+    if let Some(cp) = until {
+        args.extend(["--until", cp]);
+    }
+    let restore = run(
+        std::process::Command::new("virtnbdrestore")
+            .args(&args)
+            .current_dir(&host().images),
+        Duration::from_secs(300),
+    );
+    assert_eq!(
+        restore.code, 0,
+        "virtnbdrestore {args:?} failed:\n{}",
+        restore.stderr
+    );
+    let image = out.join(disk_file);
+    // virtnbdrestore's qemu-nbd may still be letting go of the image when it returns: wait for
+    // the image lock instead of reading a file someone may still write.
+    let started = std::time::Instant::now();
+    let compare = loop {
+        let c = run(
+            std::process::Command::new("qemu-img").args([
+                "compare",
+                image.to_str().unwrap(),
+                expected.to_str().unwrap(),
+            ]),
+            Duration::from_secs(300),
+        );
+        if c.stderr.contains("lock") && started.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        break c;
+    };
+    assert!(
+        compare.code == 0 && compare.stdout.contains("Images are identical"),
+        "{folder} (until {until:?}) does not restore to {}: {}{}",
+        expected.display(),
+        compare.stdout,
+        compare.stderr
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+static RESTORES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Names, sizes and modification times of everything below `dir`, to prove it was not touched.
+pub fn fingerprint(dir: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("readable folder") {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push((
+                    e.path().display().to_string(),
+                    m.len(),
+                    m.modified().unwrap(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `vmsnapctl backup <guest> --output <root> --json` (waiting), with extra arguments.
+pub fn backup(guest: &Guest, root: &str, extra: &[&str]) -> Run {
+    let mut args = vec!["backup", guest.name.as_str(), "--output", root, "--json"];
+    args.extend_from_slice(extra);
+    vmsnapctl(&args)
+}
+
+/// The one domain result of a backup's JSON document.
+pub fn result(run: &Run) -> serde_json::Value {
+    let doc = run.json();
+    doc["domains"][0].clone()
+}
+
+pub fn domstate(guest: &Guest) -> String {
+    virsh(&["domstate", "--domain", &guest.name])
+        .trim()
+        .to_string()
+}
+
+/// A backup root of its own for one test.
+pub fn root(test: &str) -> String {
+    let dir = host().images.join(format!("root-{test}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.display().to_string()
+}
