@@ -490,3 +490,107 @@ fn only_root_may_start_backups_until_polkit_decides() {
     assert!(run.stderr.contains("not allowed"), "{}", run.stderr);
     assert!(!std::path::Path::new("/tmp/x").join(&g.name).exists());
 }
+
+#[test]
+fn raw_disks_join_full_backups_and_never_break_the_chain() {
+    let g = Guest::define(
+        "bk-raw",
+        &[
+            Disk::Qcow2 {
+                target: "vda",
+                file: "vda.qcow2",
+                size_mib: 32,
+            },
+            Disk::Raw {
+                target: "vdb",
+                file: "vdb.img",
+                size_mib: 16,
+            },
+        ],
+    );
+    let root = root("raw");
+    g.write("vda", 0x3a, 0, 2);
+    let full = result(&backup(&g, &root, &["--raw"]).expect_code(0));
+    assert_eq!(full["level"], "full");
+    let folder = full["folder"].as_str().unwrap().to_string();
+    assert!(
+        std::path::Path::new(&format!("{folder}/vdb.copy.data")).is_file(),
+        "raw disk included"
+    );
+    g.write("vda", 0x3b, 4, 1);
+    let inc = result(&backup(&g, &root, &["--raw"]).expect_code(0));
+    assert_eq!(inc["level"], "inc", "{inc}");
+    let status = vmsnapctl(&["status", "--json", "--output", &root, &g.name])
+        .expect_code(0)
+        .json();
+    assert_eq!(status[&g.name]["overallStatus"], 0, "{status}");
+    let now = snapshot(&g, "vda", "raw");
+    assert_restores_to(&folder, None, "vda.qcow2", &now);
+}
+
+#[test]
+fn ctrl_c_in_vmsnapctl_cancels_the_job() {
+    let g = guest("bk-ctrlc", 1024);
+    let root = root("ctrlc");
+    g.write("vda", 0x0e, 0, 900);
+    let child = std::process::Command::new(host().bin_dir.join("vmsnapctl"))
+        .args(["backup", &g.name, "--output", &root, "--json"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &host().bus_address)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for its job to copy bytes.
+    let start = Instant::now();
+    loop {
+        let jobs = vmsnapctl(&["jobs", "--json"]).json();
+        let job = jobs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["domains"][0] == g.name.as_str() && j["state"] == "running")
+            .cloned();
+        if let Some(job) = job {
+            let out = std::process::Command::new("busctl")
+                .arg(format!("--address={}", host().bus_address))
+                .args([
+                    "get-property",
+                    BUS_NAME,
+                    job["job"].as_str().unwrap(),
+                    JOB_INTERFACE,
+                    "BytesDone",
+                ])
+                .output()
+                .unwrap();
+            let done: u64 = String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .trim_start_matches("t ")
+                .parse()
+                .unwrap_or(0);
+            if done > 0 {
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the backup never started copying"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(11), "{stderr}");
+    assert!(stderr.contains("cancelling"), "{stderr}");
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("the result document");
+    assert_eq!(doc["state"], "cancelled");
+    assert_eq!(
+        domstate(&g),
+        "shut off",
+        "started paused for the backup, shut off again"
+    );
+    result(&backup(&g, &root, &[]).expect_code(0));
+}

@@ -186,20 +186,25 @@ fn broken_because(folder: &ChainFolder, live: &LiveChain) -> Option<String> {
             ));
         }
     }
+    // Every disk that carries the chain must have been in its full backup; a disk added since
+    // would have no base. Extra full files are raw disks (`raw` option), which never take part
+    // in incrementals.
     let mut live_disks: Vec<&str> = live.disks.keys().map(String::as_str).collect();
-    let mut chain_disks = full_disks.clone();
     live_disks.sort_unstable();
-    chain_disks.sort_unstable();
-    if live_disks != chain_disks {
+    let added: Vec<&str> = live_disks
+        .iter()
+        .copied()
+        .filter(|d| !full_disks.contains(d))
+        .collect();
+    if !added.is_empty() {
         return Some(format!(
-            "the domain's disks ({}) differ from the chain's ({})",
-            live_disks.join(", "),
-            chain_disks.join(", ")
+            "disk {} is not part of the chain (added since its full backup)",
+            added.join(", ")
         ));
     }
     for (name, _) in &folder.checkpoints {
         let n = checkpoint_index(name).unwrap_or(0);
-        for disk in &chain_disks {
+        for disk in &live_disks {
             let data = if n == 0 {
                 format!("{disk}.full.data")
             } else {
@@ -327,7 +332,7 @@ mod tests {
             {
                 let (f, mut l) = good();
                 l.disks.insert("vdb".into(), vec![]);
-                (f, l, "disks")
+                (f, l, "disk vdb is not part of the chain")
             },
             {
                 let (f, mut l) = good();
@@ -359,6 +364,16 @@ mod tests {
                 "never into the old folder"
             );
         }
+    }
+
+    #[test]
+    fn raw_disks_in_the_full_do_not_break_the_chain() {
+        let (mut f, l) = good();
+        f.files.push("vdb.full.data".into());
+        assert!(matches!(
+            plan(Path::new("/b/vm"), BASE, Some(&f), &l),
+            Plan::Continue { .. }
+        ));
     }
 
     #[test]
