@@ -160,6 +160,25 @@ fn a_broken_chain_restarts_in_a_new_folder_and_says_so() {
     assert_restores_to(&format!("{old_folder}.1"), None, "vda.qcow2", &now);
 }
 
+/// The job's BytesDone property, read as any D-Bus client would.
+fn bytes_done(job: &str) -> u64 {
+    let out = std::process::Command::new("busctl")
+        .arg(format!("--address={}", host().bus_address))
+        .args(["get-property", BUS_NAME, job, JOB_INTERFACE, "BytesDone"])
+        .output()
+        .expect("busctl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches("t ")
+        .parse()
+        .expect("a number")
+}
+
 /// Polls the job until `done` says stop, returning the last value it saw.
 fn poll_job<T>(job: &str, mut f: impl FnMut(&Value) -> Option<T>) -> T {
     let start = Instant::now();
@@ -237,27 +256,8 @@ fn cancel_stops_cleanly_and_the_next_backup_succeeds() {
     let job = job.stdout.trim().to_string();
     // Wait until bytes are flowing, then cancel.
     let number = job.rsplit('/').next().unwrap().to_string();
-    let conn_check = std::process::Command::new("busctl")
-        .arg(format!("--address={}", host().bus_address))
-        .args(["get-property", BUS_NAME, &job, JOB_INTERFACE, "BytesDone"])
-        .output()
-        .unwrap();
-    assert!(conn_check.status.success());
     let start = Instant::now();
-    loop {
-        let out = std::process::Command::new("busctl")
-            .arg(format!("--address={}", host().bus_address))
-            .args(["get-property", BUS_NAME, &job, JOB_INTERFACE, "BytesDone"])
-            .output()
-            .unwrap();
-        let done: u64 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .trim_start_matches("t ")
-            .parse()
-            .unwrap_or(0);
-        if done > 0 {
-            break;
-        }
+    while bytes_done(&job) == 0 {
         assert!(start.elapsed() < Duration::from_secs(120), "no progress");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -550,26 +550,8 @@ fn ctrl_c_in_vmsnapctl_cancels_the_job() {
             .iter()
             .find(|j| j["domains"][0] == g.name.as_str() && j["state"] == "running")
             .cloned();
-        if let Some(job) = job {
-            let out = std::process::Command::new("busctl")
-                .arg(format!("--address={}", host().bus_address))
-                .args([
-                    "get-property",
-                    BUS_NAME,
-                    job["job"].as_str().unwrap(),
-                    JOB_INTERFACE,
-                    "BytesDone",
-                ])
-                .output()
-                .unwrap();
-            let done: u64 = String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .trim_start_matches("t ")
-                .parse()
-                .unwrap_or(0);
-            if done > 0 {
-                break;
-            }
+        if job.is_some_and(|j| bytes_done(j["job"].as_str().unwrap()) > 0) {
+            break;
         }
         assert!(
             start.elapsed() < Duration::from_secs(120),
