@@ -3,14 +3,44 @@
 //! Every id used by the service must be declared in `polkit/org.vmsnap.policy`; a test checks
 //! that, because polkit answers an undeclared action with a confusing "not registered" error.
 
-/// Read-only inspection (Status). Allowed to any caller.
+/// Read-only inspection. Declared (allowed to anyone) for clients that ask polkit what a user
+/// may do; the service answers Status without a check, like libvirt's read-only access.
 pub const STATUS: &str = "org.vmsnap.status";
 
 /// Starting backups (and, in a later issue, verifying).
 pub const BACKUP: &str = "org.vmsnap.backup";
 
-/// Cancelling a job someone else started.
+/// Cancelling a job someone else started (cancelling one's own job needs nothing).
 pub const CANCEL: &str = "org.vmsnap.cancel";
 
+/// Removing checkpoints and bitmaps: administrator authentication every time.
+pub const SCRUB: &str = "org.vmsnap.scrub";
+
+/// Deleting old backup folders: administrator authentication every time.
+pub const PRUNE: &str = "org.vmsnap.prune";
+
 /// All actions the service may check, for the policy-file consistency test.
-pub const ALL: &[&str] = &[STATUS, BACKUP, CANCEL];
+pub const ALL: &[&str] = &[STATUS, BACKUP, CANCEL, SCRUB, PRUNE];
+
+#[cfg(test)]
+mod tests {
+    /// polkit answers an undeclared action with a confusing "not registered" error.
+    #[test]
+    fn every_action_is_declared_in_the_policy_file() {
+        let policy = include_str!("../../polkit/org.vmsnap.policy");
+        for action in super::ALL {
+            assert!(
+                policy.contains(&format!("<action id=\"{action}\">")),
+                "{action} is missing from polkit/org.vmsnap.policy"
+            );
+        }
+    }
+
+    #[test]
+    fn the_shipped_rule_grants_nothing_destructive() {
+        let rules = include_str!("../../polkit/50-org.vmsnap.rules");
+        for destructive in [super::SCRUB, super::PRUNE] {
+            assert!(!rules.contains(destructive), "{destructive} in the libvirt-group rule");
+        }
+    }
+}

@@ -7,6 +7,7 @@
 //! - [`selection`] and [`paths`]: validation of every caller-supplied name and path.
 
 pub mod bus;
+pub mod config;
 pub mod engine;
 pub mod host;
 pub mod paths;

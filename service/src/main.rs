@@ -10,36 +10,49 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
+use std::path::{Path, PathBuf};
+
+use vmsnapd::config::{self, FileConfig};
 use vmsnapd::engine::{Config, Engine};
 
 /// VMSnap's privileged D-Bus service (org.vmsnap.VMSnap1 on the system bus).
+///
+/// Settings come from the configuration file; switches given here override it.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
+    /// Configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
     /// libvirt URI for every host call.
-    #[arg(long, env = "VMSNAP_LIBVIRT_URI", default_value = "qemu:///system")]
-    connect: String,
+    #[arg(long, env = "VMSNAP_LIBVIRT_URI")]
+    connect: Option<String>,
+
+    /// A directory where callers other than root may put backups (repeatable).
+    #[arg(long = "backup-root", value_name = "DIR")]
+    backup_roots: Vec<PathBuf>,
 
     /// Seconds one virsh or qemu-img call may take before libvirt counts as unreachable.
-    #[arg(long, default_value_t = 60)]
-    command_timeout: u64,
+    #[arg(long)]
+    command_timeout: Option<u64>,
 
     /// How many domains are backed up at the same time.
-    #[arg(long, default_value_t = 2)]
-    parallel_backups: usize,
+    #[arg(long)]
+    parallel_backups: Option<usize>,
 
     /// Directory where QEMU creates the backups' NBD sockets (QEMU must be able to write
     /// there; never a private /tmp).
-    #[arg(long, default_value = "/var/lib/libvirt/qemu")]
-    socket_dir: std::path::PathBuf,
+    #[arg(long)]
+    socket_dir: Option<PathBuf>,
 
     /// Seconds virtnbdbackup gets to stop after a cancel before it is killed.
-    #[arg(long, default_value_t = 60)]
-    cancel_grace: u64,
+    #[arg(long)]
+    cancel_grace: Option<u64>,
 
     /// Seconds a finished job stays on the bus for late readers.
-    #[arg(long, default_value_t = 600)]
-    job_retention: u64,
+    #[arg(long)]
+    job_retention: Option<u64>,
 
     /// Log to stderr even when the journal is available.
     #[arg(long)]
@@ -50,14 +63,34 @@ struct Args {
 async fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.log_to_stderr);
+    // Backups hold whole disks: nothing the service creates is readable by others.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let file = match FileConfig::load(
+        args.config.as_deref().unwrap_or(Path::new(config::DEFAULT_PATH)),
+        args.config.is_some(),
+    ) {
+        Ok(f) => f,
+        Err(message) => {
+            tracing::error!("{message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let roots = if args.backup_roots.is_empty() {
+        file.backup_roots
+    } else {
+        args.backup_roots
+    };
     let engine = Arc::new(Engine::new(Config {
-        libvirt_uri: args.connect,
-        command_timeout: Duration::from_secs(args.command_timeout.max(1)),
-        parallel_backups: args.parallel_backups.max(1),
-        socket_dir: args.socket_dir,
-        cancel_grace: Duration::from_secs(args.cancel_grace),
+        libvirt_uri: args.connect.unwrap_or(file.libvirt_uri),
+        command_timeout: Duration::from_secs(
+            args.command_timeout.unwrap_or(file.command_timeout_seconds).max(1),
+        ),
+        parallel_backups: args.parallel_backups.unwrap_or(file.parallel_backups).max(1),
+        socket_dir: args.socket_dir.unwrap_or(file.socket_dir),
+        cancel_grace: Duration::from_secs(args.cancel_grace.unwrap_or(file.cancel_grace_seconds)),
+        backup_roots: roots,
     }));
-    let retention = Duration::from_secs(args.job_retention);
+    let retention = Duration::from_secs(args.job_retention.unwrap_or(file.job_retention_seconds));
     let connection = match vmsnapd::bus::serve(engine, retention).await {
         Ok(c) => c,
         Err(message) => {
@@ -67,16 +100,10 @@ async fn main() -> ExitCode {
     };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        unique_name = connection
-            .unique_name()
-            .map(|n| n.to_string())
-            .unwrap_or_default(),
+        unique_name = connection.unique_name().map(|n| n.to_string()).unwrap_or_default(),
         "vmsnapd serving org.vmsnap.VMSnap1"
     );
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(t), Ok(i)) => (t, i),
         _ => {
             tracing::error!("cannot install signal handlers");

@@ -15,6 +15,56 @@ pub enum InvalidPath {
     TooLong(usize),
     #[error("path {0:?} contains a control character")]
     ControlCharacter(String),
+    #[error("path {path:?} is not inside a configured backup root ({roots})")]
+    OutsideRoots { path: String, roots: String },
+    #[error("path {path:?} cannot be resolved: {reason}")]
+    Unresolvable { path: String, reason: String },
+}
+
+/// Refuses `path` unless, with every symlink of its existing part resolved, it lies inside one
+/// of `roots`. Used for callers other than root, before anything is created, and again on the
+/// final folder so that a symlink planted inside a root cannot lead out of it.
+pub fn check_inside(path: &Path, roots: &[PathBuf]) -> Result<(), InvalidPath> {
+    let resolved = resolve(path)?;
+    let inside = roots
+        .iter()
+        .filter_map(|r| std::fs::canonicalize(r).ok())
+        .any(|root| resolved.starts_with(&root));
+    if inside {
+        Ok(())
+    } else {
+        Err(InvalidPath::OutsideRoots {
+            path: path.display().to_string(),
+            roots: roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+}
+
+/// The canonical form of the deepest existing ancestor of `path`, with the rest appended.
+fn resolve(path: &Path) -> Result<PathBuf, InvalidPath> {
+    let mut existing = path.to_path_buf();
+    let mut rest: Vec<std::ffi::OsString> = Vec::new();
+    while std::fs::symlink_metadata(&existing).is_err() {
+        match (existing.file_name(), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name.to_os_string());
+                existing = parent.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    let mut resolved = std::fs::canonicalize(&existing).map_err(|e| InvalidPath::Unresolvable {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    for name in rest.into_iter().rev() {
+        resolved.push(name);
+    }
+    Ok(resolved)
 }
 
 /// An absolute, lexically normal directory under which backups live
@@ -54,6 +104,24 @@ impl BackupRoot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn symlinks_out_of_a_root_are_caught() {
+        let base = std::env::temp_dir().join(format!("vmsnap-confine-{}", std::process::id()));
+        let root = base.join("root");
+        let outside = base.join("outside");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+        let roots = vec![root.clone()];
+        let inside = check_inside(&root.join("vm1/new/deeper"), &roots);
+        let via_link = check_inside(&root.join("escape/vm1"), &roots);
+        let beside = check_inside(&outside, &roots);
+        std::fs::remove_dir_all(&base).unwrap();
+        assert_eq!(inside, Ok(()));
+        assert!(matches!(via_link, Err(InvalidPath::OutsideRoots { .. })));
+        assert!(matches!(beside, Err(InvalidPath::OutsideRoots { .. })));
+    }
 
     #[test]
     fn only_absolute_normal_paths_are_roots() {

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use vmsnap_dbus::actions;
 use vmsnap_dbus::job::{DiskProgress, DomainResult, JobState};
 use vmsnap_dbus::names::{JOB_PATH_PREFIX, MANAGER_PATH};
 use zbus::message::Header;
@@ -14,12 +15,14 @@ use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection};
 use zvariant::{ObjectPath, OwnedObjectPath};
 
+use super::authority::Authority;
 use super::error::CallError;
 use super::manager::{caller_uid, Manager};
 use crate::engine::jobs::{DomainProgress, Job, JobEvent};
 
 pub struct JobObject {
     job: Arc<Job>,
+    authority: Arc<Authority>,
 }
 
 pub fn path_of(job: &Job) -> OwnedObjectPath {
@@ -59,20 +62,20 @@ fn results(domains: &[DomainProgress]) -> Vec<DomainResult> {
 #[interface(name = "org.vmsnap.VMSnap1.Job")]
 impl JobObject {
     /// Stops the job. Running backups are interrupted the safe way (SIGINT to virtnbdbackup,
-    /// then libvirt's job is aborted); queued domains never start. Only the user who started
-    /// the job, or root, may cancel it.
+    /// then libvirt's job is aborted); queued domains never start. The user who started the
+    /// job may cancel it; anyone else needs the org.vmsnap.cancel action.
     async fn cancel(
         &self,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(), CallError> {
         let uid = caller_uid(connection, &header).await;
-        if uid != 0 && uid != self.job.uid {
-            tracing::info!(job = self.job.id, uid, "cancel refused");
-            return Err(CallError::access_denied(format!(
-                "job {} was started by uid {}; only that user or root may cancel it",
-                self.job.id, self.job.uid
-            )));
+        // Cancelling one's own job needs no right; anyone else's needs org.vmsnap.cancel.
+        if uid != self.job.uid {
+            let job = self.job.id.to_string();
+            self.authority
+                .check(connection, &header, actions::CANCEL, &[("job", &job)])
+                .await?;
         }
         tracing::info!(job = self.job.id, uid, "cancel requested");
         self.job.cancel();
@@ -158,13 +161,20 @@ impl JobObject {
 pub async fn export(
     connection: &Connection,
     job: Arc<Job>,
+    authority: Arc<Authority>,
     retention: Duration,
 ) -> zbus::Result<OwnedObjectPath> {
     let path = path_of(&job);
     let mut events = job.subscribe();
     connection
         .object_server()
-        .at(&path, JobObject { job: job.clone() })
+        .at(
+            &path,
+            JobObject {
+                job: job.clone(),
+                authority,
+            },
+        )
         .await?;
     let connection = connection.clone();
     let task_path = path.clone();

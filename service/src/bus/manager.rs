@@ -9,18 +9,20 @@ use std::time::Duration;
 
 use tracing::Instrument;
 use vmsnap_dbus::status::DomainStatus;
-use vmsnap_dbus::Error;
+use vmsnap_dbus::{actions, Error};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection};
 use zvariant::{ObjectPath, OwnedObjectPath, OwnedValue};
 
+use super::authority::Authority;
 use super::error::CallError;
 use super::{convert, options};
 use crate::engine::Engine;
 
 pub struct Manager {
     engine: Arc<Engine>,
+    authority: Arc<Authority>,
     job_retention: Duration,
     /// Paths of exported jobs, oldest first.
     jobs: Mutex<Vec<OwnedObjectPath>>,
@@ -30,6 +32,7 @@ impl Manager {
     pub fn new(engine: Arc<Engine>, job_retention: Duration) -> Self {
         Manager {
             engine,
+            authority: Arc::default(),
             job_retention,
             jobs: Mutex::new(Vec::new()),
         }
@@ -101,13 +104,11 @@ impl Manager {
         #[zbus(connection)] connection: &Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<OwnedObjectPath, CallError> {
-        let uid = caller_uid(connection, &header).await;
-        if uid != 0 {
-            tracing::info!(uid, "Backup refused: not root");
-            return Err(CallError::access_denied(
-                "starting backups needs root until polkit authorization is in place",
-            ));
-        }
+        let caller = self
+            .authority
+            .check(connection, &header, actions::BACKUP, &[])
+            .await?;
+        let uid = caller.uid;
         let request = options::backup_request(&domains, options, self.engine.config())?;
         let prepared = self
             .engine
@@ -115,7 +116,12 @@ impl Manager {
             .await
             .map_err(convert::error)?;
         let job = prepared.job.clone();
-        let path = super::job::export(connection, job.clone(), self.job_retention)
+        let path = super::job::export(
+            connection,
+            job.clone(),
+            self.authority.clone(),
+            self.job_retention,
+        )
             .await
             .map_err(CallError::from)?;
         self.jobs.lock().expect("poisoned").push(path.clone());

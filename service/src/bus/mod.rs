@@ -3,6 +3,7 @@
 //! It parses and validates wire arguments ([`options`]), calls the engine, and converts results
 //! and errors into the contract's records ([`convert`]). It decides nothing else.
 
+pub mod authority;
 pub mod convert;
 pub mod error;
 pub mod job;

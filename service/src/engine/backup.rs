@@ -24,7 +24,7 @@ use crate::host::tools::{self, Tool, ToolVersion};
 use crate::host::virsh::{DomainState, Virsh};
 use crate::host::virtnbdbackup::{self, BackupSpec, Level, Outcome, Progress};
 use crate::host::{self};
-use crate::paths::BackupRoot;
+use crate::paths::{self, BackupRoot};
 use crate::selection::{self, DomainName, Resolved, Selector};
 
 /// What the caller asked for.
@@ -66,6 +66,9 @@ impl Engine {
         request: BackupRequest,
         uid: u32,
     ) -> Result<PreparedBackup, Error> {
+        if uid != 0 {
+            paths::check_inside(request.root.as_path(), &self.config.backup_roots)?;
+        }
         let programs = tools::require(&[Tool::Virsh, Tool::QemuImg, Tool::Virtnbdbackup])?;
         let version = self.versions.virtnbdbackup().await?;
         let virsh = Virsh::new(
@@ -208,6 +211,12 @@ impl Engine {
             x.folder = folder.display().to_string();
             x.new_chain_reason = reason.clone();
         });
+        if p.job.uid != 0 {
+            // Again on the final folder: a symlink planted inside a root must not lead out.
+            if let Err(e) = paths::check_inside(&folder, &self.config.backup_roots) {
+                return Ok(DomainOutcome::failed(e));
+            }
+        }
         let created = !folder.exists();
         std::fs::create_dir_all(&folder).map_err(|source| host::Error::Io {
             path: folder.clone(),

@@ -29,6 +29,8 @@ pub struct Config {
     pub socket_dir: std::path::PathBuf,
     /// How long virtnbdbackup may take to stop after SIGINT before it is killed.
     pub cancel_grace: Duration,
+    /// Where callers other than root may put backups.
+    pub backup_roots: Vec<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -39,6 +41,7 @@ impl Default for Config {
             parallel_backups: 2,
             socket_dir: "/var/lib/libvirt/qemu".into(),
             cancel_grace: Duration::from_secs(60),
+            backup_roots: vec![crate::config::DEFAULT_ROOT.into()],
         }
     }
 }

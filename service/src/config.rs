@@ -1,0 +1,89 @@
+//! The service's configuration file (`/etc/vmsnap/vmsnapd.toml`).
+//!
+//! Administrators edit this file; callers on the bus can never change what is in it. Every key
+//! is optional; command-line switches of `vmsnapd` override it.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where the service looks when `--config` is not given. A missing default file means the
+/// built-in defaults; a missing file named explicitly is an error.
+pub const DEFAULT_PATH: &str = "/etc/vmsnap/vmsnapd.toml";
+
+/// Backups go here unless configured otherwise.
+pub const DEFAULT_ROOT: &str = "/var/lib/vmsnap";
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    /// libvirt URI for every host call.
+    pub libvirt_uri: String,
+    /// Directories under which callers other than root may put backups (root may use any
+    /// absolute path, as with the original VMSnap).
+    pub backup_roots: Vec<PathBuf>,
+    /// Domains backed up at the same time.
+    pub parallel_backups: usize,
+    /// Where QEMU creates the backups' NBD sockets.
+    pub socket_dir: PathBuf,
+    pub command_timeout_seconds: u64,
+    pub cancel_grace_seconds: u64,
+    pub job_retention_seconds: u64,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            libvirt_uri: "qemu:///system".into(),
+            backup_roots: vec![PathBuf::from(DEFAULT_ROOT)],
+            parallel_backups: 2,
+            socket_dir: "/var/lib/libvirt/qemu".into(),
+            command_timeout_seconds: 60,
+            cancel_grace_seconds: 60,
+            job_retention_seconds: 600,
+        }
+    }
+}
+
+impl FileConfig {
+    /// Reads `path`, or the defaults when `path` is the default one and does not exist.
+    pub fn load(path: &Path, explicit: bool) -> Result<Self, String> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(FileConfig::default())
+            }
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let config: FileConfig =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if config.backup_roots.iter().any(|r| !r.is_absolute()) {
+            return Err(format!("{}: backup_roots must be absolute", path.display()));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_file_keeps_the_other_defaults() {
+        let c: FileConfig = toml::from_str("backup_roots = [\"/srv/backups\"]").unwrap();
+        assert_eq!(c.backup_roots, [PathBuf::from("/srv/backups")]);
+        assert_eq!(c.libvirt_uri, "qemu:///system");
+    }
+
+    #[test]
+    fn typos_are_errors() {
+        assert!(toml::from_str::<FileConfig>("backup_root = [\"/x\"]").is_err());
+    }
+
+    #[test]
+    fn a_missing_default_file_means_defaults() {
+        let c = FileConfig::load(Path::new("/nonexistent/vmsnapd.toml"), false).unwrap();
+        assert_eq!(c, FileConfig::default());
+        assert!(FileConfig::load(Path::new("/nonexistent/vmsnapd.toml"), true).is_err());
+    }
+}
