@@ -32,6 +32,31 @@ pub struct Cli {
     #[arg(long)]
     pub backup: bool,
 
+    /// Remove checkpoints and/or bitmaps of the --domains (the original's form of `scrub`).
+    #[arg(long)]
+    pub scrub: bool,
+
+    /// With --scrub: checkpoint, bitmap, both, or * (all).
+    #[arg(long = "scrub-type", visible_alias = "scrubType", value_name = "TYPE")]
+    pub scrub_type: Option<String>,
+
+    /// With --scrub: only this checkpoint name (a glob with * and ? is allowed).
+    #[arg(
+        long = "checkpoint-name",
+        visible_alias = "checkpointName",
+        value_name = "NAME",
+        global = true
+    )]
+    pub checkpoint_name: Option<String>,
+
+    /// Report what would be removed, remove nothing (scrub, prune).
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+
+    /// Never ask for a password (no authentication agent, no interactive authorization).
+    #[arg(long, global = true)]
+    pub no_ask_password: bool,
+
     #[command(flatten)]
     pub backup_opts: BackupArgs,
 
@@ -56,6 +81,21 @@ pub enum Command {
         #[arg(value_name = "DOMAIN")]
         names: Vec<String>,
     },
+    /// Remove VMSnap checkpoints and bitmaps (administrators only).
+    Scrub {
+        /// Domains (names, `*`, globs; comma lists allowed).
+        #[arg(value_name = "DOMAIN")]
+        names: Vec<String>,
+        /// checkpoint, bitmap, both, or all (`*`).
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: String,
+    },
+    /// Delete old period folders under --output (administrators only).
+    Prune {
+        /// Domains (names, `*`, globs; comma lists allowed).
+        #[arg(value_name = "DOMAIN")]
+        names: Vec<String>,
+    },
     /// List the service's jobs (running and recently finished).
     Jobs,
     /// Cancel a job (its number or object path).
@@ -71,9 +111,13 @@ pub struct BackupArgs {
     #[arg(long, global = true)]
     pub raw: bool,
 
-    /// Prune old period folders after the backup (not supported yet; refused).
+    /// Prune old period folders after each successful backup (see `prune`).
     #[arg(long, global = true, overrides_with = "no_prune")]
     pub prune: bool,
+
+    /// With pruning: how many past periods survive besides the rule's own (default 0).
+    #[arg(long, global = true, value_name = "N")]
+    pub keep: Option<u32>,
 
     /// Do not prune (the default).
     #[arg(long, global = true, overrides_with = "prune")]

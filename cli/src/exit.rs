@@ -7,10 +7,13 @@
 //! | 2 | usage error: bad switch or option value (the original used 2 for a missing --output) |
 //! | 3 | general failure: libvirt unreachable, a host command failed, a domain could not be queried |
 //! | 4 | a host program the service needs is missing |
-//! | 7 | more than one of --status/--backup given |
+//! | 5 | scrub or prune could not remove everything (the report says what) |
+//! | 7 | more than one of --status/--backup/--scrub given |
+//! | 8 | invalid or missing --scrubType |
 //! | 9 | the service cannot be reached on the system bus |
 //! | 10 | a backup job failed for at least one domain |
 //! | 11 | a backup job was cancelled |
+//! | 12 | not authorized (polkit said no, or needs a password nobody could type) |
 
 use std::process::ExitCode;
 
@@ -21,7 +24,10 @@ pub const SELECTION: u8 = 1;
 pub const USAGE: u8 = 2;
 pub const FAILURE: u8 = 3;
 pub const MISSING_DEPENDENCY: u8 = 4;
+pub const INCOMPLETE: u8 = 5;
 pub const TOO_MANY_COMMANDS: u8 = 7;
+pub const INVALID_SCRUB_TYPE: u8 = 8;
+pub const ACCESS_DENIED: u8 = 12;
 pub const UNREACHABLE: u8 = 9;
 pub const JOB_FAILED: u8 = 10;
 pub const JOB_CANCELLED: u8 = 11;
@@ -35,6 +41,13 @@ pub fn for_error(e: &Error) -> u8 {
         Error::NoSuchJob(_) => SELECTION,
         Error::HostUnavailable(_) | Error::Failed(_) | Error::AlreadyRunning(_) => FAILURE,
         Error::ZBus(z) if crate::client::is_unreachable(z) => UNREACHABLE,
+        Error::ZBus(zbus::Error::MethodError(name, _, _))
+            if name.as_str() == "org.freedesktop.DBus.Error.AccessDenied"
+                || name.as_str()
+                    == "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired" =>
+        {
+            ACCESS_DENIED
+        }
         Error::ZBus(_) => FAILURE,
     }
 }

@@ -1,5 +1,7 @@
 //! `vmsnapctl`: VMSnap's unprivileged client. It only speaks D-Bus to vmsnapd.
 
+mod admin;
+mod agent;
 mod args;
 mod client;
 mod exit;
@@ -39,12 +41,19 @@ pub type Failure = (u8, String);
 enum Action {
     Status,
     Backup,
+    Scrub(String),
+    Prune,
     Jobs,
     Cancel(String),
 }
 
 async fn run(cli: Cli) -> Result<u8, Failure> {
-    if cli.status && cli.backup {
+    if [cli.status, cli.backup, cli.scrub]
+        .iter()
+        .filter(|f| **f)
+        .count()
+        > 1
+    {
         return Err((
             exit::TOO_MANY_COMMANDS,
             "Only one command can be run at a time".into(),
@@ -61,25 +70,41 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             items.extend(names.iter().cloned());
             Action::Backup
         }
+        Some(Command::Scrub { names, kind }) => {
+            items.extend(names.iter().cloned());
+            Action::Scrub(kind.clone())
+        }
+        Some(Command::Prune { names }) => {
+            items.extend(names.iter().cloned());
+            Action::Prune
+        }
         Some(Command::Jobs) => Action::Jobs,
         Some(Command::Cancel { job }) => Action::Cancel(job.clone()),
         None if cli.backup => Action::Backup,
+        None if cli.scrub => Action::Scrub(cli.scrub_type.clone().unwrap_or_default()),
         None => Action::Status,
     };
     let explicit = !items.is_empty();
     let domains = split_domains(&items);
-    if (explicit || matches!(action, Action::Backup)) && domains.is_empty() {
+    // Validated before anything else, as the original's exit code 8 promises.
+    if let Action::Scrub(kind) = &action {
+        admin::check_scrub_type(kind)?;
+    }
+    let changes = matches!(action, Action::Backup | Action::Scrub(_) | Action::Prune);
+    if (explicit || changes) && domains.is_empty() {
         return Err((exit::SELECTION, "No domains specified".into()));
     }
     match action {
         Action::Status => status(&cli, &domains).await,
         Action::Backup => backup(&cli, &domains).await,
+        Action::Scrub(kind) => admin::scrub(&cli, &domains, &kind).await,
+        Action::Prune => admin::prune(&cli, &domains).await,
         Action::Jobs => jobs(&cli).await,
         Action::Cancel(job) => cancel(&cli, &job).await,
     }
 }
 
-fn common_options(cli: &Cli) -> HashMap<&str, Value<'_>> {
+pub(crate) fn common_options(cli: &Cli) -> HashMap<&str, Value<'_>> {
     let mut opts: HashMap<&str, Value<'_>> = HashMap::new();
     if let Some(output) = &cli.common.output {
         opts.insert(options::OUTPUT, Value::from(output.as_str()));
@@ -97,6 +122,7 @@ async fn backup(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
     if cli.common.output.is_none() {
         return Err((exit::USAGE, "No output directory specified".into()));
     }
+    let agent = agent::start(cli.no_ask_password);
     let (connection, manager) =
         client::connect(Duration::from_secs(cli.common.timeout.max(1))).await?;
     let mut opts = common_options(cli);
@@ -105,12 +131,16 @@ async fn backup(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
     }
     if cli.backup_opts.prune {
         opts.insert(options::PRUNE, Value::from(true));
+        if let Some(keep) = cli.backup_opts.keep {
+            opts.insert(options::KEEP, Value::from(keep));
+        }
     }
     let names: Vec<&str> = domains.iter().map(String::as_str).collect();
-    let path = manager
-        .backup(&names, opts)
-        .await
-        .map_err(|e| client::failure(&e))?;
+    let path: zvariant::OwnedObjectPath =
+        client::call(&manager, "Backup", &(names, opts), agent.is_some())
+            .await
+            .map_err(|e| client::failure(&e))?;
+    drop(agent);
     if cli.backup_opts.no_wait {
         println!("{}", path.as_str());
         return Ok(exit::OK);

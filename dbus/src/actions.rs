@@ -40,7 +40,10 @@ mod tests {
     fn the_shipped_rule_grants_nothing_destructive() {
         let rules = include_str!("../../polkit/50-org.vmsnap.rules");
         for destructive in [super::SCRUB, super::PRUNE] {
-            assert!(!rules.contains(destructive), "{destructive} in the libvirt-group rule");
+            assert!(
+                !rules.contains(destructive),
+                "{destructive} in the libvirt-group rule"
+            );
         }
     }
 }

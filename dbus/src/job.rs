@@ -68,6 +68,8 @@ pub struct DomainResult {
     pub disks: Vec<DiskProgress>,
     /// On failure: the tool's own error line.
     pub error: String,
+    /// Period folders deleted by the `prune` option after this domain's backup succeeded.
+    pub pruned: Vec<String>,
 }
 
 /// Progress of one disk.

@@ -22,11 +22,30 @@ pub const CONNECT: &str = "connect";
 /// The keys Status accepts.
 pub const STATUS_KEYS: &[&str] = &[OUTPUT, GROUP_BY, CONNECT];
 
-/// `b`: after a successful backup, prune older period folders (retention: a later issue).
+/// `b`: after a domain's backup succeeded, prune its older period folders (see Prune).
 pub const PRUNE: &str = "prune";
 
 /// `b`: include raw disks (full or copy only; they never take part in incrementals).
 pub const RAW: &str = "raw";
 
+/// `u`: with pruning, how many past periods survive besides the rule's own (default 0: the
+/// original's behaviour).
+pub const KEEP: &str = "keep";
+
+/// `b`: report what would be removed, remove nothing.
+pub const DRY_RUN: &str = "dry_run";
+
+/// `s`: what Scrub removes: `checkpoint`, `bitmap`, `both` or `all`.
+pub const TYPE: &str = "type";
+
+/// `s`: Scrub only these VMSnap names: one name, or a glob with `*` and `?`.
+pub const CHECKPOINT: &str = "checkpoint";
+
 /// The keys Backup accepts.
-pub const BACKUP_KEYS: &[&str] = &[OUTPUT, GROUP_BY, CONNECT, PRUNE, RAW];
+pub const BACKUP_KEYS: &[&str] = &[OUTPUT, GROUP_BY, CONNECT, PRUNE, KEEP, RAW];
+
+/// The keys Scrub accepts.
+pub const SCRUB_KEYS: &[&str] = &[TYPE, CHECKPOINT, DRY_RUN, CONNECT];
+
+/// The keys Prune accepts.
+pub const PRUNE_KEYS: &[&str] = &[OUTPUT, GROUP_BY, KEEP, DRY_RUN, CONNECT];

@@ -10,7 +10,7 @@ use zbus::proxy;
 use zvariant::{OwnedObjectPath, Value};
 
 use crate::job::DomainResult;
-use crate::status::DomainStatus;
+use crate::status::{DomainStatus, PruneResult, ScrubResult};
 use crate::Error;
 
 /// `org.vmsnap.VMSnap1.Manager` at `/org/vmsnap/VMSnap1`.
@@ -36,6 +36,20 @@ pub trait Manager {
         domains: &[&str],
         options: HashMap<&str, Value<'_>>,
     ) -> Result<OwnedObjectPath, Error>;
+
+    /// Removes VMSnap checkpoints and bitmaps. Options: type, checkpoint, dry_run.
+    fn scrub(
+        &self,
+        domains: &[&str],
+        options: HashMap<&str, Value<'_>>,
+    ) -> Result<Vec<ScrubResult>, Error>;
+
+    /// Deletes old period folders. Options: output, group_by, keep, dry_run.
+    fn prune(
+        &self,
+        domains: &[&str],
+        options: HashMap<&str, Value<'_>>,
+    ) -> Result<Vec<PruneResult>, Error>;
 
     /// Paths of the jobs the service knows: running ones and recently finished ones.
     fn list_jobs(&self) -> Result<Vec<OwnedObjectPath>, Error>;

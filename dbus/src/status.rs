@@ -136,6 +136,30 @@ pub struct BackupDirStats {
     pub checkpoint_names: Vec<String>,
 }
 
+/// What `Manager.Scrub` removed (or, in a dry run, would remove) from one domain.
+#[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type)]
+#[zvariant(signature = "a{sv}", rename_all = "camelCase")]
+pub struct ScrubResult {
+    pub domain: String,
+    pub checkpoints: Vec<String>,
+    /// `disk:bitmap` pairs.
+    pub bitmaps: Vec<String>,
+    /// What could not be done, one sentence each.
+    pub problems: Vec<String>,
+    pub dry_run: bool,
+}
+
+/// What `Manager.Prune` deleted (or, in a dry run, would delete) for one domain.
+#[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type)]
+#[zvariant(signature = "a{sv}", rename_all = "camelCase")]
+pub struct PruneResult {
+    pub domain: String,
+    /// Paths of the deleted period folders.
+    pub deleted: Vec<String>,
+    pub problems: Vec<String>,
+    pub dry_run: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

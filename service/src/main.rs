@@ -66,7 +66,9 @@ async fn main() -> ExitCode {
     // Backups hold whole disks: nothing the service creates is readable by others.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let file = match FileConfig::load(
-        args.config.as_deref().unwrap_or(Path::new(config::DEFAULT_PATH)),
+        args.config
+            .as_deref()
+            .unwrap_or(Path::new(config::DEFAULT_PATH)),
         args.config.is_some(),
     ) {
         Ok(f) => f,
@@ -83,9 +85,14 @@ async fn main() -> ExitCode {
     let engine = Arc::new(Engine::new(Config {
         libvirt_uri: args.connect.unwrap_or(file.libvirt_uri),
         command_timeout: Duration::from_secs(
-            args.command_timeout.unwrap_or(file.command_timeout_seconds).max(1),
+            args.command_timeout
+                .unwrap_or(file.command_timeout_seconds)
+                .max(1),
         ),
-        parallel_backups: args.parallel_backups.unwrap_or(file.parallel_backups).max(1),
+        parallel_backups: args
+            .parallel_backups
+            .unwrap_or(file.parallel_backups)
+            .max(1),
         socket_dir: args.socket_dir.unwrap_or(file.socket_dir),
         cancel_grace: Duration::from_secs(args.cancel_grace.unwrap_or(file.cancel_grace_seconds)),
         backup_roots: roots,
@@ -100,10 +107,16 @@ async fn main() -> ExitCode {
     };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        unique_name = connection.unique_name().map(|n| n.to_string()).unwrap_or_default(),
+        unique_name = connection
+            .unique_name()
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
         "vmsnapd serving org.vmsnap.VMSnap1"
     );
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(t), Ok(i)) => (t, i),
         _ => {
             tracing::error!("cannot install signal handlers");

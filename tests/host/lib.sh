@@ -53,10 +53,41 @@ host_start_libvirt() {
     die "libvirtd does not answer on qemu:///system"
 }
 
-# An unprivileged account for tests that call the service as a normal user.
+# Unprivileged accounts for tests: vmsnaptest (no rights) and vmsnaplv (in the libvirt group).
 host_test_user() {
     id vmsnaptest >/dev/null 2>&1 || useradd --create-home --shell /bin/bash vmsnaptest \
         || die "cannot create the user vmsnaptest"
+    getent group libvirt >/dev/null || die "the libvirt group is missing (libvirt-daemon-system)"
+    id vmsnaplv >/dev/null 2>&1 || useradd --create-home --shell /bin/bash -G libvirt vmsnaplv \
+        || die "cannot create the user vmsnaplv"
+}
+
+POLKIT_FILES=("polkit/org.vmsnap.policy:/usr/share/polkit-1/actions/org.vmsnap.policy"
+              "polkit/50-org.vmsnap.rules:/usr/share/polkit-1/rules.d/50-org.vmsnap.rules")
+
+# Puts the checkout's polkit action and rules files where polkitd reads them, keeping copies of
+# whatever was installed there (restored by host_restore_polkit with the same directory $1).
+host_install_polkit() {
+    local dir=$1 repo pair src dst
+    repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+    for pair in "${POLKIT_FILES[@]}"; do
+        src=${pair%%:*}; dst=${pair#*:}
+        mkdir -p "$(dirname "$dst")" "$dir/polkit-saved"
+        [ -e "$dst" ] && cp -p "$dst" "$dir/polkit-saved/$(basename "$dst")"
+        install -m 644 "$repo/$src" "$dst"
+    done
+}
+
+host_restore_polkit() {
+    local dir=$1 pair dst
+    for pair in "${POLKIT_FILES[@]}"; do
+        dst=${pair#*:}
+        if [ -e "$dir/polkit-saved/$(basename "$dst")" ]; then
+            cp -p "$dir/polkit-saved/$(basename "$dst")" "$dst"
+        else
+            rm -f -- "$dst"
+        fi
+    done
 }
 
 # Renders the private bus configuration for socket $1 into file $2.
@@ -91,10 +122,12 @@ host_start_polkitd() {
     die "polkitd did not register on the private bus (see $dir/polkitd.log)"
 }
 
-# Starts vmsnapd ($1 = binary) on the private bus and waits until it owns its name.
+# Starts vmsnapd ($1 = binary) on the private bus and waits until it owns its name; further
+# arguments go to vmsnapd.
 host_start_vmsnapd() {
     local bin=$1 dir=$2 i
-    "$bin" --log-to-stderr >"$dir/vmsnapd.log" 2>&1 &
+    shift 2
+    "$bin" --log-to-stderr "$@" >"$dir/vmsnapd.log" 2>&1 &
     echo $! > "$dir/vmsnapd.pid"
     for i in $(seq 1 100); do
         busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" status org.vmsnap.VMSnap1 >/dev/null 2>&1 && return 0

@@ -40,10 +40,7 @@ impl Authority {
         details: &[(&str, &str)],
     ) -> Result<Caller, CallError> {
         let uid = caller_uid(connection, header).await;
-        let sender = header
-            .sender()
-            .map(|s| s.to_string())
-            .unwrap_or_default();
+        let sender = header.sender().map(|s| s.to_string()).unwrap_or_default();
         let interactive = header
             .primary()
             .flags()
@@ -58,7 +55,14 @@ impl Authority {
             Decision::Unreachable(_) if uid == 0 => "allowed (polkit unreachable, caller is root)",
             Decision::Unreachable(_) => "denied (polkit unreachable)",
         };
-        tracing::info!(action, uid, sender, interactive, result = outcome, "authorization");
+        tracing::info!(
+            action,
+            uid,
+            sender,
+            interactive,
+            result = outcome,
+            "authorization"
+        );
         match decision {
             Decision::Allowed => Ok(Caller { uid }),
             Decision::Unreachable(_) if uid == 0 => Ok(Caller { uid }),

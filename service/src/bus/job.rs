@@ -54,6 +54,7 @@ fn results(domains: &[DomainProgress]) -> Vec<DomainResult> {
                     })
                     .collect(),
                 error: d.error.clone(),
+                pruned: d.pruned.clone(),
             }
         })
         .collect()

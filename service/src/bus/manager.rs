@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::Instrument;
-use vmsnap_dbus::status::DomainStatus;
+use vmsnap_dbus::status::{DomainStatus, PruneResult, ScrubResult};
 use vmsnap_dbus::{actions, Error};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
@@ -90,7 +90,8 @@ impl Manager {
     ///
     /// options: "output" s (required: absolute backup root), "group_by" s
     /// (month|quarter|bi-annual|year, default month), "raw" b (also back up raw disks, in full
-    /// backups only), "prune" b (not supported yet: true is refused), "connect" s.
+    /// backups only), "prune" b (after a domain's successful backup, prune it as Prune does;
+    /// needs org.vmsnap.prune too), "keep" u (with prune), "connect" s.
     /// Each domain is written to <output>/<domain>/vmsnap-backup-<period>[.<n>]: a full backup
     /// starts a chain there, later backups of the period are incremental; a broken chain
     /// restarts in a new folder. Errors: NoSuchDomain, InvalidArgument, AlreadyRunning (a job
@@ -108,6 +109,11 @@ impl Manager {
             .authority
             .check(connection, &header, actions::BACKUP, &[])
             .await?;
+        if options::wants_prune(&options) {
+            self.authority
+                .check(connection, &header, actions::PRUNE, &[])
+                .await?;
+        }
         let uid = caller.uid;
         let request = options::backup_request(&domains, options, self.engine.config())?;
         let prepared = self
@@ -122,14 +128,89 @@ impl Manager {
             self.authority.clone(),
             self.job_retention,
         )
-            .await
-            .map_err(CallError::from)?;
+        .await
+        .map_err(CallError::from)?;
         self.jobs.lock().expect("poisoned").push(path.clone());
         let names: Vec<String> = job.domains.iter().map(|d| d.to_string()).collect();
         tracing::info!(uid, job = job.id, domains = ?names, "backup job created");
         Manager::job_new(&emitter, path.as_ref(), "backup", names).await?;
         self.engine.spawn_backup(prepared);
         Ok(path)
+    }
+
+    /// Removes VMSnap checkpoints and bitmaps (only `virtnbdbackup.N` names) and returns what
+    /// was removed. Needs org.vmsnap.scrub (administrator, every time).
+    ///
+    /// options: "type" s (checkpoint|bitmap|both|all, required), "checkpoint" s (a name or a
+    /// glob; ignored by all), "dry_run" b (report only), "connect" s.
+    /// report: per domain a{sv}: domain s, checkpoints as, bitmaps as ("disk:name"),
+    /// problems as, dryRun b.
+    #[zbus(out_args("report"))]
+    async fn scrub(
+        &self,
+        domains: Vec<String>,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<Vec<ScrubResult>, CallError> {
+        let caller = self
+            .authority
+            .check(connection, &header, actions::SCRUB, &[])
+            .await?;
+        let request = options::scrub_request(&domains, options, self.engine.config())?;
+        let reports = self
+            .engine
+            .scrub(&request, caller.uid)
+            .await
+            .map_err(convert::error)?;
+        Ok(reports
+            .into_iter()
+            .map(|r| ScrubResult {
+                domain: r.domain,
+                checkpoints: r.checkpoints,
+                bitmaps: r.bitmaps,
+                problems: r.problems,
+                dry_run: request.dry_run,
+            })
+            .collect())
+    }
+
+    /// Deletes old period folders of the selected domains under "output" and returns them.
+    /// Needs org.vmsnap.prune (administrator, every time).
+    ///
+    /// From the middle of the current period on (15 days into a month, 45 into a quarter, 90
+    /// into a half, 180 into a year) only the current period remains; before it, the previous
+    /// period too. "keep" u more past periods survive. Only directories named
+    /// vmsnap-backup-<grouping>-<period>[.n] directly inside <output>/<domain>/ are deleted.
+    /// options: "output" s (required), "group_by" s, "keep" u, "dry_run" b, "connect" s.
+    /// report: per domain a{sv}: domain s, deleted as, problems as, dryRun b.
+    #[zbus(out_args("report"))]
+    async fn prune(
+        &self,
+        domains: Vec<String>,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<Vec<PruneResult>, CallError> {
+        let caller = self
+            .authority
+            .check(connection, &header, actions::PRUNE, &[])
+            .await?;
+        let request = options::prune_request(&domains, options, self.engine.config())?;
+        let reports = self
+            .engine
+            .prune(&request, caller.uid)
+            .await
+            .map_err(convert::error)?;
+        Ok(reports
+            .into_iter()
+            .map(|r| PruneResult {
+                domain: r.domain,
+                deleted: r.deleted,
+                problems: r.problems,
+                dry_run: request.dry_run,
+            })
+            .collect())
     }
 
     /// Paths of the jobs: running ones and those finished within the retention period.

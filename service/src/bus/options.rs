@@ -9,6 +9,8 @@ use vmsnap_dbus::{options as keys, Error};
 use zvariant::OwnedValue;
 
 use crate::engine::backup::BackupRequest;
+use crate::engine::prune::PruneRequest;
+use crate::engine::scrub::{ScrubRequest, ScrubType};
 use crate::engine::status::StatusRequest;
 use crate::engine::Config;
 use crate::host::period::GroupBy;
@@ -61,9 +63,11 @@ pub fn backup_request(
 ) -> Result<BackupRequest, Error> {
     check_keys(&options, keys::BACKUP_KEYS)?;
     let raw = take_bool(&mut options, keys::RAW)?.unwrap_or(false);
-    if take_bool(&mut options, keys::PRUNE)?.unwrap_or(false) {
+    let prune = take_bool(&mut options, keys::PRUNE)?.unwrap_or(false);
+    let keep = take_u32(&mut options, keys::KEEP)?;
+    if keep.is_some() && !prune {
         return Err(Error::InvalidArgument(
-            "prune: this vmsnapd cannot prune yet; nothing was started".into(),
+            "keep is only meaningful with prune".into(),
         ));
     }
     let output = take_string(&mut options, keys::OUTPUT)?.ok_or_else(|| {
@@ -79,6 +83,82 @@ pub fn backup_request(
         root: status.backup_root.expect("output was given"),
         group_by: status.group_by,
         raw,
+        prune_keep: prune.then(|| keep.unwrap_or(0)),
+    })
+}
+
+/// Whether a Backup call asks for pruning (which needs its own authorization).
+pub fn wants_prune(options: &HashMap<String, OwnedValue>) -> bool {
+    options
+        .get(keys::PRUNE)
+        .and_then(|v| bool::try_from(v).ok())
+        .unwrap_or(false)
+}
+
+pub fn scrub_request(
+    domains: &[String],
+    mut options: HashMap<String, OwnedValue>,
+    config: &Config,
+) -> Result<ScrubRequest, Error> {
+    check_keys(&options, keys::SCRUB_KEYS)?;
+    let word = take_string(&mut options, keys::TYPE)?
+        .ok_or_else(|| Error::InvalidArgument("Invalid scrub type: (none)".into()))?;
+    let kind = ScrubType::parse(&word).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "Invalid scrub type: {word:.64} (one of {})",
+            ScrubType::NAMES.join(", ")
+        ))
+    })?;
+    let name = take_string(&mut options, keys::CHECKPOINT)?;
+    if let Some(n) = &name {
+        if n.is_empty() || n.len() > 255 || n.chars().any(char::is_control) {
+            return Err(Error::InvalidArgument(format!(
+                "checkpoint {n:.64?} is not a valid name"
+            )));
+        }
+    }
+    let dry_run = take_bool(&mut options, keys::DRY_RUN)?.unwrap_or(false);
+    let status = status_request(domains, options, config)?;
+    Ok(ScrubRequest {
+        selectors: status.selectors,
+        kind,
+        name,
+        dry_run,
+    })
+}
+
+pub fn prune_request(
+    domains: &[String],
+    mut options: HashMap<String, OwnedValue>,
+    config: &Config,
+) -> Result<PruneRequest, Error> {
+    check_keys(&options, keys::PRUNE_KEYS)?;
+    let keep = take_u32(&mut options, keys::KEEP)?.unwrap_or(0);
+    let dry_run = take_bool(&mut options, keys::DRY_RUN)?.unwrap_or(false);
+    if !options.contains_key(keys::OUTPUT) {
+        return Err(Error::InvalidArgument(
+            "No output directory specified (option output)".into(),
+        ));
+    }
+    let status = status_request(domains, options, config)?;
+    Ok(PruneRequest {
+        selectors: status.selectors,
+        root: status.backup_root.expect("output was given"),
+        group_by: status.group_by,
+        keep,
+        dry_run,
+    })
+}
+
+fn take_u32(options: &mut HashMap<String, OwnedValue>, key: &str) -> Result<Option<u32>, Error> {
+    let Some(value) = options.remove(key) else {
+        return Ok(None);
+    };
+    let signature = value.value_signature().to_string();
+    u32::try_from(value).map(Some).map_err(|_| {
+        Error::InvalidArgument(format!(
+            "option {key} must be a number (u), not {signature}"
+        ))
     })
 }
 

@@ -15,6 +15,7 @@ use vmsnap_dbus::job::JobState;
 
 use super::chain::{self, ChainFolder, LiveChain, Plan};
 use super::jobs::Job;
+use super::prune::PruneRequest;
 use super::{Engine, Error};
 use crate::host::backup_dir::checkpoint_index;
 use crate::host::domain_xml::{self, DiskDefinition};
@@ -34,6 +35,9 @@ pub struct BackupRequest {
     pub root: BackupRoot,
     pub group_by: GroupBy,
     pub raw: bool,
+    /// Prune the domain's older period folders after a successful backup, keeping this many
+    /// past periods besides the rule's own. Never after a failed one.
+    pub prune_keep: Option<u32>,
 }
 
 /// A validated backup whose domains are locked, ready to run.
@@ -111,6 +115,9 @@ impl Engine {
                     .backup_domain(prepared, index, domain)
                     .instrument(span)
                     .await;
+                if outcome.state == JobState::Succeeded {
+                    engine.prune_after_backup(prepared, index, domain);
+                }
                 job_finish_domain(&prepared.job, index, &outcome);
                 outcome.state
             }
@@ -125,6 +132,25 @@ impl Engine {
         };
         tracing::info!(state = state.as_str(), "backup finished");
         job.set_state(state);
+    }
+
+    fn prune_after_backup(&self, p: &PreparedBackup, index: usize, domain: &DomainName) {
+        let Some(keep) = p.request.prune_keep else {
+            return;
+        };
+        let request = PruneRequest {
+            selectors: Vec::new(),
+            root: p.request.root.clone(),
+            group_by: p.request.group_by,
+            keep,
+            dry_run: false,
+        };
+        let today = chrono::Local::now().date_naive();
+        let report = self.prune_domain(&request, domain, today, p.job.uid);
+        for problem in &report.problems {
+            tracing::warn!(domain = %domain, %problem, "prune after backup");
+        }
+        p.job.update(index, |d| d.pruned = report.deleted);
     }
 
     async fn backup_domain(

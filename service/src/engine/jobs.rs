@@ -27,6 +27,8 @@ pub struct DomainProgress {
     /// `(disk, done, total)`.
     pub disks: Vec<(String, u64, u64)>,
     pub error: String,
+    /// Folders the `prune` option deleted after the backup.
+    pub pruned: Vec<String>,
 }
 
 impl DomainProgress {

@@ -7,6 +7,8 @@ pub mod backup;
 pub mod chain;
 pub mod consistency;
 pub mod jobs;
+pub mod prune;
+pub mod scrub;
 pub mod status;
 
 use std::time::Duration;

@@ -78,6 +78,78 @@ impl Period {
         Period::containing(chrono::Local::now().date_naive(), group_by)
     }
 
+    /// Periods of this grouping per year.
+    fn per_year(group_by: GroupBy) -> i64 {
+        match group_by {
+            GroupBy::Month => 12,
+            GroupBy::Quarter => 4,
+            GroupBy::BiAnnual => 2,
+            GroupBy::Year => 1,
+        }
+    }
+
+    /// A running number, so that `a.ordinal() - b.ordinal()` counts periods between them.
+    pub fn ordinal(&self) -> i64 {
+        i64::from(self.year) * Self::per_year(self.group_by) + i64::from(self.index) - 1
+    }
+
+    /// The first day of the period.
+    pub fn start(&self) -> NaiveDate {
+        let month = match self.group_by {
+            GroupBy::Month => self.index,
+            GroupBy::Quarter => (self.index - 1) * 3 + 1,
+            GroupBy::BiAnnual => (self.index - 1) * 6 + 1,
+            GroupBy::Year => 1,
+        };
+        NaiveDate::from_ymd_opt(self.year, month, 1).expect("a valid first day")
+    }
+
+    /// Days after the start when the period counts as half over and the previous one may go:
+    /// the original's 15, 45, 90 and 180.
+    pub fn middle_days(&self) -> i64 {
+        match self.group_by {
+            GroupBy::Month => 15,
+            GroupBy::Quarter => 45,
+            GroupBy::BiAnnual => 90,
+            GroupBy::Year => 180,
+        }
+    }
+
+    /// Parses a folder name of this grouping (`vmsnap-backup-monthly-2024-03`, optionally with
+    /// a chain suffix `.N`), `None` for anything else.
+    pub fn parse_folder(name: &str, group_by: GroupBy) -> Option<Period> {
+        let base = match name.rsplit_once('.') {
+            Some((b, n)) if !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()) => b,
+            _ => name,
+        };
+        let rest = base.strip_prefix("vmsnap-backup-")?;
+        let (year, index) = match group_by {
+            GroupBy::Month => {
+                let (y, m) = rest.strip_prefix("monthly-")?.split_once('-')?;
+                (y, m.parse::<u32>().ok().filter(|m| (1..=12).contains(m))?)
+            }
+            GroupBy::Quarter => {
+                let (y, q) = rest.strip_prefix("quarterly-")?.split_once("-Q")?;
+                (y, q.parse::<u32>().ok().filter(|q| (1..=4).contains(q))?)
+            }
+            GroupBy::BiAnnual => {
+                let (y, p) = rest.strip_prefix("bi-annually-")?.split_once("-p")?;
+                (y, p.parse::<u32>().ok().filter(|p| (1..=2).contains(p))?)
+            }
+            GroupBy::Year => (rest.strip_prefix("yearly-")?, 1),
+        };
+        if year.len() != 4 || !year.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let period = Period {
+            group_by,
+            year: year.parse().ok()?,
+            index,
+        };
+        // Only the exact canonical spelling counts.
+        (period.folder_name() == base).then_some(period)
+    }
+
     /// The folder name, e.g. `vmsnap-backup-monthly-2024-03`.
     pub fn folder_name(&self) -> String {
         let y = self.year;
@@ -117,6 +189,47 @@ mod tests {
         assert_eq!(half(date(2024, 6, 30)), 1);
         assert_eq!(half(date(2024, 7, 1)), 2);
         assert_eq!(half(date(2024, 12, 31)), 2);
+    }
+
+    #[test]
+    fn folder_names_parse_back_and_nothing_else_does() {
+        for g in [
+            GroupBy::Month,
+            GroupBy::Quarter,
+            GroupBy::BiAnnual,
+            GroupBy::Year,
+        ] {
+            let p = Period::containing(date(2024, 8, 3), g);
+            assert_eq!(Period::parse_folder(&p.folder_name(), g), Some(p));
+            assert_eq!(
+                Period::parse_folder(&format!("{}.2", p.folder_name()), g),
+                Some(p)
+            );
+        }
+        for bad in [
+            "vmsnap-backup-monthly-2024-13",
+            "vmsnap-backup-monthly-2024-3",
+            "vmsnap-backup-quarterly-2024-Q1",
+            "undefined",
+            "vmsnap-backup-monthly-2024-03.x",
+            "vmsnap-backup-monthly-24-03",
+            "../vmsnap-backup-monthly-2024-03",
+        ] {
+            assert_eq!(Period::parse_folder(bad, GroupBy::Month), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn starts_and_ordinals() {
+        let p = Period::containing(date(2024, 8, 3), GroupBy::BiAnnual);
+        assert_eq!(p.start(), date(2024, 7, 1));
+        let q = Period::containing(date(2025, 1, 3), GroupBy::BiAnnual);
+        assert_eq!(q.ordinal() - p.ordinal(), 1);
+        let m = Period::containing(date(2025, 1, 3), GroupBy::Month);
+        assert_eq!(
+            m.ordinal() - Period::containing(date(2024, 11, 30), GroupBy::Month).ordinal(),
+            2
+        );
     }
 
     #[test]

@@ -98,6 +98,28 @@ pub async fn info(qemu_img: &Path, image: &str, timeout: Duration) -> Result<Ima
     parse_info(&out.stdout)
 }
 
+/// Removes a persistent bitmap from a closed image (`qemu-img bitmap --remove`).
+pub async fn bitmap_remove(
+    qemu_img: &Path,
+    image: &str,
+    bitmap: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let args: Vec<OsString> = ["bitmap", "--remove", image, bitmap]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
+    let out = command::run(qemu_img, &args, timeout).await?;
+    if out.success {
+        Ok(())
+    } else {
+        Err(Error::CommandFailed {
+            program: "qemu-img".into(),
+            message: out.error_line(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
