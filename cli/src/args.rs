@@ -175,6 +175,54 @@ pub struct CommonArgs {
     pub timeout: u64,
 }
 
+/// The original VMSnap accepted unknown switches silently (scripts pass `--bitmapName=*`).
+/// VMSnap warns about them and goes on without them, as long as that cannot change what the
+/// command means: `--unknown value` (where `value` would be read as a domain) stays an error.
+pub fn drop_unknown_switches(argv: Vec<String>) -> (Vec<String>, Vec<String>) {
+    use clap::CommandFactory;
+    let mut known: Vec<String> = Vec::new();
+    let mut collect = |cmd: &clap::Command| {
+        for arg in cmd.get_arguments() {
+            known.extend(arg.get_long().map(String::from));
+            known.extend(
+                arg.get_all_aliases()
+                    .into_iter()
+                    .flatten()
+                    .map(String::from),
+            );
+        }
+    };
+    let root = Cli::command();
+    collect(&root);
+    for sub in root.get_subcommands() {
+        collect(sub);
+    }
+    known.extend(["help".to_string(), "version".to_string()]);
+    let mut kept = Vec::with_capacity(argv.len());
+    let mut dropped = Vec::new();
+    let mut rest_is_positional = false;
+    for (i, a) in argv.iter().enumerate() {
+        if rest_is_positional || i == 0 || !a.starts_with("--") || a == "--" {
+            rest_is_positional |= a == "--";
+            kept.push(a.clone());
+            continue;
+        }
+        let name = a[2..].split('=').next().unwrap_or_default();
+        let name = name
+            .strip_prefix("no-")
+            .filter(|n| known.iter().any(|k| k == n))
+            .unwrap_or(name);
+        let takes_next =
+            !a.contains('=') && argv.get(i + 1).is_some_and(|next| !next.starts_with('-'));
+        if known.iter().any(|k| k == name) || takes_next {
+            kept.push(a.clone());
+        } else {
+            dropped.push(a.clone());
+        }
+    }
+    (kept, dropped)
+}
+
 /// Splits comma lists, trims every item and drops empty ones.
 pub fn split_domains<S: AsRef<str>>(items: &[S]) -> Vec<String> {
     items
@@ -194,6 +242,34 @@ mod tests {
     #[test]
     fn definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn unknown_switches_are_dropped_only_when_harmless() {
+        let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (kept, dropped) = drop_unknown_switches(argv(&[
+            "vmsnapctl",
+            "--domains=vm1",
+            "--scrub",
+            "--scrubType=bitmap",
+            "--bitmapName=*",
+            "--frobnicate",
+        ]));
+        assert_eq!(
+            kept,
+            argv(&[
+                "vmsnapctl",
+                "--domains=vm1",
+                "--scrub",
+                "--scrubType=bitmap"
+            ])
+        );
+        assert_eq!(dropped, argv(&["--bitmapName=*", "--frobnicate"]));
+        // `--unknown value` is left for clap to refuse: `value` must not become a domain.
+        let (kept, dropped) =
+            drop_unknown_switches(argv(&["vmsnapctl", "status", "--bogus", "vm1"]));
+        assert_eq!(kept.len(), 4);
+        assert!(dropped.is_empty());
     }
 
     #[test]

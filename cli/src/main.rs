@@ -20,7 +20,11 @@ use args::{split_domains, Cli, Command};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (argv, unknown) = args::drop_unknown_switches(std::env::args().collect());
+    for switch in &unknown {
+        eprintln!("vmsnapctl: warning: ignoring unknown switch {switch}");
+    }
+    let cli = Cli::parse_from(argv);
     let verbose = cli.format.verbose;
     match run(cli).await {
         Ok(code) => exit::code(code),
@@ -131,9 +135,10 @@ async fn backup(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
     }
     if cli.backup_opts.prune {
         opts.insert(options::PRUNE, Value::from(true));
-        if let Some(keep) = cli.backup_opts.keep {
-            opts.insert(options::KEEP, Value::from(keep));
-        }
+    }
+    // Sent as given: the service refuses `keep` without `prune` rather than ignore it.
+    if let Some(keep) = cli.backup_opts.keep {
+        opts.insert(options::KEEP, Value::from(keep));
     }
     let names: Vec<&str> = domains.iter().map(String::as_str).collect();
     let path: zvariant::OwnedObjectPath =

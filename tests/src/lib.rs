@@ -159,10 +159,15 @@ pub fn vmsnapctl_on(bus_address: &str, args: &[&str]) -> Run {
     run(&mut cmd, Duration::from_secs(180))
 }
 
-/// `vmsnapctl ARGS` as the unprivileged user `vmsnaptest`.
+/// `vmsnapctl ARGS` as the unprivileged user `vmsnaptest` (no rights but reading).
 pub fn vmsnapctl_as_user(args: &[&str]) -> Run {
+    vmsnapctl_as("vmsnaptest", args)
+}
+
+/// `vmsnapctl ARGS` as `user` (`vmsnaptest`: no rights; `vmsnaplv`: in the libvirt group).
+pub fn vmsnapctl_as(user: &str, args: &[&str]) -> Run {
     let mut cmd = Command::new("runuser");
-    cmd.args(["-u", "vmsnaptest", "--", "env"])
+    cmd.args(["-u", user, "--", "env"])
         .arg(format!("DBUS_SYSTEM_BUS_ADDRESS={}", host().bus_address))
         .arg(host().bin_dir.join("vmsnapctl"))
         .args(args);
@@ -181,6 +186,11 @@ pub fn tool(program: &str, args: &[&str]) -> String {
         out.stdout, out.stderr
     );
     out.stdout
+}
+
+/// The directory the run's vmsnapd lets callers other than root write below.
+pub fn backup_root_for_users() -> PathBuf {
+    host().images.join("roots")
 }
 
 /// The repository root.

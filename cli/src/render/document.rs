@@ -107,6 +107,7 @@ pub fn job_results(state: JobState, results: &[DomainResult]) -> Value {
             "bytesTotal": r.bytes_total,
             "disks": r.disks.iter().map(|d| json!({"disk": d.disk, "bytesDone": d.bytes_done, "bytesTotal": d.bytes_total})).collect::<Vec<_>>(),
             "error": r.error,
+            "pruned": r.pruned,
         })).collect::<Vec<_>>(),
     })
 }
