@@ -50,6 +50,18 @@ pub fn virsh(args: &[&str]) -> String {
 }
 
 impl Guest {
+    /// A guest with one empty qcow2 disk `vda` of `size_mib` MiB.
+    pub fn qcow2(suffix: &str, size_mib: u32) -> Guest {
+        Guest::define(
+            suffix,
+            &[Disk::Qcow2 {
+                target: "vda",
+                file: "vda.qcow2",
+                size_mib,
+            }],
+        )
+    }
+
     /// Defines (does not start) `<prefix><suffix>` with the given disks.
     pub fn define(suffix: &str, disks: &[Disk]) -> Guest {
         let name = format!("{}{suffix}", host().prefix);

@@ -3,18 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use vmsnap_integration::guest::{virsh, Disk, Guest};
+use vmsnap_integration::guest::{virsh, Guest};
 use vmsnap_integration::{backup_root_for_users, host, run, vmsnapctl, vmsnapctl_as, Run};
 
 fn guest(suffix: &str) -> Guest {
-    Guest::define(
-        suffix,
-        &[Disk::Qcow2 {
-            target: "vda",
-            file: "vda.qcow2",
-            size_mib: 16,
-        }],
-    )
+    Guest::qcow2(suffix, 16)
 }
 
 fn checkpoints(g: &Guest) -> String {
@@ -225,4 +218,27 @@ fn callers_other_than_root_stay_inside_the_backup_roots() {
     ])
     .expect_code(0);
     assert_eq!(r.json()["state"], "succeeded");
+}
+
+#[test]
+fn without_polkit_only_root_is_let_in() {
+    // A bus without polkitd: nobody can be asked, so only root may change anything.
+    let g = guest("az-nopolkit");
+    let bus = vmsnap_integration::bus::ScratchBus::start("no-polkit");
+    let _service = bus.start_service(&[]);
+    let r = run(
+        std::process::Command::new("runuser")
+            .args(["-u", "vmsnaptest", "--", "env"])
+            .arg(format!("DBUS_SYSTEM_BUS_ADDRESS={}", bus.address))
+            .arg(host().bin_dir.join("vmsnapctl"))
+            .args(["scrub", &g.name, "--type", "all", "--dry-run"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, 12, "{}", r.stderr);
+    assert!(r.stderr.contains("only root"), "{}", r.stderr);
+    vmsnap_integration::vmsnapctl_on(
+        &bus.address,
+        &["scrub", &g.name, "--type", "all", "--dry-run"],
+    )
+    .expect_code(0);
 }

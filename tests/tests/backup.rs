@@ -14,14 +14,7 @@ use vmsnap_integration::guest::{virsh, Disk, Guest};
 use vmsnap_integration::{host, vmsnapctl, vmsnapctl_on};
 
 fn guest(suffix: &str, size_mib: u32) -> Guest {
-    Guest::define(
-        suffix,
-        &[Disk::Qcow2 {
-            target: "vda",
-            file: "vda.qcow2",
-            size_mib,
-        }],
-    )
+    Guest::qcow2(suffix, size_mib)
 }
 
 fn month_folder() -> String {

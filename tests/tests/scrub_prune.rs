@@ -11,14 +11,7 @@ use vmsnap_integration::guest::{virsh, Disk, Guest};
 use vmsnap_integration::{vmsnapctl, vmsnapctl_on};
 
 fn guest(suffix: &str) -> Guest {
-    Guest::define(
-        suffix,
-        &[Disk::Qcow2 {
-            target: "vda",
-            file: "vda.qcow2",
-            size_mib: 16,
-        }],
-    )
+    Guest::qcow2(suffix, 16)
 }
 
 /// The domain's checkpoint names, sorted.
