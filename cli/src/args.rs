@@ -63,8 +63,37 @@ pub struct Cli {
     #[command(flatten)]
     pub format: FormatArgs,
 
+    /// Print a man page or a shell completion script generated from these definitions (for
+    /// packagers), and exit.
+    #[arg(long, value_enum, value_name = "KIND", hide_short_help = true)]
+    pub generate: Option<Generate>,
+
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// What `--generate` prints.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Generate {
+    Man,
+    CompleteBash,
+    CompleteZsh,
+    CompleteFish,
+}
+
+/// Writes the man page or completion script to stdout.
+pub fn generate(kind: Generate) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut out = std::io::stdout().lock();
+    let shell = match kind {
+        Generate::Man => return clap_mangen::Man::new(cmd).render(&mut out),
+        Generate::CompleteBash => clap_complete::Shell::Bash,
+        Generate::CompleteZsh => clap_complete::Shell::Zsh,
+        Generate::CompleteFish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(shell, &mut cmd, "vmsnapctl", &mut out);
+    Ok(())
 }
 
 #[derive(Subcommand, Debug)]

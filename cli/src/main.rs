@@ -25,6 +25,15 @@ async fn main() -> ExitCode {
         eprintln!("vmsnapctl: warning: ignoring unknown switch {switch}");
     }
     let cli = Cli::parse_from(argv);
+    if let Some(kind) = cli.generate {
+        return match args::generate(kind) {
+            Ok(()) => exit::code(exit::OK),
+            Err(e) => {
+                eprintln!("vmsnapctl: {e}");
+                exit::code(exit::FAILURE)
+            }
+        };
+    }
     let verbose = cli.format.verbose;
     match run(cli).await {
         Ok(code) => exit::code(code),

@@ -57,11 +57,23 @@ struct Args {
     /// Log to stderr even when the journal is available.
     #[arg(long)]
     log_to_stderr: bool,
+
+    /// Print the man page (generated from these definitions, for packagers) and exit.
+    #[arg(long, value_name = "KIND", value_parser = ["man"], hide_short_help = true)]
+    generate: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if args.generate.is_some() {
+        use clap::CommandFactory;
+        let man = clap_mangen::Man::new(Args::command().name("vmsnapd")).section("8");
+        return match man.render(&mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
     init_logging(args.log_to_stderr);
     // Backups hold whole disks: nothing the service creates is readable by others.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
@@ -98,7 +110,7 @@ async fn main() -> ExitCode {
         backup_roots: roots,
     }));
     let retention = Duration::from_secs(args.job_retention.unwrap_or(file.job_retention_seconds));
-    let connection = match vmsnapd::bus::serve(engine, retention).await {
+    let connection = match vmsnapd::bus::serve(engine.clone(), retention).await {
         Ok(c) => c,
         Err(message) => {
             tracing::error!("{message}");
@@ -123,11 +135,39 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut code = ExitCode::SUCCESS;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received, stopping"),
         _ = int.recv() => tracing::info!("SIGINT received, stopping"),
+        e = bus_lost(&connection) => {
+            // Never keep running deaf: exit, and let systemd (Restart=on-failure) or bus
+            // activation start a fresh instance on the new bus.
+            tracing::error!(error = %e, "lost the system bus, stopping");
+            code = ExitCode::FAILURE;
+        }
     }
-    ExitCode::SUCCESS
+    // Inside systemd's TimeoutStopSec=120 with virtnbdbackup's own grace to spare.
+    engine
+        .shutdown(engine.config().cancel_grace + Duration::from_secs(30))
+        .await;
+    drop(connection);
+    code
+}
+
+/// Returns when the bus no longer answers a ping.
+async fn bus_lost(connection: &zbus::Connection) -> zbus::Error {
+    let bus = match zbus::fdo::DBusProxy::new(connection).await {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        match tokio::time::timeout(Duration::from_secs(10), bus.get_id()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return e.into(),
+            Err(_) => return zbus::Error::Failure("the bus did not answer a ping".into()),
+        }
+    }
 }
 
 /// The journal when it is there (the service runs under systemd), stderr otherwise.

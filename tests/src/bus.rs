@@ -17,6 +17,11 @@ pub struct ScratchBus {
 
 impl ScratchBus {
     pub fn start(name: &str) -> Self {
+        Self::start_with(name, "")
+    }
+
+    /// A bus whose configuration also contains `extra` (e.g. a `<servicedir>`).
+    pub fn start_with(name: &str, extra: &str) -> Self {
         let dir = host().run_dir.join(format!("bus-{name}"));
         std::fs::create_dir_all(&dir).expect("cannot create the scratch bus directory");
         let socket = dir.join("bus");
@@ -27,7 +32,8 @@ impl ScratchBus {
             .replace(
                 "@POLICY_DIR@",
                 &repo().join("systemd").display().to_string(),
-            );
+            )
+            .replace("</busconfig>", &format!("{extra}\n</busconfig>"));
         let config_path = dir.join("bus.conf");
         std::fs::write(&config_path, config).expect("cannot write the bus configuration");
         let mut child = Command::new("dbus-daemon")
@@ -111,6 +117,26 @@ impl Drop for ScratchBus {
 /// A vmsnapd process, killed on drop.
 pub struct Service {
     child: Child,
+}
+
+impl Service {
+    /// Sends SIGTERM and waits for the service to exit, returning its exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait failed") {
+                return status.code();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(150),
+                "vmsnapd did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Service {

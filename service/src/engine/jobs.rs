@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, watch, Semaphore};
@@ -177,6 +177,8 @@ impl Drop for DomainLocks {
 pub struct JobRegistry {
     next_id: AtomicU64,
     locks: Arc<LockSet>,
+    /// Every job created, weakly: the ones still alive and unfinished are the running ones.
+    all: Mutex<Vec<Weak<Job>>>,
     /// Bounds how many domains are backed up at once.
     pub slots: Arc<Semaphore>,
 }
@@ -186,6 +188,7 @@ impl JobRegistry {
         JobRegistry {
             next_id: AtomicU64::new(1),
             locks: Arc::default(),
+            all: Mutex::new(Vec::new()),
             slots: Arc::new(Semaphore::new(parallel.max(1))),
         }
     }
@@ -216,7 +219,7 @@ impl JobRegistry {
         };
         let (events, _) = broadcast::channel(256);
         let (cancel, _) = watch::channel(false);
-        Ok(Arc::new(Job {
+        let job = Arc::new(Job {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             operation,
             uid,
@@ -236,7 +239,22 @@ impl JobRegistry {
             events,
             cancel,
             locks: Mutex::new(Some(locks)),
-        }))
+        });
+        let mut all = self.all.lock().expect("poisoned");
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(&job));
+        Ok(job)
+    }
+
+    /// Jobs that have not finished yet.
+    pub fn unfinished(&self) -> Vec<Arc<Job>> {
+        self.all
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|j| !j.state().is_final())
+            .collect()
     }
 }
 

@@ -93,6 +93,31 @@ impl Engine {
         &self.config
     }
 
+    /// Stops for good: cancels every unfinished job the safe way and waits until they have
+    /// ended (domains started paused are shut off again, libvirt jobs aborted), at most
+    /// `limit`. Backups that were running end as `cancelled`, never half-written.
+    pub async fn shutdown(&self, limit: Duration) {
+        let jobs = self.jobs.unfinished();
+        if jobs.is_empty() {
+            return;
+        }
+        tracing::info!(jobs = jobs.len(), "cancelling running jobs before stopping");
+        for job in &jobs {
+            job.cancel();
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        while jobs.iter().any(|j| {
+            // Scrub and prune hold no cancel point; they end on their own.
+            !j.state().is_final() && j.operation == "backup"
+        }) {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("jobs still running at the stop deadline");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The installed virtnbdbackup's version, `None` when it is missing or unreadable.
     pub async fn virtnbdbackup_version(&self) -> Option<host::tools::ToolVersion> {
         match self.versions.virtnbdbackup().await {
