@@ -72,6 +72,8 @@ impl ScratchBus {
             }
             None => Command::new(&daemon),
         };
+        // Its own process group, so that a wrapper (faketime) and vmsnapd go together.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.arg("--log-to-stderr")
             .env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
             .stdout(Stdio::null())
@@ -123,7 +125,7 @@ impl Service {
     /// Sends SIGTERM and waits for the service to exit, returning its exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", "--", &format!("-{}", self.child.id())])
             .status();
         let start = Instant::now();
         loop {
@@ -141,7 +143,9 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.wait();
     }
 }
