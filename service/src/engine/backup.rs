@@ -18,6 +18,7 @@ use super::jobs::Job;
 use super::prune::PruneRequest;
 use super::{Engine, Error};
 use crate::host::backup_dir::checkpoint_index;
+use crate::host::checksums;
 use crate::host::domain_xml::{self, DiskDefinition};
 use crate::host::period::{GroupBy, Period};
 use crate::host::qmp::BlockDevice;
@@ -268,9 +269,12 @@ impl Engine {
         .await?;
         let _ = std::fs::remove_file(&socket);
         Ok(match outcome {
-            Outcome::Succeeded => DomainOutcome {
-                state: JobState::Succeeded,
-                error: String::new(),
+            Outcome::Succeeded => match checksums::record_new(&folder) {
+                Ok(_) => DomainOutcome {
+                    state: JobState::Succeeded,
+                    error: String::new(),
+                },
+                Err(e) => DomainOutcome::failed(format!("recording checksums: {e}")),
             },
             Outcome::Failed(reason) => {
                 discard_failed_chain_start(&folder, created, level);

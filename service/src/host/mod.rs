@@ -6,6 +6,7 @@
 
 pub mod backup_dir;
 pub mod checkpoint_xml;
+pub mod checksums;
 pub mod command;
 pub mod domain_xml;
 pub mod period;
