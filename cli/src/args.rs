@@ -125,6 +125,42 @@ pub enum Command {
         #[arg(value_name = "DOMAIN")]
         names: Vec<String>,
     },
+    /// List the backup chains under --output and their points.
+    Backups {
+        #[arg(value_name = "DOMAIN")]
+        names: Vec<String>,
+    },
+    /// Verify every point of the chains under --output (checksums, rebuild, qemu-img check).
+    Verify {
+        #[arg(value_name = "DOMAIN")]
+        names: Vec<String>,
+        /// Only this chain folder.
+        #[arg(long, value_name = "NAME")]
+        folder: Option<String>,
+    },
+    /// Restore a domain's backup into a directory (administrators only).
+    Restore {
+        #[arg(value_name = "DOMAIN")]
+        domain: String,
+        /// Directory to restore into.
+        #[arg(long, value_name = "DIR")]
+        target: String,
+        /// Chain folder (default: the live chain, else the newest).
+        #[arg(long, value_name = "NAME")]
+        folder: Option<String>,
+        /// Restore up to this checkpoint (default: the last).
+        #[arg(long, value_name = "CHECKPOINT")]
+        until: Option<String>,
+        /// Only this disk (vda).
+        #[arg(long, value_name = "DISK")]
+        disk: Option<String>,
+        /// Replace files that already exist in the target.
+        #[arg(long)]
+        overwrite: bool,
+        /// Define a new domain of this name from the backed-up configuration.
+        #[arg(long, value_name = "NAME")]
+        define_as: Option<String>,
+    },
     /// List the service's jobs (running and recently finished).
     Jobs,
     /// Cancel a job (its number or object path).

@@ -13,6 +13,7 @@
 //! | 9 | the service cannot be reached on the system bus |
 //! | 10 | a backup job failed for at least one domain |
 //! | 11 | a backup job was cancelled |
+//! | 13 | the restore target already holds files (and overwrite was not asked for) |
 //! | 12 | not authorized (polkit said no, or needs a password nobody could type) |
 
 use std::process::ExitCode;
@@ -28,6 +29,7 @@ pub const INCOMPLETE: u8 = 5;
 pub const TOO_MANY_COMMANDS: u8 = 7;
 pub const INVALID_SCRUB_TYPE: u8 = 8;
 pub const ACCESS_DENIED: u8 = 12;
+pub const TARGET_EXISTS: u8 = 13;
 pub const UNREACHABLE: u8 = 9;
 pub const JOB_FAILED: u8 = 10;
 pub const JOB_CANCELLED: u8 = 11;
@@ -38,7 +40,8 @@ pub fn for_error(e: &Error) -> u8 {
         Error::NoSuchDomain(_) => SELECTION,
         Error::InvalidArgument(_) => USAGE,
         Error::MissingDependency(_) => MISSING_DEPENDENCY,
-        Error::NoSuchJob(_) => SELECTION,
+        Error::NoSuchJob(_) | Error::NoSuchBackup(_) => SELECTION,
+        Error::TargetExists(_) => TARGET_EXISTS,
         Error::HostUnavailable(_) | Error::Failed(_) | Error::AlreadyRunning(_) => FAILURE,
         Error::ZBus(z) if crate::client::is_unreachable(z) => UNREACHABLE,
         Error::ZBus(zbus::Error::MethodError(name, _, _))

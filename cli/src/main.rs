@@ -6,6 +6,7 @@ mod args;
 mod client;
 mod exit;
 mod render;
+mod restore;
 mod watch;
 
 use std::collections::HashMap;
@@ -56,6 +57,9 @@ enum Action {
     Backup,
     Scrub(String),
     Prune,
+    Backups,
+    Verify,
+    Restore,
     Jobs,
     Cancel(String),
 }
@@ -91,6 +95,15 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             items.extend(names.iter().cloned());
             Action::Prune
         }
+        Some(Command::Backups { names }) | Some(Command::Verify { names, .. }) => {
+            items.extend(names.iter().cloned());
+            if matches!(cli.command, Some(Command::Backups { .. })) {
+                Action::Backups
+            } else {
+                Action::Verify
+            }
+        }
+        Some(Command::Restore { .. }) => Action::Restore,
         Some(Command::Jobs) => Action::Jobs,
         Some(Command::Cancel { job }) => Action::Cancel(job.clone()),
         None if cli.backup => Action::Backup,
@@ -112,6 +125,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Action::Backup => backup(&cli, &domains).await,
         Action::Scrub(kind) => admin::scrub(&cli, &domains, &kind).await,
         Action::Prune => admin::prune(&cli, &domains).await,
+        Action::Backups => restore::list(&cli, &domains).await,
+        Action::Verify => restore::verify(&cli, &domains).await,
+        Action::Restore => restore::restore(&cli).await,
         Action::Jobs => jobs(&cli).await,
         Action::Cancel(job) => cancel(&cli, &job).await,
     }
@@ -163,13 +179,22 @@ async fn backup(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
         eprintln!("Started job {}", path.as_str());
     }
     let (state, results) = watch::wait(&connection, path).await?;
-    if cli.format.json || cli.format.machine {
-        let doc = render::document::job_results(state, &results);
-        println!("{doc}");
-    } else {
-        print!("{}", watch::summary(&results));
-    }
+    print_job_result(cli, "backup", state, &results);
     Ok(watch::exit_code(state))
+}
+
+/// The end of a job on stdout: one document with --json, a line per domain otherwise.
+pub(crate) fn print_job_result(
+    cli: &Cli,
+    operation: &str,
+    state: vmsnap_dbus::JobState,
+    results: &[vmsnap_dbus::DomainResult],
+) {
+    if cli.format.json || cli.format.machine {
+        println!("{}", render::document::job_results(state, results));
+    } else {
+        print!("{}", watch::summary(operation, results));
+    }
 }
 
 async fn jobs(cli: &Cli) -> Result<u8, Failure> {

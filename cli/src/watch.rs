@@ -84,10 +84,18 @@ pub fn exit_code(state: JobState) -> u8 {
 }
 
 /// One line per domain, for stdout.
-pub fn summary(results: &[DomainResult]) -> String {
+pub fn summary(operation: &str, results: &[DomainResult]) -> String {
+    let label = match operation {
+        "verify" => "Verify of",
+        "restore" => "Restore of",
+        _ => "Backup of",
+    };
     let mut out = String::new();
     for r in results {
-        let mut line = format!("Backup of {}: {}", r.domain, r.state);
+        for check in &r.checks {
+            out.push_str(&format!("{}: {check}\n", r.domain));
+        }
+        let mut line = format!("{label} {}: {}", r.domain, r.state);
         if !r.level.is_empty() {
             line.push_str(&format!(" ({}", r.level));
             if !r.new_chain_reason.is_empty() {
@@ -95,7 +103,7 @@ pub fn summary(results: &[DomainResult]) -> String {
             }
             line.push(')');
         }
-        if r.state == "succeeded" {
+        if r.state == "succeeded" && operation == "backup" {
             line.push_str(&format!(", {} in {}", pretty(r.bytes_total), r.folder));
         }
         if !r.error.is_empty() && r.state != "succeeded" {

@@ -7,7 +7,7 @@
 /// may do; the service answers Status without a check, like libvirt's read-only access.
 pub const STATUS: &str = "org.vmsnap.status";
 
-/// Starting backups (and, in a later issue, verifying).
+/// Starting backups and verifying them (reads a lot, changes nothing).
 pub const BACKUP: &str = "org.vmsnap.backup";
 
 /// Cancelling a job someone else started (cancelling one's own job needs nothing).
@@ -19,8 +19,11 @@ pub const SCRUB: &str = "org.vmsnap.scrub";
 /// Deleting old backup folders: administrator authentication every time.
 pub const PRUNE: &str = "org.vmsnap.prune";
 
+/// Restoring backups (writes disk images, may define domains): administrator every time.
+pub const RESTORE: &str = "org.vmsnap.restore";
+
 /// All actions the service may check, for the policy-file consistency test.
-pub const ALL: &[&str] = &[STATUS, BACKUP, CANCEL, SCRUB, PRUNE];
+pub const ALL: &[&str] = &[STATUS, BACKUP, CANCEL, SCRUB, PRUNE, RESTORE];
 
 #[cfg(test)]
 mod tests {
@@ -39,7 +42,7 @@ mod tests {
     #[test]
     fn the_shipped_rule_grants_nothing_destructive() {
         let rules = include_str!("../../polkit/50-org.vmsnap.rules");
-        for destructive in [super::SCRUB, super::PRUNE] {
+        for destructive in [super::SCRUB, super::PRUNE, super::RESTORE] {
             assert!(
                 !rules.contains(destructive),
                 "{destructive} in the libvirt-group rule"

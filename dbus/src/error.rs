@@ -28,6 +28,10 @@ pub enum Error {
     AlreadyRunning(String),
     /// No job with that path exists (any more).
     NoSuchJob(String),
+    /// No backup chain or point matches what was asked for.
+    NoSuchBackup(String),
+    /// A restore target already holds files and overwriting was not asked for.
+    TargetExists(String),
 }
 
 impl Error {
@@ -58,7 +62,9 @@ impl Error {
             | Error::HostUnavailable(m)
             | Error::Failed(m)
             | Error::AlreadyRunning(m)
-            | Error::NoSuchJob(m) => m.clone(),
+            | Error::NoSuchJob(m)
+            | Error::NoSuchBackup(m)
+            | Error::TargetExists(m) => m.clone(),
         }
     }
 }

@@ -70,6 +70,8 @@ pub struct DomainResult {
     pub error: String,
     /// Period folders deleted by the `prune` option after this domain's backup succeeded.
     pub pruned: Vec<String>,
+    /// Verify: one line per point, `<folder> <checkpoint>: ok` or `…: failed: <reason>`.
+    pub checks: Vec<String>,
 }
 
 /// Progress of one disk.

@@ -21,8 +21,8 @@ pub use error::Error;
 pub use job::{DiskProgress, DomainResult, JobState};
 pub use proxy::{JobProxy, ManagerProxy};
 pub use status::{
-    BackupDirStats, BitmapStatus, DiskStatus, DomainStatus, OverallStatus, PruneResult,
-    ScrubResult, SkippedDisk,
+    BackupChain, BackupDirStats, BackupPoint, BitmapStatus, DiskStatus, DomainStatus,
+    OverallStatus, PruneResult, ScrubResult, SkippedDisk,
 };
 
 /// The checked-in introspection XML of the Manager interface, exactly as shipped.

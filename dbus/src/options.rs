@@ -49,3 +49,32 @@ pub const SCRUB_KEYS: &[&str] = &[TYPE, CHECKPOINT, DRY_RUN, CONNECT];
 
 /// The keys Prune accepts.
 pub const PRUNE_KEYS: &[&str] = &[OUTPUT, GROUP_BY, KEEP, DRY_RUN, CONNECT];
+
+/// `s`: a chain folder's name under `<output>/<domain>/` (default: the live or latest chain).
+pub const FOLDER: &str = "folder";
+
+/// `s`: restore up to this checkpoint (default: the chain's last).
+pub const UNTIL: &str = "until";
+
+/// `s`: restore only this disk (target name, `vda`).
+pub const DISK: &str = "disk";
+
+/// `s`: absolute directory to restore into.
+pub const TARGET: &str = "target";
+
+/// `b`: replace files that already exist in the target.
+pub const OVERWRITE: &str = "overwrite";
+
+/// `s`: define a new domain of this name from the backed-up configuration.
+pub const DEFINE_AS: &str = "define_as";
+
+/// The keys ListBackups accepts.
+pub const LIST_KEYS: &[&str] = &[OUTPUT, CONNECT];
+
+/// The keys Verify accepts.
+pub const VERIFY_KEYS: &[&str] = &[OUTPUT, FOLDER, CONNECT];
+
+/// The keys Restore accepts.
+pub const RESTORE_KEYS: &[&str] = &[
+    OUTPUT, FOLDER, UNTIL, DISK, TARGET, OVERWRITE, DEFINE_AS, CONNECT,
+];

@@ -10,7 +10,7 @@ use zbus::proxy;
 use zvariant::{OwnedObjectPath, Value};
 
 use crate::job::DomainResult;
-use crate::status::{DomainStatus, PruneResult, ScrubResult};
+use crate::status::{BackupChain, DomainStatus, PruneResult, ScrubResult};
 use crate::Error;
 
 /// `org.vmsnap.VMSnap1.Manager` at `/org/vmsnap/VMSnap1`.
@@ -50,6 +50,27 @@ pub trait Manager {
         domains: &[&str],
         options: HashMap<&str, Value<'_>>,
     ) -> Result<Vec<PruneResult>, Error>;
+
+    /// The backup chains found under `output` for the selected domains.
+    fn list_backups(
+        &self,
+        domains: &[&str],
+        options: HashMap<&str, Value<'_>>,
+    ) -> Result<Vec<BackupChain>, Error>;
+
+    /// Verifies every point of the selected chains; returns the job.
+    fn verify(
+        &self,
+        domains: &[&str],
+        options: HashMap<&str, Value<'_>>,
+    ) -> Result<OwnedObjectPath, Error>;
+
+    /// Restores a chain up to a point into a target directory; returns the job.
+    fn restore(
+        &self,
+        domain: &str,
+        options: HashMap<&str, Value<'_>>,
+    ) -> Result<OwnedObjectPath, Error>;
 
     /// Paths of the jobs the service knows: running ones and recently finished ones.
     fn list_jobs(&self) -> Result<Vec<OwnedObjectPath>, Error>;

@@ -160,6 +160,36 @@ pub struct PruneResult {
     pub dry_run: bool,
 }
 
+/// One chain found on disk by `Manager.ListBackups`.
+#[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type)]
+#[zvariant(signature = "a{sv}", rename_all = "camelCase")]
+pub struct BackupChain {
+    pub domain: String,
+    /// The chain folder's name (`vmsnap-backup-monthly-2026-11`, `….1`).
+    pub folder: String,
+    pub path: String,
+    /// Whether the domain's live checkpoints are this chain's (the next backup continues it).
+    pub live: bool,
+    /// Bytes of all its data files.
+    pub bytes: u64,
+    pub points: Vec<BackupPoint>,
+}
+
+/// One restorable point of a chain.
+#[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type)]
+#[zvariant(signature = "a{sv}", rename_all = "camelCase")]
+pub struct BackupPoint {
+    /// `virtnbdbackup.N`, or `copy` for a copy backup.
+    pub checkpoint: String,
+    /// `full`, `inc` or `copy`.
+    pub level: String,
+    /// Creation time of the checkpoint, seconds since the epoch (absent when unknown).
+    pub time: Option<u64>,
+    pub bytes: u64,
+    /// The data files of this point.
+    pub files: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

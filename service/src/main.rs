@@ -108,6 +108,7 @@ async fn main() -> ExitCode {
         socket_dir: args.socket_dir.unwrap_or(file.socket_dir),
         cancel_grace: Duration::from_secs(args.cancel_grace.unwrap_or(file.cancel_grace_seconds)),
         backup_roots: roots,
+        scratch_dir: "/var/tmp".into(),
     }));
     let retention = Duration::from_secs(args.job_retention.unwrap_or(file.job_retention_seconds));
     let connection = match vmsnapd::bus::serve(engine.clone(), retention).await {

@@ -40,7 +40,16 @@ pub fn assert_restores_to(folder: &str, until: Option<&str>, disk_file: &str, ex
         "virtnbdrestore {args:?} failed:\n{}",
         restore.stderr
     );
-    let image = out.join(disk_file);
+    assert_identical(
+        &out.join(disk_file),
+        expected,
+        &format!("{folder} (until {until:?})"),
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Asserts `image` has the same content as `expected` (`qemu-img compare`).
+pub fn assert_identical(image: &Path, expected: &Path, what: &str) {
     // virtnbdrestore's qemu-nbd may still be letting go of the image when it returns: wait for
     // the image lock instead of reading a file someone may still write.
     let started = std::time::Instant::now();
@@ -61,12 +70,11 @@ pub fn assert_restores_to(folder: &str, until: Option<&str>, disk_file: &str, ex
     };
     assert!(
         compare.code == 0 && compare.stdout.contains("Images are identical"),
-        "{folder} (until {until:?}) does not restore to {}: {}{}",
+        "{what} does not restore to {}: {}{}",
         expected.display(),
         compare.stdout,
         compare.stderr
     );
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 static RESTORES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

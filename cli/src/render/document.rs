@@ -108,6 +108,7 @@ pub fn job_results(state: JobState, results: &[DomainResult]) -> Value {
             "disks": r.disks.iter().map(|d| json!({"disk": d.disk, "bytesDone": d.bytes_done, "bytesTotal": d.bytes_total})).collect::<Vec<_>>(),
             "error": r.error,
             "pruned": r.pruned,
+            "checks": r.checks,
         })).collect::<Vec<_>>(),
     })
 }

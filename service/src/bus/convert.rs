@@ -66,12 +66,36 @@ fn disk_status(disk: DiskReport) -> DiskStatus {
     }
 }
 
+pub fn chain(listed: crate::engine::restore::Listed) -> vmsnap_dbus::BackupChain {
+    let c = listed.chain;
+    vmsnap_dbus::BackupChain {
+        domain: listed.domain,
+        folder: c.folder.clone(),
+        path: c.path.display().to_string(),
+        live: listed.live,
+        bytes: c.bytes(),
+        points: c
+            .points
+            .into_iter()
+            .map(|p| vmsnap_dbus::BackupPoint {
+                checkpoint: p.checkpoint,
+                level: p.level.to_string(),
+                time: p.time,
+                bytes: p.bytes,
+                files: p.files,
+            })
+            .collect(),
+    }
+}
+
 /// Maps an engine error to the typed D-Bus error a client can branch on.
 pub fn error(e: EngineError) -> Error {
     match e {
         EngineError::InvalidArgument(m) => Error::InvalidArgument(m),
         e @ EngineError::NoSuchDomain(_) => Error::NoSuchDomain(e.to_string()),
         e @ EngineError::AlreadyRunning(_) => Error::AlreadyRunning(e.to_string()),
+        EngineError::NoSuchBackup(m) => Error::NoSuchBackup(m),
+        EngineError::TargetExists(m) => Error::TargetExists(m),
         EngineError::Host(host) => match host {
             e @ HostError::MissingDependency(_) => Error::MissingDependency(e.to_string()),
             HostError::HostUnavailable(m) => Error::HostUnavailable(m),

@@ -55,6 +55,7 @@ fn results(domains: &[DomainProgress]) -> Vec<DomainResult> {
                     .collect(),
                 error: d.error.clone(),
                 pruned: d.pruned.clone(),
+                checks: d.checks.clone(),
             }
         })
         .collect()

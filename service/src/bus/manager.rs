@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::Instrument;
-use vmsnap_dbus::status::{DomainStatus, PruneResult, ScrubResult};
+use vmsnap_dbus::status::{BackupChain, DomainStatus, PruneResult, ScrubResult};
 use vmsnap_dbus::{actions, Error};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
@@ -29,6 +29,28 @@ pub struct Manager {
 }
 
 impl Manager {
+    /// Exports a new job, lists it and announces it; the caller then starts it.
+    async fn announce(
+        &self,
+        connection: &Connection,
+        emitter: &SignalEmitter<'_>,
+        job: &std::sync::Arc<crate::engine::jobs::Job>,
+    ) -> Result<OwnedObjectPath, CallError> {
+        let path = super::job::export(
+            connection,
+            job.clone(),
+            self.authority.clone(),
+            self.job_retention,
+        )
+        .await
+        .map_err(CallError::from)?;
+        self.jobs.lock().expect("poisoned").push(path.clone());
+        let names: Vec<String> = job.domains.iter().map(|d| d.to_string()).collect();
+        tracing::info!(uid = job.uid, job = job.id, operation = job.operation, domains = ?names, "job created");
+        Manager::job_new(emitter, path.as_ref(), job.operation, names).await?;
+        Ok(path)
+    }
+
     pub fn new(engine: Arc<Engine>, job_retention: Duration) -> Self {
         Manager {
             engine,
@@ -121,19 +143,7 @@ impl Manager {
             .prepare_backup(request, uid)
             .await
             .map_err(convert::error)?;
-        let job = prepared.job.clone();
-        let path = super::job::export(
-            connection,
-            job.clone(),
-            self.authority.clone(),
-            self.job_retention,
-        )
-        .await
-        .map_err(CallError::from)?;
-        self.jobs.lock().expect("poisoned").push(path.clone());
-        let names: Vec<String> = job.domains.iter().map(|d| d.to_string()).collect();
-        tracing::info!(uid, job = job.id, domains = ?names, "backup job created");
-        Manager::job_new(&emitter, path.as_ref(), "backup", names).await?;
+        let path = self.announce(connection, &emitter, &prepared.job).await?;
         self.engine.spawn_backup(prepared);
         Ok(path)
     }
@@ -211,6 +221,90 @@ impl Manager {
                 dry_run: request.dry_run,
             })
             .collect())
+    }
+
+    /// The backup chains under "output" of the selected domains, read from disk. Read-only.
+    ///
+    /// options: "output" s (required), "connect" s.
+    /// report: per chain a{sv}: domain s, folder s, path s, live b (the domain's checkpoints are
+    /// this chain's), bytes t, points aa{sv} (checkpoint s, level s (full|inc|copy), time t,
+    /// bytes t, files as).
+    #[zbus(out_args("chains"))]
+    async fn list_backups(
+        &self,
+        domains: Vec<String>,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<Vec<BackupChain>, CallError> {
+        let request = options::list_request(&domains, options, self.engine.config())?;
+        let root = request.backup_root.expect("output was given");
+        let listed = self
+            .engine
+            .list_backups(&request.selectors, &root)
+            .await
+            .map_err(convert::error)?;
+        Ok(listed.into_iter().map(convert::chain).collect())
+    }
+
+    /// Verifies every point of the selected chains and returns the job at once: recorded
+    /// checksums, a rebuild with virtnbdrestore in a scratch directory, `qemu-img check`. The
+    /// job's Results carry one line per point in "checks". Needs org.vmsnap.backup.
+    ///
+    /// options: "output" s (required), "folder" s (one chain; default all), "connect" s.
+    #[zbus(out_args("job"))]
+    async fn verify(
+        &self,
+        domains: Vec<String>,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<OwnedObjectPath, CallError> {
+        let caller = self
+            .authority
+            .check(connection, &header, actions::BACKUP, &[])
+            .await?;
+        let request = options::verify_request(&domains, options, self.engine.config())?;
+        let job = self
+            .engine
+            .prepare_verify(&request, caller.uid)
+            .await
+            .map_err(convert::error)?;
+        let path = self.announce(connection, &emitter, &job).await?;
+        self.engine.spawn_verify(job, request);
+        Ok(path)
+    }
+
+    /// Restores a domain's chain up to a point into a target directory and returns the job at
+    /// once. Needs org.vmsnap.restore (administrator, every time).
+    ///
+    /// options: "output" s (required: the backup root), "target" s (required: absolute
+    /// directory), "folder" s (default: the live chain, else the newest), "until" s
+    /// (checkpoint; default the last), "disk" s (one disk), "overwrite" b (replace files in a
+    /// non-empty target), "define_as" s (define a new domain of that name from the backed-up
+    /// configuration; needs an empty target). Errors: NoSuchBackup, TargetExists,
+    /// InvalidArgument.
+    #[zbus(out_args("job"))]
+    async fn restore(
+        &self,
+        domain: String,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<OwnedObjectPath, CallError> {
+        let caller = self
+            .authority
+            .check(connection, &header, actions::RESTORE, &[])
+            .await?;
+        let request = options::restore_request(&domain, options, self.engine.config())?;
+        let job = self
+            .engine
+            .prepare_restore(&request, caller.uid)
+            .await
+            .map_err(convert::error)?;
+        let path = self.announce(connection, &emitter, &job).await?;
+        self.engine.spawn_restore(job, request);
+        Ok(path)
     }
 
     /// Paths of the jobs: running ones and those finished within the retention period.

@@ -10,6 +10,7 @@ use zvariant::OwnedValue;
 
 use crate::engine::backup::BackupRequest;
 use crate::engine::prune::PruneRequest;
+use crate::engine::restore::{RestoreRequest, VerifyRequest};
 use crate::engine::scrub::{ScrubRequest, ScrubType};
 use crate::engine::status::StatusRequest;
 use crate::engine::Config;
@@ -214,6 +215,88 @@ fn take_string(
         Error::InvalidArgument(format!(
             "option {key} must be a string (s), not {signature}"
         ))
+    })
+}
+
+/// A root-relative chain folder name: one path component starting `vmsnap-backup-`.
+fn folder_name(options: &mut HashMap<String, OwnedValue>) -> Result<Option<String>, Error> {
+    let folder = take_string(options, keys::FOLDER)?;
+    if let Some(f) = &folder {
+        if !f.starts_with("vmsnap-backup-") || f.contains('/') || f.len() > 255 {
+            return Err(Error::InvalidArgument(format!(
+                "folder {f:.64?} is not a chain folder name (vmsnap-backup-…)"
+            )));
+        }
+    }
+    Ok(folder)
+}
+
+pub fn list_request(
+    domains: &[String],
+    options: HashMap<String, OwnedValue>,
+    config: &Config,
+) -> Result<StatusRequest, Error> {
+    check_keys(&options, keys::LIST_KEYS)?;
+    if !options.contains_key(keys::OUTPUT) {
+        return Err(Error::InvalidArgument(
+            "No output directory specified (option output)".into(),
+        ));
+    }
+    status_request(domains, options, config)
+}
+
+pub fn verify_request(
+    domains: &[String],
+    mut options: HashMap<String, OwnedValue>,
+    config: &Config,
+) -> Result<VerifyRequest, Error> {
+    check_keys(&options, keys::VERIFY_KEYS)?;
+    let folder = folder_name(&mut options)?;
+    let status = list_request(domains, options, config)?;
+    Ok(VerifyRequest {
+        selectors: status.selectors,
+        root: status.backup_root.expect("output was given"),
+        folder,
+    })
+}
+
+pub fn restore_request(
+    domain: &str,
+    mut options: HashMap<String, OwnedValue>,
+    config: &Config,
+) -> Result<RestoreRequest, Error> {
+    check_keys(&options, keys::RESTORE_KEYS)?;
+    let invalid = |e: &dyn std::fmt::Display| Error::InvalidArgument(e.to_string());
+    let domain = crate::selection::DomainName::new(domain).map_err(|e| invalid(&e))?;
+    let folder = folder_name(&mut options)?;
+    let until = take_string(&mut options, keys::UNTIL)?;
+    let disk = take_string(&mut options, keys::DISK)?;
+    if let Some(d) = &disk {
+        if d.is_empty() || d.len() > 64 || !d.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(Error::InvalidArgument(format!(
+                "disk {d:.64?} is not a target name like vda"
+            )));
+        }
+    }
+    let target = take_string(&mut options, keys::TARGET)?.ok_or_else(|| {
+        Error::InvalidArgument("No restore target specified (option target)".into())
+    })?;
+    let target =
+        BackupRoot::new(&target).map_err(|e| Error::InvalidArgument(format!("target: {e}")))?;
+    let overwrite = take_bool(&mut options, keys::OVERWRITE)?.unwrap_or(false);
+    let define_as = take_string(&mut options, keys::DEFINE_AS)?
+        .map(|n| crate::selection::DomainName::new(&n).map_err(|e| invalid(&e)))
+        .transpose()?;
+    let status = list_request(&[], options, config)?;
+    Ok(RestoreRequest {
+        domain,
+        root: status.backup_root.expect("output was given"),
+        folder,
+        until,
+        disk,
+        target,
+        overwrite,
+        define_as,
     })
 }
 

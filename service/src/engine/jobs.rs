@@ -29,6 +29,8 @@ pub struct DomainProgress {
     pub error: String,
     /// Folders the `prune` option deleted after the backup.
     pub pruned: Vec<String>,
+    /// Verify's verdict per point.
+    pub checks: Vec<String>,
 }
 
 impl DomainProgress {

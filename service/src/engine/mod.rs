@@ -4,10 +4,12 @@
 //! records; everything that decides something lives here, where it can be tested alone.
 
 pub mod backup;
+pub mod catalog;
 pub mod chain;
 pub mod consistency;
 pub mod jobs;
 pub mod prune;
+pub mod restore;
 pub mod scrub;
 pub mod status;
 
@@ -33,6 +35,8 @@ pub struct Config {
     pub cancel_grace: Duration,
     /// Where callers other than root may put backups.
     pub backup_roots: Vec<std::path::PathBuf>,
+    /// Where Verify rebuilds disks (room for the largest disk is needed).
+    pub scratch_dir: std::path::PathBuf,
 }
 
 impl Default for Config {
@@ -44,6 +48,7 @@ impl Default for Config {
             socket_dir: "/var/lib/libvirt/qemu".into(),
             cancel_grace: Duration::from_secs(60),
             backup_roots: vec![crate::config::DEFAULT_ROOT.into()],
+            scratch_dir: "/var/tmp".into(),
         }
     }
 }
@@ -57,6 +62,10 @@ pub enum Error {
     NoSuchDomain(Vec<String>),
     #[error("a job is already running for {0}")]
     AlreadyRunning(String),
+    #[error("{0}")]
+    NoSuchBackup(String),
+    #[error("{0}")]
+    TargetExists(String),
     #[error(transparent)]
     Host(#[from] host::Error),
 }

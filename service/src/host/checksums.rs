@@ -107,7 +107,10 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         std::fs::write(dir.join("vda.full.data"), b"abd").unwrap();
-        assert_ne!(digest(&dir.join("vda.full.data")).unwrap(), sums["vda.full.data"]);
+        assert_ne!(
+            digest(&dir.join("vda.full.data")).unwrap(),
+            sums["vda.full.data"]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -18,6 +18,7 @@ pub enum Tool {
     Virsh,
     QemuImg,
     Virtnbdbackup,
+    Virtnbdrestore,
 }
 
 impl Tool {
@@ -26,6 +27,7 @@ impl Tool {
             Tool::Virsh => "virsh",
             Tool::QemuImg => "qemu-img",
             Tool::Virtnbdbackup => "virtnbdbackup",
+            Tool::Virtnbdrestore => "virtnbdrestore",
         }
     }
 }
