@@ -10,9 +10,10 @@ use zvariant::OwnedValue;
 
 use crate::engine::backup::BackupRequest;
 use crate::engine::prune::PruneRequest;
-use crate::engine::restore::{RestoreRequest, VerifyRequest};
+use crate::engine::restore::RestoreRequest;
 use crate::engine::scrub::{ScrubRequest, ScrubType};
 use crate::engine::status::StatusRequest;
+use crate::engine::verify::VerifyRequest;
 use crate::engine::Config;
 use crate::host::period::GroupBy;
 use crate::paths::BackupRoot;

@@ -12,6 +12,7 @@ pub mod prune;
 pub mod restore;
 pub mod scrub;
 pub mod status;
+pub mod verify;
 
 use std::time::Duration;
 

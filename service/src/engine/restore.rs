@@ -1,14 +1,10 @@
-//! Trusting backups: listing them, verifying every point, and restoring them.
+//! Trusting backups: listing them and restoring them (verifying them: [`super::verify`]).
 //!
-//! Verify checks, per point and in chain order, the data files against the checksums the
-//! service recorded at backup time, rebuilds the disks up to that point with virtnbdrestore in
-//! a scratch directory and runs `qemu-img check` on them. A point that fails makes every later
-//! point of its chain fail too: they cannot be restored without it. Restore writes into a
-//! fresh directory next to the target and moves the result in only when it succeeded, so a
-//! failed or cancelled restore never leaves half an image in the target.
+//! Restore writes into a fresh directory next to the target and moves the result in only when
+//! it succeeded, so a failed or cancelled restore never leaves half an image in the target.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,9 +15,9 @@ use super::catalog::{self, Chain};
 use super::jobs::Job;
 use super::{Engine, Error};
 use crate::host::backup_dir::checkpoint_index;
+use crate::host::command;
 use crate::host::tools::{self, Tool};
 use crate::host::virsh::Virsh;
-use crate::host::{checksums, command, Error as HostError};
 use crate::paths::{self, BackupRoot};
 use crate::selection::{DomainName, Selector};
 
@@ -30,13 +26,6 @@ pub struct Listed {
     pub domain: String,
     pub chain: Chain,
     pub live: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct VerifyRequest {
-    pub selectors: Vec<Selector>,
-    pub root: BackupRoot,
-    pub folder: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -52,7 +41,7 @@ pub struct RestoreRequest {
 }
 
 impl Engine {
-    fn virsh(&self) -> Result<Virsh, Error> {
+    pub(super) fn virsh(&self) -> Result<Virsh, Error> {
         let programs = tools::require(&[Tool::Virsh])?;
         Ok(Virsh::new(
             programs[0].clone(),
@@ -62,7 +51,7 @@ impl Engine {
     }
 
     /// libvirt's VMSnap checkpoints of a domain with their times (empty if it has none or is gone).
-    async fn live_checkpoints(&self, virsh: &Virsh, domain: &str) -> Vec<(String, u64)> {
+    pub(super) async fn live_checkpoints(&self, virsh: &Virsh, domain: &str) -> Vec<(String, u64)> {
         let mut out = Vec::new();
         for name in virsh.checkpoints(domain).await.unwrap_or_default() {
             if checkpoint_index(&name).is_some() {
@@ -95,176 +84,8 @@ impl Engine {
         Ok(out)
     }
 
-    /// Validates a verify request and creates its (queued) job.
-    pub async fn prepare_verify(
-        &self,
-        request: &VerifyRequest,
-        uid: u32,
-    ) -> Result<Arc<Job>, Error> {
-        tools::require(&[Tool::Virsh, Tool::QemuImg, Tool::Virtnbdbackup])?;
-        let domains = self.resolve_for_change(&request.selectors).await?;
-        self.jobs.create("verify", domains, uid)
-    }
-
-    pub fn spawn_verify(self: &Arc<Self>, job: Arc<Job>, request: VerifyRequest) {
-        let engine = self.clone();
-        let span = tracing::info_span!("verify", job = job.id, uid = job.uid);
-        tokio::spawn(
-            async move {
-                job.set_state(JobState::Running);
-                let mut all_ok = true;
-                for (index, domain) in job.domains.clone().iter().enumerate() {
-                    job.update(index, |d| d.state = Some(JobState::Running));
-                    let (ok, error) =
-                        match engine.verify_domain(&job, index, domain, &request).await {
-                            Ok(ok) => (ok, String::new()),
-                            Err(e) => (false, e.to_string()),
-                        };
-                    all_ok &= ok;
-                    job.update(index, |d| {
-                        d.state = Some(if ok {
-                            JobState::Succeeded
-                        } else {
-                            JobState::Failed
-                        });
-                        if !error.is_empty() {
-                            d.error = error;
-                        } else if !ok {
-                            d.error = "some points failed verification (see checks)".into();
-                        }
-                    });
-                }
-                job.set_state(if all_ok {
-                    JobState::Succeeded
-                } else {
-                    JobState::Failed
-                });
-            }
-            .instrument(span),
-        );
-    }
-
-    async fn verify_domain(
-        &self,
-        job: &Job,
-        index: usize,
-        domain: &DomainName,
-        request: &VerifyRequest,
-    ) -> Result<bool, HostError> {
-        let chains: Vec<Chain> = catalog::chains(&request.root.as_path().join(domain.as_str()))?
-            .into_iter()
-            .filter(|c| request.folder.as_deref().is_none_or(|f| f == c.folder))
-            .collect();
-        if chains.is_empty() {
-            job.update(index, |d| d.checks.push("no backup chain found".into()));
-            return Ok(false);
-        }
-        let total: u64 = chains.iter().map(Chain::bytes).sum();
-        let mut done = 0u64;
-        let mut all_ok = true;
-        for chain in &chains {
-            let sums = checksums::read(&chain.path)?;
-            let mut broken: Option<String> = None;
-            for point in &chain.points {
-                let verdict = match &broken {
-                    Some(first) => Err(format!("follows the failed point {first}")),
-                    None => self.verify_point(chain, point, &sums, job.id).await,
-                };
-                let line = match &verdict {
-                    Ok(note) => format!("{} {}: ok{note}", chain.folder, point.checkpoint),
-                    Err(reason) => {
-                        format!("{} {}: failed: {reason}", chain.folder, point.checkpoint)
-                    }
-                };
-                tracing::info!(domain = %domain, "{line}");
-                if verdict.is_err() {
-                    all_ok = false;
-                    broken.get_or_insert(point.checkpoint.clone());
-                }
-                done += point.bytes;
-                job.update(index, |d| d.checks.push(line));
-                job.progress(index, &chain.folder, done, total);
-            }
-        }
-        Ok(all_ok)
-    }
-
-    /// One point: checksums, a rebuild up to it, and `qemu-img check` of the result.
-    async fn verify_point(
-        &self,
-        chain: &Chain,
-        point: &catalog::Point,
-        sums: &std::collections::BTreeMap<String, String>,
-        job: u64,
-    ) -> Result<String, String> {
-        let mut note = String::new();
-        for file in &point.files {
-            match sums.get(file) {
-                Some(expected) => {
-                    let actual =
-                        checksums::digest(&chain.path.join(file)).map_err(|e| e.to_string())?;
-                    if &actual != expected {
-                        return Err(format!("checksum mismatch in {file}"));
-                    }
-                }
-                None => note = " (no checksum recorded)".into(),
-            }
-        }
-        let scratch = self
-            .config
-            .scratch_dir
-            .join(format!("vmsnapd-verify-{}-{job}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&scratch);
-        let until = (point.level != "copy").then_some(point.checkpoint.as_str());
-        let result = self
-            .run_restore(&chain.path, &scratch, until, None, None)
-            .await;
-        let checked = match result {
-            Ok(()) => self.check_images(&scratch).await,
-            Err(e) => Err(e),
-        };
-        let _ = std::fs::remove_dir_all(&scratch);
-        checked.map(|()| note)
-    }
-
-    async fn check_images(&self, dir: &Path) -> Result<(), String> {
-        let qemu_img = tools::require(&[Tool::QemuImg])
-            .map_err(|e| e.to_string())?
-            .remove(0);
-        let images: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| e.to_string())?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| {
-                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                !(name.ends_with(".xml") || name.ends_with(".log") || name.ends_with(".json"))
-            })
-            .collect();
-        if images.is_empty() {
-            return Err("the rebuild produced no disk image".into());
-        }
-        for image in images {
-            let args: Vec<OsString> = vec!["check".into(), image.clone().into()];
-            let out = command::run(&qemu_img, &args, Duration::from_secs(3600))
-                .await
-                .map_err(|e| e.to_string())?;
-            if !out.success {
-                return Err(format!(
-                    "qemu-img check {}: {}",
-                    image.file_name().unwrap_or_default().to_string_lossy(),
-                    out.stdout
-                        .lines()
-                        .chain(out.stderr.lines())
-                        .last()
-                        .unwrap_or("failed")
-                ));
-            }
-        }
-        Ok(())
-    }
-
     /// Runs virtnbdrestore from `chain` into `out` (which must not exist yet).
-    async fn run_restore(
+    pub(super) async fn run_restore(
         &self,
         chain: &Path,
         out: &Path,

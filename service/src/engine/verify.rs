@@ -1,0 +1,272 @@
+//! Verify: is every point of a chain intact and restorable?
+//!
+//! Per point and in chain order: the data files against the checksums the service recorded at
+//! backup time, a rebuild up to that point with virtnbdrestore in a scratch directory, and
+//! `qemu-img check` of the result. A point that fails makes every later point of its chain fail
+//! too: they cannot be restored without it.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::Instrument;
+use vmsnap_dbus::job::JobState;
+
+use super::catalog::{self, Chain};
+use super::jobs::Job;
+use super::{Engine, Error};
+use crate::host::tools::{self, Tool};
+use crate::host::{checksums, command, Error as HostError};
+use crate::paths::BackupRoot;
+use crate::selection::{DomainName, Selector};
+
+#[derive(Debug, Clone)]
+pub struct VerifyRequest {
+    pub selectors: Vec<Selector>,
+    pub root: BackupRoot,
+    pub folder: Option<String>,
+}
+
+impl Engine {
+    /// Validates a verify request and creates its (queued) job.
+    pub async fn prepare_verify(
+        &self,
+        request: &VerifyRequest,
+        uid: u32,
+    ) -> Result<Arc<Job>, Error> {
+        tools::require(&[Tool::Virsh, Tool::QemuImg, Tool::Virtnbdbackup])?;
+        let domains = self.resolve_for_change(&request.selectors).await?;
+        self.jobs.create("verify", domains, uid)
+    }
+
+    pub fn spawn_verify(self: &Arc<Self>, job: Arc<Job>, request: VerifyRequest) {
+        let engine = self.clone();
+        let span = tracing::info_span!("verify", job = job.id, uid = job.uid);
+        tokio::spawn(
+            async move {
+                job.set_state(JobState::Running);
+                let mut all_ok = true;
+                for (index, domain) in job.domains.clone().iter().enumerate() {
+                    job.update(index, |d| d.state = Some(JobState::Running));
+                    let (ok, error) =
+                        match engine.verify_domain(&job, index, domain, &request).await {
+                            Ok(ok) => (ok, String::new()),
+                            Err(e) => (false, e.to_string()),
+                        };
+                    all_ok &= ok;
+                    job.update(index, |d| {
+                        d.state = Some(if ok {
+                            JobState::Succeeded
+                        } else {
+                            JobState::Failed
+                        });
+                        if !error.is_empty() {
+                            d.error = error;
+                        } else if !ok {
+                            d.error = "some points failed verification (see checks)".into();
+                        }
+                    });
+                }
+                job.set_state(if all_ok {
+                    JobState::Succeeded
+                } else {
+                    JobState::Failed
+                });
+            }
+            .instrument(span),
+        );
+    }
+
+    async fn verify_domain(
+        &self,
+        job: &Job,
+        index: usize,
+        domain: &DomainName,
+        request: &VerifyRequest,
+    ) -> Result<bool, HostError> {
+        let chains: Vec<Chain> = catalog::chains(&request.root.as_path().join(domain.as_str()))?
+            .into_iter()
+            .filter(|c| request.folder.as_deref().is_none_or(|f| f == c.folder))
+            .collect();
+        if chains.is_empty() {
+            job.update(index, |d| d.checks.push("no backup chain found".into()));
+            return Ok(false);
+        }
+        let total: u64 = chains.iter().map(Chain::bytes).sum();
+        let mut done = 0u64;
+        let mut all_ok = true;
+        let live_disks = self.live_disks_if_shut_off(domain.as_str()).await;
+        for chain in &chains {
+            let sums = checksums::read(&chain.path)?;
+            let mut broken: Option<String> = None;
+            for point in &chain.points {
+                // The live chain's last point of a shut-off domain is also compared with
+                // the domain's disks.
+                let compare = match (&live_disks, chain.points.last()) {
+                    (Some((live, disks)), Some(last))
+                        if chain.is_live(live) && last.checkpoint == point.checkpoint =>
+                    {
+                        disks.as_slice()
+                    }
+                    _ => &[],
+                };
+                let verdict = match &broken {
+                    Some(first) => Err(format!("follows the failed point {first}")),
+                    None => {
+                        self.verify_point(chain, point, &sums, job.id, compare)
+                            .await
+                    }
+                };
+                let line = match &verdict {
+                    Ok(note) => format!("{} {}: ok{note}", chain.folder, point.checkpoint),
+                    Err(reason) => {
+                        format!("{} {}: failed: {reason}", chain.folder, point.checkpoint)
+                    }
+                };
+                tracing::info!(domain = %domain, "{line}");
+                if verdict.is_err() {
+                    all_ok = false;
+                    broken.get_or_insert(point.checkpoint.clone());
+                }
+                done += point.bytes;
+                job.update(index, |d| d.checks.push(line));
+                job.progress(index, &chain.folder, done, total);
+            }
+        }
+        Ok(all_ok)
+    }
+
+    /// One point: checksums, a rebuild up to it, and `qemu-img check` of the result.
+    async fn verify_point(
+        &self,
+        chain: &Chain,
+        point: &catalog::Point,
+        sums: &std::collections::BTreeMap<String, String>,
+        job: u64,
+        compare: &[PathBuf],
+    ) -> Result<String, String> {
+        let mut note = String::new();
+        for file in &point.files {
+            match sums.get(file) {
+                Some(expected) => {
+                    let actual =
+                        checksums::digest(&chain.path.join(file)).map_err(|e| e.to_string())?;
+                    if &actual != expected {
+                        return Err(format!("checksum mismatch in {file}"));
+                    }
+                }
+                None => note = " (no checksum recorded)".into(),
+            }
+        }
+        let scratch = self
+            .config
+            .scratch_dir
+            .join(format!("vmsnapd-verify-{}-{job}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&scratch);
+        let until = (point.level != "copy").then_some(point.checkpoint.as_str());
+        let result = self
+            .run_restore(&chain.path, &scratch, until, None, None)
+            .await;
+        let checked = match result {
+            Ok(()) => self.check_images(&scratch).await,
+            Err(e) => Err(e),
+        };
+        if checked.is_ok() && !compare.is_empty() {
+            note.push_str(&self.compare_with_live(&scratch, compare).await);
+        }
+        let _ = std::fs::remove_dir_all(&scratch);
+        checked.map(|()| note)
+    }
+
+    /// For a shut-off domain: its VMSnap checkpoints and the paths of its qcow2 disks.
+    async fn live_disks_if_shut_off(
+        &self,
+        domain: &str,
+    ) -> Option<(Vec<(String, u64)>, Vec<PathBuf>)> {
+        let virsh = self.virsh().ok()?;
+        if virsh.domstate(domain).await.ok()? != crate::host::virsh::DomainState::ShutOff {
+            return None;
+        }
+        let xml = virsh.dumpxml(domain).await.ok()?;
+        let disks = crate::host::domain_xml::parse_disks(&xml)
+            .ok()?
+            .into_iter()
+            .filter(|d| d.device == "disk" && d.format.as_deref() == Some("qcow2"))
+            .filter_map(|d| d.source.map(PathBuf::from))
+            .collect();
+        Some((self.live_checkpoints(&virsh, domain).await, disks))
+    }
+
+    /// `qemu-img compare` of the rebuilt images with the shut-off domain's disks. A difference
+    /// is reported, not failed: the disk may have been written since the backup.
+    async fn compare_with_live(&self, rebuilt: &Path, disks: &[PathBuf]) -> String {
+        let Ok(qemu_img) = tools::require(&[Tool::QemuImg]).map(|mut p| p.remove(0)) else {
+            return String::new();
+        };
+        let mut same = 0;
+        let mut differ = Vec::new();
+        for disk in disks {
+            let image = rebuilt.join(disk.file_name().unwrap_or_default());
+            let args: Vec<OsString> = vec![
+                "compare".into(),
+                "-U".into(),
+                image.into(),
+                disk.clone().into(),
+            ];
+            match command::run(&qemu_img, &args, Duration::from_secs(3600)).await {
+                Ok(out) if out.success => same += 1,
+                _ => differ.push(
+                    disk.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                ),
+            }
+        }
+        if differ.is_empty() {
+            format!(" (identical to the shut-off domain's {same} disk(s))")
+        } else {
+            format!(
+                " (differs from the live {}: written since the backup?)",
+                differ.join(", ")
+            )
+        }
+    }
+
+    async fn check_images(&self, dir: &Path) -> Result<(), String> {
+        let qemu_img = tools::require(&[Tool::QemuImg])
+            .map_err(|e| e.to_string())?
+            .remove(0);
+        let images: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| e.to_string())?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                !(name.ends_with(".xml") || name.ends_with(".log") || name.ends_with(".json"))
+            })
+            .collect();
+        if images.is_empty() {
+            return Err("the rebuild produced no disk image".into());
+        }
+        for image in images {
+            let args: Vec<OsString> = vec!["check".into(), image.clone().into()];
+            let out = command::run(&qemu_img, &args, Duration::from_secs(3600))
+                .await
+                .map_err(|e| e.to_string())?;
+            if !out.success {
+                return Err(format!(
+                    "qemu-img check {}: {}",
+                    image.file_name().unwrap_or_default().to_string_lossy(),
+                    out.stdout
+                        .lines()
+                        .chain(out.stderr.lines())
+                        .last()
+                        .unwrap_or("failed")
+                ));
+            }
+        }
+        Ok(())
+    }
+}
