@@ -26,6 +26,8 @@ pub struct FileConfig {
     pub parallel_backups: usize,
     /// Where QEMU creates the backups' NBD sockets.
     pub socket_dir: PathBuf,
+    /// The service's own state (what to undo after a crash).
+    pub state_dir: PathBuf,
     pub command_timeout_seconds: u64,
     pub cancel_grace_seconds: u64,
     pub job_retention_seconds: u64,
@@ -38,6 +40,7 @@ impl Default for FileConfig {
             backup_roots: vec![PathBuf::from(DEFAULT_ROOT)],
             parallel_backups: 2,
             socket_dir: "/var/lib/libvirt/qemu".into(),
+            state_dir: "/var/lib/vmsnapd".into(),
             command_timeout_seconds: 60,
             cancel_grace_seconds: 60,
             job_retention_seconds: 600,

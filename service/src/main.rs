@@ -46,6 +46,10 @@ struct Args {
     #[arg(long)]
     socket_dir: Option<PathBuf>,
 
+    /// The service's own state directory (what to undo after a crash).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+
     /// Seconds virtnbdbackup gets to stop after a cancel before it is killed.
     #[arg(long)]
     cancel_grace: Option<u64>,
@@ -109,7 +113,10 @@ async fn main() -> ExitCode {
         cancel_grace: Duration::from_secs(args.cancel_grace.unwrap_or(file.cancel_grace_seconds)),
         backup_roots: roots,
         scratch_dir: "/var/tmp".into(),
+        state_dir: args.state_dir.unwrap_or(file.state_dir),
     }));
+    // Before taking calls: undo what a killed predecessor left (domains left paused).
+    engine.recover().await;
     let retention = Duration::from_secs(args.job_retention.unwrap_or(file.job_retention_seconds));
     let connection = match vmsnapd::bus::serve(engine.clone(), retention).await {
         Ok(c) => c,

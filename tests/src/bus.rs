@@ -60,9 +60,29 @@ impl ScratchBus {
         self.start_service_with(&[], env)
     }
 
+    /// vmsnapd with extra arguments.
+    pub fn start_service_args(&self, args: &[&str]) -> Service {
+        self.spawn_service(&[], args, &[])
+    }
+
     /// Like [`ScratchBus::start_service`], with vmsnapd run through a wrapper command
     /// (`faketime +40 days`, …).
     pub fn start_service_with(&self, wrapper: &[&str], env: &[(&str, &str)]) -> Service {
+        self.spawn_service(wrapper, &[], env)
+    }
+
+    fn spawn_service(&self, wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Service {
+        // Never the machine's /var/lib/vmsnapd: a state directory of this bus unless given.
+        let own_state = [
+            "--state-dir".to_string(),
+            self.dir.join("state").display().to_string(),
+        ];
+        let state: Vec<&str> = if args.contains(&"--state-dir") {
+            Vec::new()
+        } else {
+            own_state.iter().map(String::as_str).collect()
+        };
+        let args: Vec<&str> = args.iter().copied().chain(state).collect();
         let daemon = host().bin_dir.join("vmsnapd");
         let mut cmd = match wrapper.split_first() {
             Some((program, args)) => {
@@ -75,6 +95,7 @@ impl ScratchBus {
         // Its own process group, so that a wrapper (faketime) and vmsnapd go together.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.arg("--log-to-stderr")
+            .args(&args)
             .env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
@@ -122,6 +143,14 @@ pub struct Service {
 }
 
 impl Service {
+    /// Kills vmsnapd and everything it started with SIGKILL, as a crash would.
+    pub fn kill_hard(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits for the service to exit, returning its exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let _ = Command::new("kill")

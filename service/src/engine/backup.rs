@@ -16,6 +16,7 @@ use vmsnap_dbus::job::JobState;
 use super::chain::{self, ChainFolder, LiveChain, Plan};
 use super::jobs::Job;
 use super::prune::PruneRequest;
+use super::recovery::PausedRecords;
 use super::{Engine, Error};
 use crate::host::backup_dir::checkpoint_index;
 use crate::host::checksums;
@@ -176,7 +177,14 @@ impl Engine {
             DomainState::Running | DomainState::Paused => false,
             DomainState::ShutOff => {
                 tracing::info!("shut off: starting it paused for the backup");
+                let records = PausedRecords::new(&self.config.state_dir);
+                if let Err(e) = records.add(d) {
+                    return DomainOutcome::failed(format!(
+                        "cannot record it in the state directory before starting it: {e}"
+                    ));
+                }
                 if let Err(e) = p.virsh.start_paused(d).await {
+                    records.remove(d);
                     return DomainOutcome::failed(format!("could not start it paused: {e}"));
                 }
                 true
@@ -193,11 +201,14 @@ impl Engine {
         };
         if started_here {
             // Back to the state it had, whatever happened.
-            if let Err(e) = p.virsh.destroy(d).await {
-                outcome = DomainOutcome::failed(format!(
-                    "{}; and it could not be shut off again: {e}",
-                    outcome.error
-                ));
+            match p.virsh.destroy(d).await {
+                Ok(()) => PausedRecords::new(&self.config.state_dir).remove(d),
+                Err(e) => {
+                    outcome = DomainOutcome::failed(format!(
+                        "{}; and it could not be shut off again: {e}",
+                        outcome.error
+                    ))
+                }
             }
         }
         outcome

@@ -9,6 +9,7 @@ pub mod chain;
 pub mod consistency;
 pub mod jobs;
 pub mod prune;
+pub mod recovery;
 pub mod restore;
 pub mod scrub;
 pub mod status;
@@ -38,6 +39,8 @@ pub struct Config {
     pub backup_roots: Vec<std::path::PathBuf>,
     /// Where Verify rebuilds disks (room for the largest disk is needed).
     pub scratch_dir: std::path::PathBuf,
+    /// The service's own state (what to undo after a crash).
+    pub state_dir: std::path::PathBuf,
 }
 
 impl Default for Config {
@@ -50,6 +53,7 @@ impl Default for Config {
             cancel_grace: Duration::from_secs(60),
             backup_roots: vec![crate::config::DEFAULT_ROOT.into()],
             scratch_dir: "/var/tmp".into(),
+            state_dir: "/var/lib/vmsnapd".into(),
         }
     }
 }

@@ -1,0 +1,103 @@
+//! What the service must undo if it dies in the middle of a backup.
+//!
+//! A shut-off domain is started paused for its backup. If the service is killed before it can
+//! shut the domain off again, nothing in memory remembers that: so the fact is written to the
+//! state directory before the domain starts and removed after it is shut off. On the next start
+//! the service shuts off every domain it finds recorded that is still paused, aborts libvirt's
+//! backup job on it, and forgets the record.
+
+use std::path::{Path, PathBuf};
+
+use super::Engine;
+use crate::host::virsh::DomainState;
+
+/// The records of domains started paused: one file per domain, named by its hex-encoded name
+/// (domain names may hold any character but `/`).
+pub struct PausedRecords {
+    dir: PathBuf,
+}
+
+impl PausedRecords {
+    pub fn new(state_dir: &Path) -> Self {
+        PausedRecords {
+            dir: state_dir.join("started-paused"),
+        }
+    }
+
+    fn file(&self, domain: &str) -> PathBuf {
+        let hex: String = domain.bytes().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(hex)
+    }
+
+    /// Records `domain` before it is started; an error means it must not be started.
+    pub fn add(&self, domain: &str) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        std::fs::write(self.file(domain), domain)
+    }
+
+    pub fn remove(&self, domain: &str) {
+        let _ = std::fs::remove_file(self.file(domain));
+    }
+
+    /// The recorded domain names.
+    pub fn list(&self) -> Vec<String> {
+        std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .collect()
+    }
+}
+
+impl Engine {
+    /// Undoes what a previous instance left behind (run once at start-up).
+    pub async fn recover(&self) {
+        let records = PausedRecords::new(&self.config.state_dir);
+        let names = records.list();
+        if names.is_empty() {
+            return;
+        }
+        let Ok(virsh) = self.virsh() else {
+            return;
+        };
+        for name in names {
+            match virsh.domstate(&name).await {
+                Ok(DomainState::Paused) => {
+                    tracing::warn!(domain = %name, "a previous vmsnapd left it paused: shutting it off");
+                    if let Err(e) = virsh.abort_job(&name).await {
+                        tracing::warn!(domain = %name, error = %e, "could not abort its backup job");
+                    }
+                    if let Err(e) = virsh.destroy(&name).await {
+                        tracing::error!(domain = %name, error = %e, "could not shut it off");
+                        continue;
+                    }
+                }
+                Ok(state) => {
+                    tracing::info!(domain = %name, state = state.as_str(), "recorded as started paused, but no longer paused: left alone");
+                }
+                Err(e) => tracing::info!(domain = %name, error = %e, "recorded domain not found"),
+            }
+            records.remove(&name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_in_files_and_any_name_fits() {
+        let dir = std::env::temp_dir().join(format!("vmsnap-recovery-{}", std::process::id()));
+        let records = PausedRecords::new(&dir);
+        records.add("vm;x $(y) ü").unwrap();
+        records.add("vm2").unwrap();
+        let mut names = PausedRecords::new(&dir).list();
+        names.sort();
+        assert_eq!(names, ["vm2", "vm;x $(y) ü"]);
+        records.remove("vm2");
+        assert_eq!(records.list(), ["vm;x $(y) ü"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
