@@ -278,16 +278,11 @@ fn the_scheduled_oneshot_backs_up_and_fails_visibly() {
     );
 }
 
-#[test]
-fn sigterm_cancels_running_backups_cleanly() {
-    let g = Guest::qcow2("sigterm", 1024);
-    g.write("vda", 0x7e, 0, 900);
-    let root = root("sigterm");
-    let bus = ScratchBus::start("sigterm");
-    let mut service = bus.start_service(&[]);
+/// Starts a backup of `g` through `bus` and returns its job once bytes are being copied.
+fn backup_under_way(bus: &ScratchBus, g: &Guest, root: &str) -> String {
     let job = vmsnapctl_on(
         &bus.address,
-        &["backup", &g.name, "--output", &root, "--no-wait"],
+        &["backup", &g.name, "--output", root, "--no-wait"],
     )
     .expect_code(0)
     .stdout
@@ -312,7 +307,7 @@ fn sigterm_cancels_running_backups_cleanly() {
             .parse()
             .unwrap_or(0);
         if done > 0 {
-            break;
+            return job;
         }
         assert!(
             start.elapsed() < Duration::from_secs(120),
@@ -320,6 +315,16 @@ fn sigterm_cancels_running_backups_cleanly() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn sigterm_cancels_running_backups_cleanly() {
+    let g = Guest::qcow2("sigterm", 1024);
+    g.write("vda", 0x7e, 0, 900);
+    let root = root("sigterm");
+    let bus = ScratchBus::start("sigterm");
+    let mut service = bus.start_service(&[]);
+    backup_under_way(&bus, &g, &root);
     assert_eq!(
         virsh(&["domstate", "--domain", &g.name]).trim(),
         "paused",
@@ -346,41 +351,7 @@ fn a_killed_service_leaves_nothing_paused_after_its_restart() {
     let bus = ScratchBus::start("sigkill");
     // A service with a state directory the restarted one will read.
     let mut service = bus.start_service_args(&["--state-dir", &state_arg]);
-    let job = vmsnapctl_on(
-        &bus.address,
-        &["backup", &g.name, "--output", &root, "--no-wait"],
-    )
-    .expect_code(0)
-    .stdout
-    .trim()
-    .to_string();
-    let start = Instant::now();
-    loop {
-        let out = Command::new("busctl")
-            .arg(format!("--address={}", bus.address))
-            .args([
-                "get-property",
-                "org.vmsnap.VMSnap1",
-                &job,
-                "org.vmsnap.VMSnap1.Job",
-                "BytesDone",
-            ])
-            .output()
-            .unwrap();
-        let done: u64 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .trim_start_matches("t ")
-            .parse()
-            .unwrap_or(0);
-        if done > 0 {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "the backup never started copying"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    backup_under_way(&bus, &g, &root);
     service.kill_hard();
     assert_eq!(
         virsh(&["domstate", "--domain", &g.name]).trim(),

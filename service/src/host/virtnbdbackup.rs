@@ -203,9 +203,7 @@ pub async fn run(
     let pid = child.id();
     let stderr = child.stderr.take().expect("stderr is piped");
     let mut lines = BufReader::new(stderr).lines();
-    let mut disks: Vec<(String, DiskState)> = Vec::new();
-    let mut last_error: Option<String> = None;
-    let mut last_line = String::new();
+    let mut log = Log::default();
     let mut ticker = tokio::time::interval(POLL);
     let mut cancelled = false;
     let mut killed = false;
@@ -214,28 +212,10 @@ pub async fn run(
     let status = loop {
         tokio::select! {
             line = lines.next_line(), if stderr_open => match line {
-                Ok(Some(line)) => {
-                    tracing::debug!(target: "virtnbdbackup", "{line}");
-                    if !line.trim().is_empty() {
-                        last_line = line.trim().to_string();
-                    }
-                    let Some(parsed) = parse_line(&line) else {
-                        if line.contains("error:") {
-                            last_error = Some(line.trim().to_string());
-                        }
-                        continue;
-                    };
-                    match event(&parsed) {
-                        Some(LogEvent::DiskTotal { disk, bytes }) => disk_mut(&mut disks, &disk).total = Some(bytes),
-                        Some(LogEvent::Writing { disk, path }) => disk_mut(&mut disks, &disk).file = Some(path),
-                        Some(LogEvent::DiskFinished { disk }) => disk_mut(&mut disks, &disk).finished = true,
-                        Some(LogEvent::Error(m)) => last_error = Some(m),
-                        None => {}
-                    }
-                }
+                Ok(Some(line)) => log.take(&line),
                 _ => stderr_open = false,
             },
-            _ = ticker.tick() => report(&mut disks, &mut on_progress),
+            _ = ticker.tick() => report(&mut log.disks, &mut on_progress),
             changed = cancel.changed(), if !cancelled => {
                 if changed.is_err() || *cancel.borrow() {
                     cancelled = true;
@@ -258,6 +238,19 @@ pub async fn run(
         program: "virtnbdbackup".into(),
         source,
     });
+    // The process can exit before its last log lines were read (the totals of a fast disk,
+    // its error): read them all before judging the run.
+    while stderr_open {
+        match tokio::time::timeout(Duration::from_secs(5), lines.next_line()).await {
+            Ok(Ok(Some(line))) => log.take(&line),
+            _ => stderr_open = false,
+        }
+    }
+    let Log {
+        mut disks,
+        last_error,
+        last_line,
+    } = log;
     report(&mut disks, &mut on_progress);
     if cancelled {
         return Ok(Outcome::Cancelled { clean: !killed });
@@ -273,6 +266,42 @@ pub async fn run(
                 last_line
             }
         })))
+    }
+}
+
+/// What the log said so far.
+#[derive(Default)]
+struct Log {
+    disks: Vec<(String, DiskState)>,
+    last_error: Option<String>,
+    last_line: String,
+}
+
+impl Log {
+    fn take(&mut self, line: &str) {
+        tracing::debug!(target: "virtnbdbackup", "{line}");
+        if !line.trim().is_empty() {
+            self.last_line = line.trim().to_string();
+        }
+        let Some(parsed) = parse_line(line) else {
+            if line.contains("error:") {
+                self.last_error = Some(line.trim().to_string());
+            }
+            return;
+        };
+        match event(&parsed) {
+            Some(LogEvent::DiskTotal { disk, bytes }) => {
+                disk_mut(&mut self.disks, &disk).total = Some(bytes)
+            }
+            Some(LogEvent::Writing { disk, path }) => {
+                disk_mut(&mut self.disks, &disk).file = Some(path)
+            }
+            Some(LogEvent::DiskFinished { disk }) => {
+                disk_mut(&mut self.disks, &disk).finished = true
+            }
+            Some(LogEvent::Error(m)) => self.last_error = Some(m),
+            None => {}
+        }
     }
 }
 
