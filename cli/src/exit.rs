@@ -11,10 +11,10 @@
 //! | 7 | more than one of --status/--backup/--scrub given |
 //! | 8 | invalid or missing --scrubType |
 //! | 9 | the service cannot be reached on the system bus |
-//! | 10 | a backup job failed for at least one domain |
-//! | 11 | a backup job was cancelled |
-//! | 13 | the restore target already holds files (and overwrite was not asked for) |
+//! | 10 | a job (backup, verify, restore) failed for at least one domain |
+//! | 11 | a job was cancelled |
 //! | 12 | not authorized (polkit said no, or needs a password nobody could type) |
+//! | 13 | the restore target already holds files (and overwrite was not asked for) |
 
 use std::process::ExitCode;
 
@@ -28,11 +28,11 @@ pub const MISSING_DEPENDENCY: u8 = 4;
 pub const INCOMPLETE: u8 = 5;
 pub const TOO_MANY_COMMANDS: u8 = 7;
 pub const INVALID_SCRUB_TYPE: u8 = 8;
-pub const ACCESS_DENIED: u8 = 12;
-pub const TARGET_EXISTS: u8 = 13;
 pub const UNREACHABLE: u8 = 9;
 pub const JOB_FAILED: u8 = 10;
 pub const JOB_CANCELLED: u8 = 11;
+pub const ACCESS_DENIED: u8 = 12;
+pub const TARGET_EXISTS: u8 = 13;
 
 /// The exit code for an error the service (or the bus) returned.
 pub fn for_error(e: &Error) -> u8 {

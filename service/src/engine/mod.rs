@@ -132,6 +132,29 @@ impl Engine {
         }
     }
 
+    /// virsh bound to the configured URI, or which program is missing.
+    pub(crate) fn virsh(&self) -> Result<host::virsh::Virsh, Error> {
+        let programs = host::tools::require(&[host::tools::Tool::Virsh])?;
+        Ok(host::virsh::Virsh::new(
+            programs[0].clone(),
+            self.config.libvirt_uri.clone(),
+            self.config.command_timeout,
+        ))
+    }
+
+    /// Resolves a selection against libvirt's domains: every name must exist, every pattern
+    /// match; otherwise `NoSuchDomain` names all that did not.
+    pub(crate) async fn resolve_existing(
+        &self,
+        selectors: &[crate::selection::Selector],
+    ) -> Result<Vec<crate::selection::DomainName>, Error> {
+        let existing = self.virsh()?.list_all().await?;
+        match crate::selection::resolve(selectors, &existing) {
+            crate::selection::Resolved::Domains(d) => Ok(d),
+            crate::selection::Resolved::NotFound(missing) => Err(Error::NoSuchDomain(missing)),
+        }
+    }
+
     /// The installed virtnbdbackup's version, `None` when it is missing or unreadable.
     pub async fn virtnbdbackup_version(&self) -> Option<host::tools::ToolVersion> {
         match self.versions.virtnbdbackup().await {

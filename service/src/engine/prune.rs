@@ -15,7 +15,7 @@ use chrono::NaiveDate;
 use super::{Engine, Error};
 use crate::host::period::{GroupBy, Period};
 use crate::paths::{self, BackupRoot};
-use crate::selection::{self, DomainName, Resolved, Selector};
+use crate::selection::{DomainName, Selector};
 
 #[derive(Debug, Clone)]
 pub struct PruneRequest {
@@ -59,7 +59,7 @@ impl Engine {
         if uid != 0 {
             paths::check_inside(request.root.as_path(), &self.config.backup_roots)?;
         }
-        let domains = self.resolve_for_change(&request.selectors).await?;
+        let domains = self.resolve_existing(&request.selectors).await?;
         let _job = self.jobs.create("prune", domains.clone(), uid)?;
         let today = chrono::Local::now().date_naive();
         let mut reports = Vec::new();
@@ -107,24 +107,6 @@ impl Engine {
             report.deleted.push(path.display().to_string());
         }
         report
-    }
-
-    /// Resolves a selection for an operation that changes something.
-    pub(super) async fn resolve_for_change(
-        &self,
-        selectors: &[Selector],
-    ) -> Result<Vec<DomainName>, Error> {
-        let programs = crate::host::tools::require(&[crate::host::tools::Tool::Virsh])?;
-        let virsh = crate::host::virsh::Virsh::new(
-            programs[0].clone(),
-            self.config.libvirt_uri.clone(),
-            self.config.command_timeout,
-        );
-        let existing = virsh.list_all().await?;
-        match selection::resolve(selectors, &existing) {
-            Resolved::Domains(d) => Ok(d),
-            Resolved::NotFound(missing) => Err(Error::NoSuchDomain(missing)),
-        }
     }
 }
 

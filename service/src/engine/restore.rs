@@ -41,15 +41,6 @@ pub struct RestoreRequest {
 }
 
 impl Engine {
-    pub(super) fn virsh(&self) -> Result<Virsh, Error> {
-        let programs = tools::require(&[Tool::Virsh])?;
-        Ok(Virsh::new(
-            programs[0].clone(),
-            self.config.libvirt_uri.clone(),
-            self.config.command_timeout,
-        ))
-    }
-
     /// libvirt's VMSnap checkpoints of a domain with their times (empty if it has none or is gone).
     pub(super) async fn live_checkpoints(&self, virsh: &Virsh, domain: &str) -> Vec<(String, u64)> {
         let mut out = Vec::new();
@@ -69,7 +60,7 @@ impl Engine {
         root: &BackupRoot,
     ) -> Result<Vec<Listed>, Error> {
         let virsh = self.virsh()?;
-        let domains = self.resolve_for_change(selectors).await?;
+        let domains = self.resolve_existing(selectors).await?;
         let mut out = Vec::new();
         for d in domains {
             let live = self.live_checkpoints(&virsh, d.as_str()).await;

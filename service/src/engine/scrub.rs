@@ -70,7 +70,7 @@ pub struct ScrubReport {
 impl Engine {
     pub async fn scrub(&self, request: &ScrubRequest, uid: u32) -> Result<Vec<ScrubReport>, Error> {
         let programs = tools::require(&[Tool::Virsh, Tool::QemuImg])?;
-        let domains = self.resolve_for_change(&request.selectors).await?;
+        let domains = self.resolve_existing(&request.selectors).await?;
         // Never under a running backup.
         let _job = self.jobs.create("scrub", domains.clone(), uid)?;
         let virsh = Virsh::new(

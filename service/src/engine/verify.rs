@@ -36,7 +36,7 @@ impl Engine {
         uid: u32,
     ) -> Result<Arc<Job>, Error> {
         tools::require(&[Tool::Virsh, Tool::QemuImg, Tool::Virtnbdbackup])?;
-        let domains = self.resolve_for_change(&request.selectors).await?;
+        let domains = self.resolve_existing(&request.selectors).await?;
         self.jobs.create("verify", domains, uid)
     }
 
