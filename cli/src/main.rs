@@ -209,7 +209,7 @@ async fn jobs(cli: &Cli) -> Result<u8, Failure> {
                 job.operation().await?,
                 job.state().await?,
                 job.started_by_uid().await?,
-                job.domains().await?,
+                job.results().await?,
             ))
         };
         match read.await {
@@ -221,14 +221,22 @@ async fn jobs(cli: &Cli) -> Result<u8, Failure> {
     if cli.format.json || cli.format.machine {
         let doc: Vec<serde_json::Value> = rows
             .iter()
-            .map(|(path, (op, state, uid, domains))| {
-                serde_json::json!({"job": path, "operation": op, "state": state, "uid": uid, "domains": domains})
+            .map(|(path, (op, state, uid, results))| {
+                let domains: Vec<&str> = results.iter().map(|r| r.domain.as_str()).collect();
+                // The job's own state string; the document's is only a placeholder here.
+                let outcome = render::document::job_results(vmsnap_dbus::JobState::Queued, results);
+                serde_json::json!({"job": path, "operation": op, "state": state, "uid": uid,
+                    "domains": domains, "results": outcome["domains"]})
             })
             .collect();
         println!("{}", serde_json::Value::Array(doc));
     } else {
-        for (path, (op, state, uid, domains)) in rows {
+        for (path, (op, state, uid, results)) in rows {
+            let domains: Vec<&str> = results.iter().map(|r| r.domain.as_str()).collect();
             println!("{path}\t{op}\t{state}\tuid {uid}\t{}", domains.join(","));
+            for r in results.iter().filter(|r| !r.error.is_empty()) {
+                println!("\t{}: {}", r.domain, r.error);
+            }
         }
     }
     Ok(exit::OK)

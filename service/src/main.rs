@@ -116,9 +116,9 @@ async fn main() -> ExitCode {
         state_dir: args.state_dir.unwrap_or(file.state_dir),
     }));
     // Before taking calls: undo what a killed predecessor left (domains left paused).
-    engine.recover().await;
+    let interrupted = engine.recover().await;
     let retention = Duration::from_secs(args.job_retention.unwrap_or(file.job_retention_seconds));
-    let connection = match vmsnapd::bus::serve(engine.clone(), retention).await {
+    let connection = match vmsnapd::bus::serve(engine.clone(), retention, interrupted).await {
         Ok(c) => c,
         Err(message) => {
             tracing::error!("{message}");

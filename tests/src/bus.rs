@@ -151,6 +151,18 @@ impl Service {
         let _ = self.child.wait();
     }
 
+    /// Waits for the service to exit on its own, at most `limit`; its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait failed") {
+                return status.code();
+            }
+            assert!(start.elapsed() < limit, "vmsnapd is still running");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Sends SIGTERM and waits for the service to exit, returning its exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let _ = Command::new("kill")

@@ -127,3 +127,117 @@ pub fn root(test: &str) -> String {
     std::fs::create_dir_all(&dir).unwrap();
     dir.display().to_string()
 }
+
+/// Starts a backup of `guest` through the bus at `bus_address` and returns its job path once
+/// bytes are being copied (read from the job's `BytesDone`, as any D-Bus client would).
+pub fn backup_under_way(bus_address: &str, guest: &Guest, root: &str) -> String {
+    let job = crate::vmsnapctl_on(
+        bus_address,
+        &["backup", &guest.name, "--output", root, "--no-wait"],
+    )
+    .expect_code(0)
+    .stdout
+    .trim()
+    .to_string();
+    let start = std::time::Instant::now();
+    loop {
+        let out = std::process::Command::new("busctl")
+            .arg(format!("--address={bus_address}"))
+            .args([
+                "get-property",
+                vmsnap_dbus::names::BUS_NAME,
+                &job,
+                vmsnap_dbus::names::JOB_INTERFACE,
+                "BytesDone",
+            ])
+            .output()
+            .expect("busctl runs");
+        let done: u64 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .trim_start_matches("t ")
+            .parse()
+            .unwrap_or(0);
+        if done > 0 {
+            return job;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the backup never started copying"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The job's entry in `vmsnapctl jobs --json` on the bus at `bus_address`.
+pub fn job_entry(bus_address: &str, job: &str) -> serde_json::Value {
+    let jobs = crate::vmsnapctl_on(bus_address, &["jobs", "--json"])
+        .expect_code(0)
+        .json();
+    jobs.as_array()
+        .expect("a list of jobs")
+        .iter()
+        .find(|j| j["job"] == job)
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Waits until the job has ended and returns its entry.
+pub fn wait_job(bus_address: &str, job: &str) -> serde_json::Value {
+    let start = std::time::Instant::now();
+    loop {
+        let entry = job_entry(bus_address, job);
+        if ["succeeded", "failed", "cancelled"].contains(&entry["state"].as_str().unwrap_or("")) {
+            return entry;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "job {job} never ended: {entry}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The restorable points `vmsnapctl backups` lists for `folder`, by checkpoint name.
+pub fn listed_points(guest: &Guest, root: &str, folder: &str) -> Vec<String> {
+    let list = vmsnapctl(&["backups", &guest.name, "--output", root, "--json"])
+        .expect_code(0)
+        .json();
+    let name = Path::new(folder).file_name().unwrap().to_string_lossy();
+    list.as_array()
+        .expect("a list of chains")
+        .iter()
+        .filter(|c| c["folder"] == *name)
+        .flat_map(|c| c["points"].as_array().cloned().unwrap_or_default())
+        .map(|p| p["checkpoint"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// The operation of libvirt's active job on the domain (`None` without one).
+pub fn libvirt_job(guest: &Guest) -> Option<String> {
+    let out = std::process::Command::new("virsh")
+        .args([
+            "-c",
+            "qemu:///system",
+            "domjobinfo",
+            "--domain",
+            &guest.name,
+        ])
+        .output()
+        .expect("virsh runs");
+    let info = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        // Only a domain that is not running has no job to tell about.
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not running"), "domjobinfo failed: {err}");
+        return None;
+    }
+    let field = |key: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_string())
+    };
+    match field("Job type:") {
+        Some(t) if t != "None" => Some(field("Operation:").unwrap_or_default()),
+        _ => None,
+    }
+}

@@ -130,6 +130,27 @@ impl Guest {
         virsh(&["destroy", "--domain", &self.name]);
     }
 
+    /// Kills the guest's QEMU with SIGKILL, as a crash would: unlike `destroy`, QEMU gets no
+    /// chance to store its dirty bitmaps in the images. Returns once libvirt sees it shut off.
+    pub fn crash(&self) {
+        let pid_file = format!("/run/libvirt/qemu/{}.pid", self.name);
+        let pid = std::fs::read_to_string(&pid_file)
+            .unwrap_or_else(|e| panic!("{pid_file}: {e} (is the guest running?)"));
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", pid.trim()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "could not kill QEMU {pid}");
+        let start = std::time::Instant::now();
+        while virsh(&["domstate", "--domain", &self.name]).trim() != "shut off" {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(30),
+                "libvirt never saw QEMU die"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Creates a checkpoint with a bitmap on every qcow2 disk (the guest must be running).
     pub fn checkpoint(&self, checkpoint: &str) {
         let mut args = vec![

@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vmsnap_integration::bus::ScratchBus;
-use vmsnap_integration::chain::root;
+use vmsnap_integration::chain::{backup_under_way, root};
 use vmsnap_integration::guest::{virsh, Disk, Guest};
 use vmsnap_integration::{host, repo, run, tool, vmsnapctl_on, Run};
 
@@ -278,45 +278,6 @@ fn the_scheduled_oneshot_backs_up_and_fails_visibly() {
     );
 }
 
-/// Starts a backup of `g` through `bus` and returns its job once bytes are being copied.
-fn backup_under_way(bus: &ScratchBus, g: &Guest, root: &str) -> String {
-    let job = vmsnapctl_on(
-        &bus.address,
-        &["backup", &g.name, "--output", root, "--no-wait"],
-    )
-    .expect_code(0)
-    .stdout
-    .trim()
-    .to_string();
-    let start = Instant::now();
-    loop {
-        let out = Command::new("busctl")
-            .arg(format!("--address={}", bus.address))
-            .args([
-                "get-property",
-                "org.vmsnap.VMSnap1",
-                &job,
-                "org.vmsnap.VMSnap1.Job",
-                "BytesDone",
-            ])
-            .output()
-            .unwrap();
-        let done: u64 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .trim_start_matches("t ")
-            .parse()
-            .unwrap_or(0);
-        if done > 0 {
-            return job;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "the backup never started copying"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn sigterm_cancels_running_backups_cleanly() {
     let g = Guest::qcow2("sigterm", 1024);
@@ -324,7 +285,7 @@ fn sigterm_cancels_running_backups_cleanly() {
     let root = root("sigterm");
     let bus = ScratchBus::start("sigterm");
     let mut service = bus.start_service(&[]);
-    backup_under_way(&bus, &g, &root);
+    backup_under_way(&bus.address, &g, &root);
     assert_eq!(
         virsh(&["domstate", "--domain", &g.name]).trim(),
         "paused",
@@ -339,34 +300,4 @@ fn sigterm_cancels_running_backups_cleanly() {
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     assert!(leftovers.trim().is_empty(), "{leftovers}");
-}
-
-#[test]
-fn a_killed_service_leaves_nothing_paused_after_its_restart() {
-    let g = Guest::qcow2("sigkill", 1024);
-    g.write("vda", 0x6b, 0, 900);
-    let root = root("sigkill");
-    let state = scratch_dir("sigkill-state");
-    let state_arg = state.display().to_string();
-    let bus = ScratchBus::start("sigkill");
-    // A service with a state directory the restarted one will read.
-    let mut service = bus.start_service_args(&["--state-dir", &state_arg]);
-    backup_under_way(&bus, &g, &root);
-    service.kill_hard();
-    assert_eq!(
-        virsh(&["domstate", "--domain", &g.name]).trim(),
-        "paused",
-        "the crash left it paused"
-    );
-    // The next instance undoes it before it serves.
-    let _restarted = bus.start_service_args(&["--state-dir", &state_arg]);
-    assert_eq!(virsh(&["domstate", "--domain", &g.name]).trim(), "shut off");
-    // And the next backup works (a new chain: the killed one left a partial file behind).
-    let r = vmsnapctl_on(
-        &bus.address,
-        &["backup", &g.name, "--output", &root, "--json"],
-    )
-    .expect_code(0);
-    assert_eq!(r.json()["state"], "succeeded");
-    assert_eq!(virsh(&["domstate", "--domain", &g.name]).trim(), "shut off");
 }

@@ -186,7 +186,12 @@ pub async fn export(
             return;
         };
         let emitter = iface.signal_emitter().clone();
+        // Subscribed before this check, so an end cannot slip between the two; a job that
+        // had ended before it was exported (one adopted from the journal) has no events left.
         let final_state = loop {
+            if job.state().is_final() && events.is_empty() {
+                break job.state();
+            }
             match events.recv().await {
                 Ok(JobEvent::Progress {
                     domain,

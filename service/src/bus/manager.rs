@@ -60,6 +60,19 @@ impl Manager {
         }
     }
 
+    /// Lists a job a previous instance left unfinished (already failed): exported for the
+    /// retention period like any finished job, without a `JobNew` (it is not new).
+    pub async fn adopt(
+        &self,
+        connection: &Connection,
+        job: std::sync::Arc<crate::engine::jobs::Job>,
+    ) -> zbus::Result<()> {
+        let path =
+            super::job::export(connection, job, self.authority.clone(), self.job_retention).await?;
+        self.jobs.lock().expect("poisoned").push(path);
+        Ok(())
+    }
+
     /// Drops a removed job from [`Manager::list_jobs`].
     pub fn forget_job(&self, path: &OwnedObjectPath) {
         self.jobs.lock().expect("poisoned").retain(|p| p != path);

@@ -16,19 +16,27 @@ use std::time::Duration;
 use vmsnap_dbus::names::{BUS_NAME, MANAGER_PATH};
 use zbus::connection::Connection;
 
+use crate::engine::jobs::Job;
 use crate::engine::Engine;
 
 /// Connects to the system bus (`DBUS_SYSTEM_BUS_ADDRESS` when set), exports the objects and
 /// only then takes the well-known name, so that the first call after activation finds them.
-pub async fn serve(engine: Arc<Engine>, job_retention: Duration) -> Result<Connection, String> {
+/// `interrupted` are the jobs a previous instance left unfinished: they are exported (as
+/// failed) like any finished job, so their callers can read how they ended.
+pub async fn serve(
+    engine: Arc<Engine>,
+    job_retention: Duration,
+    interrupted: Vec<Arc<Job>>,
+) -> Result<Connection, String> {
     let builder = zbus::connection::Builder::system()
         .map_err(|e| format!("cannot reach the system bus: {e}"))?;
+    let manager = manager::Manager::new(engine, job_retention);
     let builder = builder
-        .serve_at(MANAGER_PATH, manager::Manager::new(engine, job_retention))
+        .serve_at(MANAGER_PATH, manager)
         .and_then(|b| b.serve_at(MANAGER_PATH, zbus::fdo::ObjectManager))
         .and_then(|b| b.name(BUS_NAME))
         .map_err(|e| format!("cannot set up the bus objects: {e}"))?;
-    builder.build().await.map_err(|e| match e {
+    let connection = builder.build().await.map_err(|e| match e {
         zbus::Error::NameTaken => {
             format!("{BUS_NAME} is already owned: is vmsnapd already running?")
         }
@@ -37,5 +45,19 @@ pub async fn serve(engine: Arc<Engine>, job_retention: Duration) -> Result<Conne
              the bus policy file org.vmsnap.VMSnap1.conf"
         ),
         other => format!("cannot connect to the system bus: {other}"),
-    })
+    })?;
+    let manager = connection
+        .object_server()
+        .interface::<_, manager::Manager>(MANAGER_PATH)
+        .await
+        .map_err(|e| format!("cannot find the manager object: {e}"))?;
+    for job in interrupted {
+        manager
+            .get()
+            .await
+            .adopt(&connection, job)
+            .await
+            .map_err(|e| format!("cannot export an interrupted job: {e}"))?;
+    }
+    Ok(connection)
 }

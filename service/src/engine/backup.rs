@@ -17,6 +17,7 @@ use super::chain::{self, ChainFolder, LiveChain, Plan};
 use super::jobs::Job;
 use super::prune::PruneRequest;
 use super::recovery::PausedRecords;
+use super::rollback::FolderBefore;
 use super::{Engine, Error};
 use crate::host::backup_dir::checkpoint_index;
 use crate::host::checksums;
@@ -100,7 +101,8 @@ impl Engine {
     pub fn spawn_backup(self: &Arc<Self>, prepared: PreparedBackup) {
         let engine = self.clone();
         let span = tracing::info_span!("backup", job = prepared.job.id, uid = prepared.job.uid);
-        tokio::spawn(async move { engine.run_backup(prepared).await }.instrument(span));
+        let job = prepared.job.clone();
+        super::jobs::spawn_guarded(job, span, async move { engine.run_backup(prepared).await });
     }
 
     async fn run_backup(self: Arc<Self>, prepared: PreparedBackup) {
@@ -256,10 +258,20 @@ impl Engine {
             }
         }
         let created = !folder.exists();
-        std::fs::create_dir_all(&folder).map_err(|source| host::Error::Io {
+        let io = |source| host::Error::Io {
             path: folder.clone(),
             source,
-        })?;
+        };
+        std::fs::create_dir_all(&folder).map_err(io)?;
+        // What to put back if the run fails, kept on disk until the run has ended.
+        let before = FolderBefore::record(&folder, created).map_err(io)?;
+        let rollback_key = format!("{}-{index}", p.job.id);
+        before
+            .save(&self.config.state_dir, &rollback_key)
+            .map_err(|source| host::Error::Io {
+                path: self.config.state_dir.clone(),
+                source,
+            })?;
         let socket = virtnbdbackup::socket_path(&self.config.socket_dir, p.job.id, index);
         let spec = BackupSpec {
             program: p.virtnbdbackup.0.clone(),
@@ -277,9 +289,17 @@ impl Engine {
             let Progress::Disk { disk, done, total } = pr;
             job.progress(index, &disk, done, total);
         })
-        .await?;
+        .await;
         let _ = std::fs::remove_file(&socket);
-        Ok(match outcome {
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                before.roll_back();
+                FolderBefore::forget(&self.config.state_dir, &rollback_key);
+                return Err(e);
+            }
+        };
+        let result = match outcome {
             Outcome::Succeeded => match checksums::record_new(&folder) {
                 Ok(_) => DomainOutcome {
                     state: JobState::Succeeded,
@@ -288,21 +308,27 @@ impl Engine {
                 Err(e) => DomainOutcome::failed(format!("recording checksums: {e}")),
             },
             Outcome::Failed(reason) => {
-                discard_failed_chain_start(&folder, created, level);
+                // A virtnbdbackup that died (killed, out of memory) leaves libvirt's backup
+                // job running, and the next backup of a running domain could not start.
+                abort_backup_job(&p.virsh, d).await;
+                before.roll_back();
                 DomainOutcome::failed(reason)
             }
             Outcome::Cancelled { clean } => {
                 // SIGINT makes virtnbdbackup abort libvirt's job; make sure, as a kill does not.
-                if let Err(e) = p.virsh.abort_job(d).await {
-                    tracing::warn!(error = %e, clean, "could not abort libvirt's backup job");
+                if !clean {
+                    tracing::warn!("virtnbdbackup did not stop cleanly");
                 }
-                discard_failed_chain_start(&folder, created, level);
+                abort_backup_job(&p.virsh, d).await;
+                before.roll_back();
                 DomainOutcome {
                     state: JobState::Cancelled,
                     error: "cancelled".into(),
                 }
             }
-        })
+        };
+        FolderBefore::forget(&self.config.state_dir, &rollback_key);
+        Ok(result)
     }
 }
 
@@ -390,15 +416,16 @@ async fn remove_vmsnap_checkpoints(
     Ok(())
 }
 
-/// After a failed or cancelled first full in a folder this run created, nothing in the folder
-/// is a backup: remove it, so no later run or reader can take it for one. A failed point in an
-/// existing chain is left as evidence; its `.partial` (or its missing data) makes the next run
-/// start a new chain.
-fn discard_failed_chain_start(folder: &Path, created: bool, level: Level) {
-    if created && level == Level::Full {
-        if let Err(e) = std::fs::remove_dir_all(folder) {
-            tracing::warn!(folder = %folder.display(), error = %e, "could not remove failed chain folder");
+/// Aborts libvirt's job on the domain if it is a backup (ours: the domain is locked).
+async fn abort_backup_job(virsh: &Virsh, d: &str) {
+    match virsh.active_job_operation(d).await {
+        Ok(Some(op)) if op.eq_ignore_ascii_case("backup") => {
+            if let Err(e) = virsh.abort_job(d).await {
+                tracing::warn!(error = %e, "could not abort libvirt's backup job");
+            }
         }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read libvirt's job state"),
     }
 }
 

@@ -76,18 +76,29 @@ pub fn chains(domain_dir: &Path) -> Result<Vec<Chain>> {
         let mut points = Vec::new();
         for (cp, time) in &folder.checkpoints {
             let n = checkpoint_index(cp).unwrap_or(0);
+            let of_point = |f: &str| {
+                if n == 0 {
+                    f.ends_with(".full.data") || f.ends_with(".copy.data")
+                } else {
+                    f.ends_with(&format!(".inc.{cp}.data"))
+                }
+            };
             let files: Vec<String> = folder
                 .files
                 .iter()
-                .filter(|f| {
-                    if n == 0 {
-                        f.ends_with(".full.data") || f.ends_with(".copy.data")
-                    } else {
-                        f.ends_with(&format!(".inc.{cp}.data"))
-                    }
-                })
+                .filter(|f| of_point(f))
                 .cloned()
                 .collect();
+            let partial = folder
+                .files
+                .iter()
+                .any(|f| f.strip_suffix(".partial").is_some_and(of_point));
+            if files.is_empty() || partial {
+                // A point that never finished (a failed, cancelled or killed run) is no backup,
+                // and nothing after it can be restored through it.
+                tracing::info!(folder = %name, checkpoint = %cp, "incomplete point not listed");
+                break;
+            }
             points.push(Point {
                 checkpoint: cp.clone(),
                 level: if n == 0 { "full" } else { "inc" },
@@ -121,4 +132,39 @@ pub fn chains(domain_dir: &Path) -> Result<Vec<Chain>> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unfinished_point_and_those_after_it_are_not_listed() {
+        let dir = std::env::temp_dir().join(format!("vmsnap-catalog-{}", std::process::id()));
+        let folder = dir.join("vm/vmsnap-backup-monthly-2026-11");
+        std::fs::create_dir_all(folder.join("checkpoints")).unwrap();
+        for n in 0..4 {
+            std::fs::write(
+                folder.join(format!("checkpoints/virtnbdbackup.{n}.xml")),
+                "<domaincheckpoint/>",
+            )
+            .unwrap();
+        }
+        for f in [
+            "vda.full.data",
+            "vda.inc.virtnbdbackup.1.data",
+            "vda.inc.virtnbdbackup.2.data.partial",
+            "vda.inc.virtnbdbackup.3.data",
+        ] {
+            std::fs::write(folder.join(f), b"x").unwrap();
+        }
+        let listed = chains(&dir.join("vm")).unwrap();
+        let points: Vec<&str> = listed[0]
+            .points
+            .iter()
+            .map(|p| p.checkpoint.as_str())
+            .collect();
+        assert_eq!(points, ["virtnbdbackup.0", "virtnbdbackup.1"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -3,16 +3,22 @@
 //! A [`Job`] holds its state behind a mutex that is never held across an await, and publishes
 //! what happens on a broadcast channel; the D-Bus layer turns those events into properties and
 //! signals. Domain locks live in memory: a crashed service takes them with it, so nothing can
-//! stay locked after a restart.
+//! stay locked after a restart. What must survive a crash — that a job ran, and how it ended —
+//! goes to the [`JobJournal`].
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use futures_util::FutureExt;
 use tokio::sync::{broadcast, watch, Semaphore};
+use tracing::Instrument;
 use vmsnap_dbus::job::JobState;
 
+use super::journal::{DomainRecord, JobJournal, JobRecord};
 use super::Error;
 use crate::selection::DomainName;
 
@@ -74,16 +80,38 @@ pub struct Job {
     cancel: watch::Sender<bool>,
     /// Held while the job runs; released as soon as it ends (the job itself stays readable).
     locks: Mutex<Option<DomainLocks>>,
+    journal: Option<JobJournal>,
+}
+
+/// Locks a mutex even if a panicking task poisoned it: job records are plain data that every
+/// writer leaves consistent, and one failed task must not make every later call panic.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Job {
     pub fn snapshot(&self) -> (JobState, u64, Vec<DomainProgress>) {
-        let d = self.data.lock().expect("poisoned");
+        let d = lock(&self.data);
         (d.state, d.end_time, d.domains.clone())
     }
 
     pub fn state(&self) -> JobState {
-        self.data.lock().expect("poisoned").state
+        lock(&self.data).state
+    }
+
+    /// The job as the journal keeps it.
+    pub fn record(&self) -> JobRecord {
+        let (state, end_time, domains) = self.snapshot();
+        JobRecord {
+            id: self.id,
+            operation: self.operation.to_string(),
+            domains: self.domains.iter().map(|d| d.to_string()).collect(),
+            uid: self.uid,
+            start_time: self.start_time,
+            end_time,
+            state: state.as_str().to_string(),
+            results: domains.iter().map(DomainRecord::of).collect(),
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
@@ -105,14 +133,15 @@ impl Job {
 
     pub fn set_state(&self, state: JobState) {
         {
-            let mut d = self.data.lock().expect("poisoned");
+            let mut d = lock(&self.data);
             d.state = state;
             if state.is_final() {
                 d.end_time = now();
             }
         }
+        self.journal_write();
         if state.is_final() {
-            self.locks.lock().expect("poisoned").take();
+            lock(&self.locks).take();
         }
         let _ = self.events.send(if state.is_final() {
             JobEvent::Finished(state)
@@ -121,20 +150,37 @@ impl Job {
         });
     }
 
-    /// Changes one domain's record and tells the watchers.
+    /// Changes one domain's record and tells the watchers. A domain's end is journaled at
+    /// once, so a crash later in the job does not turn a finished backup into a failed one.
     pub fn update(&self, index: usize, change: impl FnOnce(&mut DomainProgress)) {
-        {
-            let mut d = self.data.lock().expect("poisoned");
-            if let Some(p) = d.domains.get_mut(index) {
-                change(p);
+        let ended = {
+            let mut d = lock(&self.data);
+            match d.domains.get_mut(index) {
+                Some(p) => {
+                    let before = p.state;
+                    change(p);
+                    p.state != before && p.state.is_some_and(JobState::is_final)
+                }
+                None => false,
             }
+        };
+        if ended {
+            self.journal_write();
         }
         let _ = self.events.send(JobEvent::Changed);
     }
 
+    fn journal_write(&self) {
+        if let Some(journal) = &self.journal {
+            if let Err(e) = journal.write(&self.record()) {
+                tracing::warn!(job = self.id, error = %e, "cannot write the job record");
+            }
+        }
+    }
+
     pub fn progress(&self, index: usize, disk: &str, done: u64, total: u64) {
         let domain = {
-            let mut d = self.data.lock().expect("poisoned");
+            let mut d = lock(&self.data);
             let Some(p) = d.domains.get_mut(index) else {
                 return;
             };
@@ -168,7 +214,7 @@ struct DomainLocks {
 
 impl Drop for DomainLocks {
     fn drop(&mut self) {
-        let mut held = self.set.0.lock().expect("poisoned");
+        let mut held = lock(&self.set.0);
         for n in &self.names {
             held.remove(n);
         }
@@ -183,16 +229,86 @@ pub struct JobRegistry {
     all: Mutex<Vec<Weak<Job>>>,
     /// Bounds how many domains are backed up at once.
     pub slots: Arc<Semaphore>,
+    journal: Option<JobJournal>,
 }
 
 impl JobRegistry {
-    pub fn new(parallel: usize) -> Self {
+    /// A registry whose jobs are recorded in `journal` (none: in memory only, for tests).
+    pub fn new(parallel: usize, journal: Option<JobJournal>) -> Self {
         JobRegistry {
             next_id: AtomicU64::new(1),
             locks: Arc::default(),
             all: Mutex::new(Vec::new()),
             slots: Arc::new(Semaphore::new(parallel.max(1))),
+            journal,
         }
+    }
+
+    /// Reads the journal at start-up: job numbers continue after the highest recorded, and
+    /// every job a previous instance left unfinished is recorded and returned as failed, so
+    /// its caller learns what happened and the host can be cleaned up after it.
+    pub fn adopt_interrupted(&self) -> Vec<Arc<Job>> {
+        let Some(journal) = &self.journal else {
+            return Vec::new();
+        };
+        let records = journal.load();
+        if let Some(last) = records.last() {
+            self.next_id.fetch_max(last.id + 1, Ordering::Relaxed);
+        }
+        journal.trim(&records);
+        let mut adopted = Vec::new();
+        for record in records.into_iter().filter(|r| !r.is_final()) {
+            let domains: Vec<DomainName> = record
+                .domains
+                .iter()
+                .filter_map(|d| DomainName::new(d).ok())
+                .collect();
+            let progress = record
+                .results
+                .iter()
+                .map(|r| {
+                    // A domain that finished before the crash keeps its result; the others
+                    // were cut short.
+                    let done = JobState::parse(&r.state).filter(|s| s.is_final());
+                    DomainProgress {
+                        domain: r.domain.clone(),
+                        state: Some(done.unwrap_or(JobState::Failed)),
+                        level: r.level.clone(),
+                        folder: r.folder.clone(),
+                        error: match done {
+                            Some(_) => r.error.clone(),
+                            None => INTERRUPTED.to_string(),
+                        },
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            let job = Arc::new(Job {
+                id: record.id,
+                operation: leak_operation(&record.operation),
+                domains,
+                uid: record.uid,
+                start_time: record.start_time,
+                data: Mutex::new(JobData {
+                    state: JobState::Running,
+                    end_time: 0,
+                    domains: progress,
+                }),
+                events: broadcast::channel(1).0,
+                cancel: watch::channel(false).0,
+                locks: Mutex::new(None),
+                journal: Some(journal.clone()),
+            });
+            job.set_state(JobState::Failed);
+            tracing::warn!(
+                job = job.id,
+                operation = job.operation,
+                "a job was interrupted by the end of the previous vmsnapd: recorded as failed"
+            );
+            lock(&self.all).push(Arc::downgrade(&job));
+            adopted.push(job);
+        }
+        adopted
     }
 
     /// Creates a job for `domains`, locking them all or none.
@@ -204,7 +320,7 @@ impl JobRegistry {
     ) -> Result<Arc<Job>, Error> {
         let names: Vec<String> = domains.iter().map(|d| d.to_string()).collect();
         {
-            let mut held = self.locks.0.lock().expect("poisoned");
+            let mut held = lock(&self.locks.0);
             let busy: Vec<&str> = names
                 .iter()
                 .filter(|n| held.contains(*n))
@@ -241,8 +357,9 @@ impl JobRegistry {
             events,
             cancel,
             locks: Mutex::new(Some(locks)),
+            journal: self.journal.clone(),
         });
-        let mut all = self.all.lock().expect("poisoned");
+        let mut all = lock(&self.all);
         all.retain(|w| w.strong_count() > 0);
         all.push(Arc::downgrade(&job));
         Ok(job)
@@ -250,14 +367,57 @@ impl JobRegistry {
 
     /// Jobs that have not finished yet.
     pub fn unfinished(&self) -> Vec<Arc<Job>> {
-        self.all
-            .lock()
-            .expect("poisoned")
+        lock(&self.all)
             .iter()
             .filter_map(Weak::upgrade)
             .filter(|j| !j.state().is_final())
             .collect()
     }
+}
+
+/// Why a job found unfinished in the journal failed.
+pub const INTERRUPTED: &str =
+    "vmsnapd stopped during this job (killed or crashed); nothing it wrote counts as a backup";
+
+/// The operation names are a fixed set; a record's is matched back to its static name.
+fn leak_operation(name: &str) -> &'static str {
+    ["backup", "verify", "restore", "scrub", "prune"]
+        .into_iter()
+        .find(|o| *o == name)
+        .unwrap_or("unknown")
+}
+
+/// Runs a job's work as its own task. A panic in it is caught: the job ends as failed with an
+/// internal-error reason and its domains are unlocked, and the service goes on serving.
+pub fn spawn_guarded(
+    job: Arc<Job>,
+    span: tracing::Span,
+    work: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(
+        async move {
+            if let Err(panic) = AssertUnwindSafe(work).catch_unwind().await {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(job = job.id, panic = %what, "internal error in a job task");
+                let reason = format!("internal error in vmsnapd: {what}");
+                let count = job.domains.len();
+                for index in 0..count {
+                    job.update(index, |d| {
+                        if !d.state.is_some_and(JobState::is_final) {
+                            d.state = Some(JobState::Failed);
+                            d.error = reason.clone();
+                        }
+                    });
+                }
+                job.set_state(JobState::Failed);
+            }
+        }
+        .instrument(span),
+    )
 }
 
 fn now() -> u64 {
@@ -277,7 +437,7 @@ mod tests {
 
     #[test]
     fn one_job_per_domain_and_locks_die_with_the_job() {
-        let reg = JobRegistry::new(2);
+        let reg = JobRegistry::new(2, None);
         let a = reg.create("backup", names(&["vm1", "vm2"]), 0).unwrap();
         match reg.create("backup", names(&["vm3", "vm2"]), 0) {
             Err(Error::AlreadyRunning(m)) => assert_eq!(m, "vm2"),
@@ -293,8 +453,60 @@ mod tests {
     }
 
     #[test]
+    fn interrupted_jobs_are_adopted_as_failed_and_numbers_go_on() {
+        let dir = std::env::temp_dir().join(format!("vmsnap-jobs-{}", std::process::id()));
+        let first = JobRegistry::new(2, Some(JobJournal::new(&dir)));
+        let done = first.create("backup", names(&["vm1"]), 0).unwrap();
+        done.set_state(JobState::Running);
+        done.set_state(JobState::Succeeded);
+        let cut = first
+            .create("backup", names(&["vm2", "vm3"]), 1000)
+            .unwrap();
+        cut.set_state(JobState::Running);
+        cut.update(0, |d| d.state = Some(JobState::Succeeded));
+        // The process dies here; a new one reads the journal.
+        let second = JobRegistry::new(2, Some(JobJournal::new(&dir)));
+        let adopted = second.adopt_interrupted();
+        assert_eq!(adopted.len(), 1);
+        let job = &adopted[0];
+        assert_eq!((job.id, job.uid, job.operation), (cut.id, 1000, "backup"));
+        let (state, end, domains) = job.snapshot();
+        assert_eq!(state, JobState::Failed);
+        assert!(end > 0);
+        assert_eq!(domains[0].state, Some(JobState::Succeeded));
+        assert_eq!(domains[1].state, Some(JobState::Failed));
+        assert_eq!(domains[1].error, INTERRUPTED);
+        // Nothing stays locked, and numbers are never reused.
+        let next = second.create("backup", names(&["vm2"]), 0).unwrap();
+        assert!(next.id > cut.id);
+        // Reported once: a third instance finds nothing unfinished.
+        assert!(JobRegistry::new(1, Some(JobJournal::new(&dir)))
+            .adopt_interrupted()
+            .is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_task_fails_its_job_and_frees_its_domains() {
+        let reg = JobRegistry::new(1, None);
+        let job = reg.create("backup", names(&["vm1"]), 0).unwrap();
+        let task = job.clone();
+        spawn_guarded(job.clone(), tracing::Span::none(), async move {
+            task.set_state(JobState::Running);
+            let _held = task.data.lock();
+            panic!("boom");
+        })
+        .await
+        .expect("the panic was caught inside the task");
+        let (state, _, domains) = job.snapshot();
+        assert_eq!(state, JobState::Failed);
+        assert!(domains[0].error.contains("boom"), "{}", domains[0].error);
+        reg.create("backup", names(&["vm1"]), 0).unwrap();
+    }
+
+    #[test]
     fn progress_and_state_reach_subscribers() {
-        let reg = JobRegistry::new(1);
+        let reg = JobRegistry::new(1, None);
         let job = reg.create("backup", names(&["vm1"]), 1000).unwrap();
         let mut rx = job.subscribe();
         job.progress(0, "vda", 10, 100);

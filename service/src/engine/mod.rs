@@ -8,9 +8,11 @@ pub mod catalog;
 pub mod chain;
 pub mod consistency;
 pub mod jobs;
+pub mod journal;
 pub mod prune;
 pub mod recovery;
 pub mod restore;
+pub mod rollback;
 pub mod scrub;
 pub mod status;
 pub mod verify;
@@ -97,7 +99,10 @@ pub struct Engine {
 impl Engine {
     pub fn new(config: Config) -> Self {
         Engine {
-            jobs: jobs::JobRegistry::new(config.parallel_backups),
+            jobs: jobs::JobRegistry::new(
+                config.parallel_backups,
+                Some(journal::JobJournal::new(&config.state_dir)),
+            ),
             config,
             versions: VersionCache::default(),
         }

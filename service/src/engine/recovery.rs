@@ -5,9 +5,18 @@
 //! state directory before the domain starts and removed after it is shut off. On the next start
 //! the service shuts off every domain it finds recorded that is still paused, aborts libvirt's
 //! backup job on it, and forgets the record.
+//!
+//! Jobs themselves are in the [`super::journal`]: a backup recorded as still running when the
+//! previous instance died is reported as failed, and libvirt's backup job on each of its
+//! domains (left behind when virtnbdbackup died with the service) is aborted, so the next
+//! backup can start, and the chain folders they were writing are rolled back
+//! ([`super::rollback`]).
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use super::jobs::Job;
 use super::Engine;
 use crate::host::virsh::DomainState;
 
@@ -51,8 +60,40 @@ impl PausedRecords {
 }
 
 impl Engine {
-    /// Undoes what a previous instance left behind (run once at start-up).
-    pub async fn recover(&self) {
+    /// Undoes what a previous instance left behind (run once at start-up, before serving), and
+    /// returns the jobs it left unfinished, now recorded as failed, for the bus to report.
+    pub async fn recover(&self) -> Vec<Arc<Job>> {
+        self.shut_off_paused().await;
+        let interrupted = self.jobs.adopt_interrupted();
+        for job in interrupted.iter().filter(|j| j.operation == "backup") {
+            self.abort_backup_jobs(job).await;
+        }
+        // After the jobs are known to be dead: their folders go back to their state before.
+        super::rollback::FolderBefore::roll_back_pending(&self.config.state_dir);
+        interrupted
+    }
+
+    /// Aborts libvirt's backup job on the domains of an interrupted backup. Only a job libvirt
+    /// reports as a backup is aborted: a migration someone else started is left alone.
+    async fn abort_backup_jobs(&self, job: &Job) {
+        let Ok(virsh) = self.virsh() else {
+            return;
+        };
+        for domain in &job.domains {
+            match virsh.active_job_operation(domain.as_str()).await {
+                Ok(Some(op)) if op.eq_ignore_ascii_case("backup") => {
+                    tracing::warn!(domain = %domain, job = job.id, "aborting the backup job an interrupted vmsnapd left running");
+                    if let Err(e) = virsh.abort_job(domain.as_str()).await {
+                        tracing::error!(domain = %domain, error = %e, "could not abort it");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::info!(domain = %domain, error = %e, "no job state"),
+            }
+        }
+    }
+
+    async fn shut_off_paused(&self) {
         let records = PausedRecords::new(&self.config.state_dir);
         let names = records.list();
         if names.is_empty() {

@@ -8,7 +8,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::Instrument;
 use vmsnap_dbus::job::JobState;
 
 use super::catalog::{self, Chain};
@@ -202,26 +201,23 @@ impl Engine {
         let engine = self.clone();
         let span =
             tracing::info_span!("restore", job = job.id, uid = job.uid, domain = %request.domain);
-        tokio::spawn(
-            async move {
-                job.set_state(JobState::Running);
-                job.update(0, |d| d.state = Some(JobState::Running));
-                let outcome = engine.restore(&job, &request).await;
-                let state = match &outcome {
-                    Ok(()) => JobState::Succeeded,
-                    Err(_) if job.is_cancelled() => JobState::Cancelled,
-                    Err(_) => JobState::Failed,
-                };
-                job.update(0, |d| {
-                    d.state = Some(state);
-                    if let Err(e) = &outcome {
-                        d.error = e.clone();
-                    }
-                });
-                job.set_state(state);
-            }
-            .instrument(span),
-        );
+        super::jobs::spawn_guarded(job.clone(), span, async move {
+            job.set_state(JobState::Running);
+            job.update(0, |d| d.state = Some(JobState::Running));
+            let outcome = engine.restore(&job, &request).await;
+            let state = match &outcome {
+                Ok(()) => JobState::Succeeded,
+                Err(_) if job.is_cancelled() => JobState::Cancelled,
+                Err(_) => JobState::Failed,
+            };
+            job.update(0, |d| {
+                d.state = Some(state);
+                if let Err(e) = &outcome {
+                    d.error = e.clone();
+                }
+            });
+            job.set_state(state);
+        });
     }
 
     async fn restore(&self, job: &Job, request: &RestoreRequest) -> Result<(), String> {

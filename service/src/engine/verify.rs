@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::Instrument;
 use vmsnap_dbus::job::JobState;
 
 use super::catalog::{self, Chain};
@@ -43,39 +42,35 @@ impl Engine {
     pub fn spawn_verify(self: &Arc<Self>, job: Arc<Job>, request: VerifyRequest) {
         let engine = self.clone();
         let span = tracing::info_span!("verify", job = job.id, uid = job.uid);
-        tokio::spawn(
-            async move {
-                job.set_state(JobState::Running);
-                let mut all_ok = true;
-                for (index, domain) in job.domains.clone().iter().enumerate() {
-                    job.update(index, |d| d.state = Some(JobState::Running));
-                    let (ok, error) =
-                        match engine.verify_domain(&job, index, domain, &request).await {
-                            Ok(ok) => (ok, String::new()),
-                            Err(e) => (false, e.to_string()),
-                        };
-                    all_ok &= ok;
-                    job.update(index, |d| {
-                        d.state = Some(if ok {
-                            JobState::Succeeded
-                        } else {
-                            JobState::Failed
-                        });
-                        if !error.is_empty() {
-                            d.error = error;
-                        } else if !ok {
-                            d.error = "some points failed verification (see checks)".into();
-                        }
+        super::jobs::spawn_guarded(job.clone(), span, async move {
+            job.set_state(JobState::Running);
+            let mut all_ok = true;
+            for (index, domain) in job.domains.clone().iter().enumerate() {
+                job.update(index, |d| d.state = Some(JobState::Running));
+                let (ok, error) = match engine.verify_domain(&job, index, domain, &request).await {
+                    Ok(ok) => (ok, String::new()),
+                    Err(e) => (false, e.to_string()),
+                };
+                all_ok &= ok;
+                job.update(index, |d| {
+                    d.state = Some(if ok {
+                        JobState::Succeeded
+                    } else {
+                        JobState::Failed
                     });
-                }
-                job.set_state(if all_ok {
-                    JobState::Succeeded
-                } else {
-                    JobState::Failed
+                    if !error.is_empty() {
+                        d.error = error;
+                    } else if !ok {
+                        d.error = "some points failed verification (see checks)".into();
+                    }
                 });
             }
-            .instrument(span),
-        );
+            job.set_state(if all_ok {
+                JobState::Succeeded
+            } else {
+                JobState::Failed
+            });
+        });
     }
 
     async fn verify_domain(

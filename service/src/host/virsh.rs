@@ -203,6 +203,15 @@ impl Virsh {
         Ok(())
     }
 
+    /// The operation of libvirt's active job on the domain (`Backup`, `Outgoing migration`, …),
+    /// `None` when no job is active.
+    pub async fn active_job_operation(&self, domain: &str) -> Result<Option<String>> {
+        let out = self
+            .call(Some(domain), &["domjobinfo", "--domain", domain])
+            .await?;
+        Ok(job_operation(&out.stdout))
+    }
+
     /// Aborts libvirt's running job on the domain, if there is one.
     pub async fn abort_job(&self, domain: &str) -> Result<()> {
         match self
@@ -234,6 +243,20 @@ impl Virsh {
             return Ok(out);
         }
         Err(classify(&out, domain))
+    }
+}
+
+/// Reads `domjobinfo`'s output: `Job type: None` means no job; otherwise its `Operation:`.
+fn job_operation(text: &str) -> Option<String> {
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_string())
+    };
+    match field("Job type:") {
+        None => None,
+        Some(t) if t.eq_ignore_ascii_case("none") => None,
+        Some(_) => Some(field("Operation:").unwrap_or_default()),
     }
 }
 
@@ -274,6 +297,15 @@ fn non_empty_lines(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn domjobinfo_names_the_operation_or_no_job() {
+        let backup =
+            "Job type:         Unbounded\nOperation:        Backup\nTime elapsed:     12 ms\n";
+        assert_eq!(job_operation(backup).as_deref(), Some("Backup"));
+        assert_eq!(job_operation("Job type:         None        \n"), None);
+        assert_eq!(job_operation(""), None);
+    }
 
     fn failed(stderr: &str) -> Output {
         Output {

@@ -1,0 +1,156 @@
+//! The job journal: a record of every job that outlives the process.
+//!
+//! Jobs live in memory, so a service that is killed in the middle of a backup would otherwise
+//! forget that the backup ever ran, and its caller would never learn that it failed. Each job
+//! that starts writes `<state_dir>/jobs/<id>.json` and rewrites it when it ends; the next
+//! instance finds the records still marked running, reports those jobs as failed, and undoes
+//! what they left on the host (see [`super::recovery`]). The records also keep job numbers from
+//! being reused across restarts, so a job path always means one job.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use vmsnap_dbus::job::JobState;
+
+use super::jobs::DomainProgress;
+
+/// How many finished records are kept; older ones are deleted at start-up.
+const KEEP: usize = 200;
+
+/// What is remembered of one job.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobRecord {
+    pub id: u64,
+    pub operation: String,
+    pub domains: Vec<String>,
+    pub uid: u32,
+    pub start_time: u64,
+    pub end_time: u64,
+    pub state: String,
+    pub results: Vec<DomainRecord>,
+}
+
+/// What is remembered of one domain of a job.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DomainRecord {
+    pub domain: String,
+    pub state: String,
+    pub level: String,
+    pub folder: String,
+    pub error: String,
+}
+
+impl DomainRecord {
+    pub fn of(p: &DomainProgress) -> Self {
+        DomainRecord {
+            domain: p.domain.clone(),
+            state: p.state.map(|s| s.as_str().to_string()).unwrap_or_default(),
+            level: p.level.clone(),
+            folder: p.folder.clone(),
+            error: p.error.clone(),
+        }
+    }
+}
+
+impl JobRecord {
+    pub fn is_final(&self) -> bool {
+        JobState::parse(&self.state).is_some_and(|s| s.is_final())
+    }
+}
+
+/// The directory of job records.
+#[derive(Debug, Clone)]
+pub struct JobJournal {
+    dir: PathBuf,
+}
+
+impl JobJournal {
+    pub fn new(state_dir: &Path) -> Self {
+        JobJournal {
+            dir: state_dir.join("jobs"),
+        }
+    }
+
+    /// Writes a record atomically (temporary file, fsync, rename), so a crash leaves the old
+    /// record or the new one, never half of one.
+    pub fn write(&self, record: &JobRecord) -> std::io::Result<()> {
+        use std::io::Write;
+        std::fs::create_dir_all(&self.dir)?;
+        let file = self.dir.join(format!("{}.json", record.id));
+        let tmp = self.dir.join(format!(".{}.json.tmp", record.id));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &file)
+    }
+
+    /// Every readable record, by job number. Unreadable files are logged and skipped: a
+    /// damaged record must not keep the service from starting.
+    pub fn load(&self) -> Vec<JobRecord> {
+        let mut records: Vec<JobRecord> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .filter_map(|p| match std::fs::read(&p) {
+                Ok(bytes) => match serde_json::from_slice(&bytes) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::warn!(file = %p.display(), error = %e, "unreadable job record");
+                        None
+                    }
+                },
+                Err(_) => None,
+            })
+            .collect();
+        records.sort_by_key(|r| r.id);
+        records
+    }
+
+    /// Deletes all but the newest [`KEEP`] records.
+    pub fn trim(&self, records: &[JobRecord]) {
+        let excess = records.len().saturating_sub(KEEP);
+        for r in &records[..excess] {
+            let _ = std::fs::remove_file(self.dir.join(format!("{}.json", r.id)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: u64, state: &str) -> JobRecord {
+        JobRecord {
+            id,
+            operation: "backup".into(),
+            domains: vec!["vm;$(x)".into()],
+            uid: 0,
+            start_time: 1,
+            end_time: 0,
+            state: state.into(),
+            results: vec![DomainRecord {
+                domain: "vm;$(x)".into(),
+                state: "running".into(),
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn records_round_trip_replace_and_skip_junk() {
+        let dir = std::env::temp_dir().join(format!("vmsnap-journal-{}", std::process::id()));
+        let journal = JobJournal::new(&dir);
+        journal.write(&record(3, "running")).unwrap();
+        journal.write(&record(12, "running")).unwrap();
+        journal.write(&record(3, "succeeded")).unwrap();
+        std::fs::write(dir.join("jobs/99.json"), b"{ not json").unwrap();
+        let loaded = journal.load();
+        assert_eq!(loaded.iter().map(|r| r.id).collect::<Vec<_>>(), [3, 12]);
+        assert!(loaded[0].is_final());
+        assert!(!loaded[1].is_final());
+        assert_eq!(loaded[1], record(12, "running"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
