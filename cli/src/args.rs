@@ -113,7 +113,7 @@ pub enum Command {
     /// Remove VMSnap checkpoints and bitmaps (administrators only).
     Scrub {
         /// Domains (names, `*`, globs; comma lists allowed).
-        #[arg(value_name = "DOMAIN")]
+        #[arg(value_name = "DOMAIN", required = true)]
         names: Vec<String>,
         /// checkpoint, bitmap, both, or all (`*`).
         #[arg(long = "type", value_name = "TYPE")]
@@ -122,7 +122,7 @@ pub enum Command {
     /// Delete old period folders under --output (administrators only).
     Prune {
         /// Domains (names, `*`, globs; comma lists allowed).
-        #[arg(value_name = "DOMAIN")]
+        #[arg(value_name = "DOMAIN", required = true)]
         names: Vec<String>,
     },
     /// List the backup chains under --output and their points.

@@ -8,6 +8,15 @@ use std::time::{Duration, Instant};
 
 use crate::{host, repo};
 
+/// A client connection to the bus at `address`, as any D-Bus client would open one.
+pub async fn connect(address: &str) -> zbus::Connection {
+    zbus::connection::Builder::address(address)
+        .expect("a bus address")
+        .build()
+        .await
+        .expect("cannot connect to the test bus")
+}
+
 /// A private system bus configured like the run's main one, removed on drop.
 pub struct ScratchBus {
     child: Child,

@@ -5,7 +5,7 @@ use std::os::unix::fs::symlink;
 
 use vmsnap_dbus::names::{BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH};
 use vmsnap_dbus::MANAGER_INTROSPECTION_XML;
-use vmsnap_integration::bus::ScratchBus;
+use vmsnap_integration::bus::{connect as connection, ScratchBus};
 use vmsnap_integration::{host, repo, tool, vmsnapctl_on, which};
 
 fn manager_interface(xml: &str) -> &str {
@@ -17,14 +17,6 @@ fn manager_interface(xml: &str) -> &str {
             .find("</interface>")
             .expect("interface is closed");
     &xml[start..end + "</interface>".len()]
-}
-
-async fn connection(address: &str) -> zbus::Connection {
-    zbus::connection::Builder::address(address)
-        .expect("a bus address")
-        .build()
-        .await
-        .expect("cannot connect to the test bus")
 }
 
 #[tokio::test]

@@ -97,12 +97,24 @@ pub fn wants_prune(options: &HashMap<String, OwnedValue>) -> bool {
         .unwrap_or(false)
 }
 
+/// Destructive operations never take an empty list for "all": a client that lost its list
+/// must not scrub or prune every domain on the host. `*` still selects all, on purpose.
+fn explicit_selection(domains: &[String], operation: &str) -> Result<(), Error> {
+    if domains.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "no domains given to {operation}; name them, or pass \"*\" for all"
+        )));
+    }
+    Ok(())
+}
+
 pub fn scrub_request(
     domains: &[String],
     mut options: HashMap<String, OwnedValue>,
     config: &Config,
 ) -> Result<ScrubRequest, Error> {
     check_keys(&options, keys::SCRUB_KEYS)?;
+    explicit_selection(domains, "scrub")?;
     let word = take_string(&mut options, keys::TYPE)?
         .ok_or_else(|| Error::InvalidArgument("Invalid scrub type: (none)".into()))?;
     let kind = ScrubType::parse(&word).ok_or_else(|| {
@@ -135,6 +147,7 @@ pub fn prune_request(
     config: &Config,
 ) -> Result<PruneRequest, Error> {
     check_keys(&options, keys::PRUNE_KEYS)?;
+    explicit_selection(domains, "prune")?;
     let keep = take_u32(&mut options, keys::KEEP)?.unwrap_or(0);
     let dry_run = take_bool(&mut options, keys::DRY_RUN)?.unwrap_or(false);
     if !options.contains_key(keys::OUTPUT) {
