@@ -79,6 +79,11 @@ async fn main() -> ExitCode {
         };
     }
     init_logging(args.log_to_stderr);
+    // A panic is a bug: it goes to the journal with where it happened. Job tasks catch theirs
+    // and fail only their job (`engine::jobs::spawn_guarded`).
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(panic = %info, "internal error (a bug in vmsnapd)");
+    }));
     // Backups hold whole disks: nothing the service creates is readable by others.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let file = match FileConfig::load(
