@@ -179,6 +179,13 @@ fn the_samples_parse() {
     assert!(checkpoint_xml::creation_time(CHECKPOINT_XML).unwrap() > 0);
     let blocks = qmp::parse_query_block(QUERY_BLOCK).unwrap();
     assert!(blocks.iter().any(|b| !b.bitmaps.is_empty()));
+    // The open image's format and sizes, which spare a running domain's status a qemu-img.
+    let image = blocks.iter().find_map(|b| b.image.clone()).unwrap();
+    assert_eq!(
+        (image.format.as_str(), image.virtual_size),
+        ("qcow2", 64 << 20)
+    );
+    assert!(image.actual_size > 0);
     assert!(!qemu_img::parse_info(QEMU_IMG_INFO)
         .unwrap()
         .bitmaps

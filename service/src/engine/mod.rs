@@ -94,6 +94,8 @@ pub struct Engine {
     config: Config,
     versions: VersionCache,
     jobs: jobs::JobRegistry,
+    /// The read connection status uses (mutations go through virsh).
+    libvirt: host::libvirt::Libvirt,
 }
 
 impl Engine {
@@ -102,6 +104,10 @@ impl Engine {
             jobs: jobs::JobRegistry::new(
                 config.parallel_backups,
                 Some(journal::JobJournal::new(&config.state_dir)),
+            ),
+            libvirt: host::libvirt::Libvirt::new(
+                config.libvirt_uri.clone(),
+                config.command_timeout,
             ),
             config,
             versions: VersionCache::default(),

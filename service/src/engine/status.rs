@@ -1,7 +1,9 @@
 //! Status: what libvirt, QEMU and the images say about each selected domain.
 //!
-//! Domains are queried concurrently (each query is a few short-lived processes), and one
-//! domain's failure becomes a problem in its own report instead of aborting everyone else's.
+//! libvirt and QEMU are asked through libvirt's API on the service's open connection
+//! ([`crate::host::libvirt`]); only the images of shut-off domains need a `qemu-img` process.
+//! Domains are queried concurrently, and one domain's failure becomes a problem in its own
+//! report instead of aborting everyone else's.
 //! Only an unreachable libvirt aborts the whole call, because then no report would be true.
 
 use std::path::{Path, PathBuf};
@@ -13,16 +15,18 @@ use super::consistency::{self, DiskBitmaps};
 use super::{Engine, Error};
 use crate::host::backup_dir::{self, FolderStats};
 use crate::host::domain_xml::{self, DiskDefinition};
+use crate::host::libvirt::{DomainFacts, Libvirt};
 use crate::host::period::GroupBy;
-use crate::host::qmp::BlockDevice;
+use crate::host::qmp::{self, BlockDevice};
 use crate::host::tools::{self, Tool};
-use crate::host::virsh::{DomainState, Virsh};
+use crate::host::virsh::DomainState;
 use crate::host::{self, qemu_img};
 use crate::paths::BackupRoot;
 use crate::selection::{self, DomainName, Resolved, Selector};
 
-/// How many domains are queried at once: enough to hide process start-up latency, few enough
-/// not to flood libvirtd on a host with hundreds of domains.
+/// How many domains are queried at once: enough to overlap libvirt's round trips and the
+/// `qemu-img` processes of shut-off domains, few enough not to flood libvirtd's workers (it
+/// has 5 by default) or the machine on a host with hundreds of domains.
 const CONCURRENT_DOMAINS: usize = 8;
 
 /// What the caller asked for.
@@ -83,19 +87,14 @@ pub struct SkippedDiskReport {
 impl Engine {
     /// Status of the selected domains, in selection order.
     pub async fn status(&self, request: &StatusRequest) -> Result<Vec<DomainReport>, Error> {
-        let programs = tools::require(&[Tool::Virsh, Tool::QemuImg])?;
-        let virsh = Virsh::new(
-            programs[0].clone(),
-            self.config.libvirt_uri.clone(),
-            self.config.command_timeout,
-        );
+        let programs = tools::require(&[Tool::QemuImg])?;
         let ctx = Context {
-            virsh,
-            qemu_img: programs[1].clone(),
+            libvirt: &self.libvirt,
+            qemu_img: programs[0].clone(),
             engine: self,
             request,
         };
-        let existing = ctx.virsh.list_all().await?;
+        let existing = ctx.libvirt.list_all().await?;
         let domains = match selection::resolve(&request.selectors, &existing) {
             Resolved::Domains(d) => d,
             Resolved::NotFound(missing) => return Err(Error::NoSuchDomain(missing)),
@@ -113,7 +112,7 @@ impl Engine {
 }
 
 struct Context<'a> {
-    virsh: Virsh,
+    libvirt: &'a Libvirt,
     qemu_img: PathBuf,
     engine: &'a Engine,
     request: &'a StatusRequest,
@@ -138,30 +137,24 @@ impl Context<'_> {
             query_error: None,
         };
         let d = name.as_str();
-        let (state, xml, checkpoints) = tokio::join!(
-            self.virsh.domstate(d),
-            self.virsh.dumpxml(d),
-            self.virsh.checkpoints(d)
-        );
-        let (state, xml, checkpoints) = match (state, xml, checkpoints) {
-            (Ok(s), Ok(x), Ok(c)) => (s, x, c),
-            (s, x, c) => {
-                let err = [s.err(), x.err(), c.err()].into_iter().flatten().next();
-                return match err {
-                    Some(e @ host::Error::HostUnavailable(_)) => Err(e),
-                    Some(e) => {
-                        report.problems.push(format!("could not query {d}: {e}"));
-                        report.query_error = Some(e.to_string());
-                        Ok(report)
-                    }
-                    None => unreachable!("a tuple with an error has an error"),
-                };
+        let DomainFacts {
+            state,
+            xml,
+            checkpoints,
+            query_block,
+        } = match self.libvirt.domain(d).await {
+            Ok(facts) => facts,
+            Err(e @ host::Error::HostUnavailable(_)) => return Err(e),
+            Err(e) => {
+                report.problems.push(format!("could not query {d}: {e}"));
+                report.query_error = Some(e.to_string());
+                return Ok(report);
             }
         };
         report.state = state;
         report.checkpoints = checkpoints;
         match domain_xml::parse_disks(&xml) {
-            Ok(disks) => self.fill_disks(&mut report, disks).await?,
+            Ok(disks) => self.fill_disks(&mut report, disks, query_block).await,
             Err(e) => report.problems.push(e.to_string()),
         }
         let bitmaps: Vec<DiskBitmaps<'_>> = report
@@ -184,12 +177,15 @@ impl Context<'_> {
         Ok(report)
     }
 
+    /// Disk reports: for a running or paused domain all from QEMU's `query-block` (live
+    /// bitmaps and the open image's sizes); for a shut-off one from `qemu-img info` of each
+    /// image, all at once.
     async fn fill_disks(
         &self,
         report: &mut DomainReport,
         disks: Vec<DiskDefinition>,
-    ) -> Result<(), host::Error> {
-        let name = report.name.as_str();
+        query_block: Option<String>,
+    ) {
         let mut eligible = Vec::new();
         for disk in disks {
             match ineligible_reason(&disk) {
@@ -203,13 +199,12 @@ impl Context<'_> {
             }
         }
         if eligible.is_empty() {
-            return Ok(());
+            return;
         }
         // QEMU holds the live bitmaps of a running or paused domain; the image's copy is stale.
-        let live: Option<Vec<BlockDevice>> = if report.state.has_qemu() {
-            match self.virsh.query_block(name).await {
+        let live: Option<Vec<BlockDevice>> =
+            query_block.and_then(|reply| match qmp::parse_query_block(&reply) {
                 Ok(devices) => Some(devices),
-                Err(e @ host::Error::HostUnavailable(_)) => return Err(e),
                 Err(e) => {
                     // Fall back to the image's copy, but never call that OK.
                     report
@@ -217,15 +212,26 @@ impl Context<'_> {
                         .push(format!("QEMU could not be asked for live bitmaps: {e}"));
                     None
                 }
-            }
-        } else {
-            None
-        };
+            });
         let timeout = self.engine.config.command_timeout;
         let infos = futures_util::future::join_all(eligible.iter().map(|disk| {
             let path = disk.source.clone().unwrap_or_default();
+            let open = live
+                .as_deref()
+                .and_then(|devices| device_of(devices, disk, &path))
+                .and_then(|d| d.image.clone());
             let qemu_img = self.qemu_img.clone();
-            async move { qemu_img::info(&qemu_img, &path, timeout).await }
+            async move {
+                match open {
+                    Some(image) => Ok(qemu_img::ImageInfo {
+                        format: image.format,
+                        virtual_size: image.virtual_size,
+                        actual_size: image.actual_size,
+                        bitmaps: Vec::new(),
+                    }),
+                    None => qemu_img::info(&qemu_img, &path, timeout).await,
+                }
+            }
         }))
         .await;
         let latest = consistency::latest_owned(&report.checkpoints).map(String::from);
@@ -269,7 +275,6 @@ impl Context<'_> {
                 changed_since_checkpoint,
             });
         }
-        Ok(())
     }
 
     async fn fill_folder(&self, report: &mut DomainReport, root: &Path) {
@@ -308,13 +313,20 @@ fn ineligible_reason(disk: &DiskDefinition) -> Option<String> {
 }
 
 /// The bitmaps QEMU reports for `disk`, matched by alias and then by file.
-fn live_bitmaps(devices: &[BlockDevice], disk: &DiskDefinition, path: &str) -> Vec<BitmapReport> {
-    let device = disk
-        .alias
+/// QEMU's device for a libvirt disk: by alias, else by the file it has open.
+fn device_of<'a>(
+    devices: &'a [BlockDevice],
+    disk: &DiskDefinition,
+    path: &str,
+) -> Option<&'a BlockDevice> {
+    disk.alias
         .as_deref()
         .and_then(|alias| devices.iter().find(|d| d.has_alias(alias)))
-        .or_else(|| devices.iter().find(|d| d.file.as_deref() == Some(path)));
-    device
+        .or_else(|| devices.iter().find(|d| d.file.as_deref() == Some(path)))
+}
+
+fn live_bitmaps(devices: &[BlockDevice], disk: &DiskDefinition, path: &str) -> Vec<BitmapReport> {
+    device_of(devices, disk, path)
         .map(|d| {
             d.bitmaps
                 .iter()

@@ -9,6 +9,7 @@ pub mod checkpoint_xml;
 pub mod checksums;
 pub mod command;
 pub mod domain_xml;
+pub mod libvirt;
 pub mod period;
 pub mod qemu_img;
 pub mod qmp;

@@ -21,6 +21,17 @@ pub struct BlockDevice {
     /// The format node holding the bitmaps (`libvirt-1-format`).
     pub node_name: Option<String>,
     pub bitmaps: Vec<LiveBitmap>,
+    /// What QEMU knows of the open image (format and sizes), so that a running domain's
+    /// status needs no `qemu-img` process.
+    pub image: Option<OpenImage>,
+}
+
+/// The image QEMU has open on a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenImage {
+    pub format: String,
+    pub virtual_size: u64,
+    pub actual_size: u64,
 }
 
 impl BlockDevice {
@@ -74,6 +85,16 @@ struct RawInserted {
     node_name: Option<String>,
     #[serde(rename = "dirty-bitmaps", default)]
     dirty_bitmaps: Vec<RawBitmap>,
+    image: Option<RawImage>,
+}
+
+#[derive(Deserialize)]
+struct RawImage {
+    format: String,
+    #[serde(rename = "virtual-size")]
+    virtual_size: u64,
+    #[serde(rename = "actual-size", default)]
+    actual_size: u64,
 }
 
 #[derive(Deserialize)]
@@ -103,9 +124,9 @@ pub fn parse_query_block(json: &str) -> Result<Vec<BlockDevice>> {
     Ok(devices
         .into_iter()
         .map(|d| {
-            let (file, node_name, bitmaps) = match d.inserted {
-                Some(i) => (i.file, i.node_name, i.dirty_bitmaps),
-                None => (None, None, Vec::new()),
+            let (file, node_name, bitmaps, image) = match d.inserted {
+                Some(i) => (i.file, i.node_name, i.dirty_bitmaps, i.image),
+                None => (None, None, Vec::new(), None),
             };
             BlockDevice {
                 qdev: d.qdev,
@@ -122,6 +143,11 @@ pub fn parse_query_block(json: &str) -> Result<Vec<BlockDevice>> {
                         inconsistent: b.inconsistent,
                     })
                     .collect(),
+                image: image.map(|i| OpenImage {
+                    format: i.format,
+                    virtual_size: i.virtual_size,
+                    actual_size: i.actual_size,
+                }),
             }
         })
         .collect())

@@ -270,8 +270,10 @@ fn classify(out: &Output, domain: Option<&str>) -> Error {
         "Cannot recv data",
         "End of file while reading data",
         "no connection driver available",
-        "Connection reset by peer",
     ];
+    // "Connection reset by peer" alone is no sign: QEMU's monitor says it too when a domain
+    // stops while it is being asked ("Unable to read from monitor: …"), which is that
+    // domain's problem, not libvirtd's.
     if UNREACHABLE.iter().any(|needle| text.contains(needle)) {
         return Error::HostUnavailable(line);
     }
@@ -297,6 +299,20 @@ fn non_empty_lines(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_monitor_that_went_away_is_the_domains_problem_not_libvirts() {
+        let out = failed("error: Unable to read from monitor: Connection reset by peer\n");
+        assert!(matches!(
+            classify(&out, Some("vm1")),
+            Error::CommandFailed { .. }
+        ));
+        let out = failed("error: Cannot recv data: Connection reset by peer\n");
+        assert!(matches!(
+            classify(&out, Some("vm1")),
+            Error::HostUnavailable(_)
+        ));
+    }
 
     #[test]
     fn domjobinfo_names_the_operation_or_no_job() {

@@ -1,0 +1,296 @@
+#!/usr/bin/env python3
+"""VMSnap's benchmark harness (run through bench/run, which prepares the host and the service).
+
+Creates its own TCG domains, measures each thing several times and prints medians, with the
+ratios against the floors measured in the same run:
+
+  status     vmsnapctl status of N domains (end to end: CLI -> bus -> service -> host) against
+             the same facts gathered directly: libvirt's API on one connection (+ qemu-img info
+             for shut-off disks), and against the same virsh/qemu-img commands run one after
+             another (what a script, or the original VMSnap, does)
+  footprint  vmsnapd's resident memory when idle; vmsnapctl status of one domain
+  backup     a full backup of 512 MiB through vmsnapctl against virtnbdbackup run directly on
+             the same domain, level and target
+  parallel   4 domains backed up one after another against all at once, by concurrency
+
+No result is asserted: this prints numbers, the targets are judged by a reader (BENCHMARKS.md).
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+
+import libvirt
+import libvirt_qemu
+
+URI = "qemu:///system"
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def run(argv, **kw):
+    return subprocess.run(argv, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, **kw)
+
+
+def virsh(*args):
+    return run(["virsh", "-c", URI, *args]).stdout
+
+
+def timed(fn, repeats):
+    """Median and spread of `repeats` runs of fn(), in seconds (one warm-up run first)."""
+    fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples), min(samples), max(samples)
+
+
+class Host:
+    def __init__(self, args):
+        self.prefix = args.prefix
+        self.images = args.images
+        self.vmsnapctl = args.vmsnapctl
+        self.env = dict(os.environ)
+        os.makedirs(self.images, exist_ok=True)
+
+    def define(self, name, size_mib):
+        directory = os.path.join(self.images, name)
+        os.makedirs(directory, exist_ok=True)
+        image = os.path.join(directory, "vda.qcow2")
+        run(["qemu-img", "create", "-q", "-f", "qcow2", image, f"{size_mib}M"])
+        xml = (f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>48</memory>"
+               "<os><type arch='x86_64' machine='pc'>hvm</type></os><devices>"
+               "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+               f"<source file='{image}'/><target dev='vda' bus='virtio'/></disk>"
+               "</devices></domain>")
+        path = os.path.join(directory, "domain.xml")
+        with open(path, "w") as f:
+            f.write(xml)
+        virsh("define", "--file", path)
+        return image
+
+    def status_set(self, count):
+        """`count` domains, half running, half shut off, 3 checkpoints each."""
+        names = [f"{self.prefix}st{count}-{i:03d}" for i in range(count)]
+        for name in names:
+            self.define(name, 64)
+            virsh("start", "--domain", name)
+            for cp in range(3):
+                virsh("checkpoint-create-as", "--domain", name, "--name", f"virtnbdbackup.{cp}")
+        for name in names[count // 2:]:
+            virsh("destroy", "--domain", name)
+        return names
+
+    def vmsnapctl_run(self, *args):
+        return run([self.vmsnapctl, *args], env=self.env)
+
+
+def floor_api(names, with_qemu_img):
+    """The facts a status report holds, asked directly: one libvirt connection, calls one after
+    another; qemu-img info of shut-off disks (libvirt cannot tell their bitmaps) run all at once."""
+    conn = libvirt.open(URI)
+    shut_off_disks = []
+    for name in names:
+        dom = conn.lookupByName(name)
+        state, _ = dom.state()
+        tree = ET.fromstring(dom.XMLDesc())
+        for cp in dom.listAllCheckpoints():
+            cp.getXMLDesc()
+        if state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED):
+            libvirt_qemu.qemuMonitorCommand(dom, '{"execute":"query-block"}', 0)
+        else:
+            for source in tree.findall("./devices/disk/source"):
+                shut_off_disks.append(source.get("file"))
+    conn.close()
+    if with_qemu_img:
+        procs = [subprocess.Popen(["qemu-img", "info", "--force-share", "--output=json", d],
+                                  stdout=subprocess.DEVNULL) for d in shut_off_disks]
+        for p in procs:
+            p.wait()
+
+
+def naive_cli(names):
+    """The same facts through separate virsh and qemu-img processes, one after another."""
+    for name in names:
+        state = virsh("domstate", "--domain", name).strip()
+        xml = virsh("dumpxml", "--domain", name)
+        for cp in virsh("checkpoint-list", "--domain", name, "--name").split():
+            virsh("checkpoint-dumpxml", "--domain", name, "--checkpointname", cp)
+        if state == "running":
+            virsh("qemu-monitor-command", "--domain", name, '{"execute":"query-block"}')
+        for source in ET.fromstring(xml).findall("./devices/disk/source"):
+            run(["qemu-img", "info", "--force-share", "--output=json", source.get("file")])
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def bench_status(host, count, repeats):
+    log(f"creating {count} domains for status …")
+    names = host.status_set(count)
+    pattern = f"{host.prefix}st{count}-*"
+    doc = json.loads(host.vmsnapctl_run("status", pattern, "--json", "--machine").stdout)
+    assert len(doc) == count, f"status reported {len(doc)} of {count} domains"
+    results = {
+        "vmsnapctl": timed(lambda: host.vmsnapctl_run("status", pattern, "--json", "--machine"),
+                           repeats),
+        "api_floor": timed(lambda: floor_api(names, True), repeats),
+        "api_only": timed(lambda: floor_api(names, False), repeats),
+        "cli_sequential": timed(lambda: naive_cli(names), max(3, repeats // 2)),
+    }
+    return names, results
+
+
+def backup_once(host, argv_fn, root):
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+    start = time.perf_counter()
+    run(argv_fn(root), env=host.env)
+    return time.perf_counter() - start
+
+
+def bench_backup(host, repeats, data_mib):
+    name = f"{host.prefix}bk"
+    image = host.define(name, 1024)
+    run(["qemu-io", "-f", "qcow2", "-c", f"write -P 0x5a 0 {data_mib}M", image])
+    virsh("start", "--domain", name)
+    root = os.path.join(host.images, "bk-root")
+    direct = lambda r: ["virtnbdbackup", "-d", name, "-l", "full", "-o", r, "-U", URI,
+                        "--noprogress"]
+    service = lambda r: [host.vmsnapctl, "backup", name, "--output", r, "--json"]
+    samples = {"direct": [], "vmsnapctl": []}
+    backup_once(host, service, root)  # warm-up (page cache, first checkpoint)
+    for _ in range(repeats):
+        # Alternating, so drift (page cache, other load) hits both alike.
+        samples["direct"].append(backup_once(host, direct, root))
+        samples["vmsnapctl"].append(backup_once(host, service, root))
+    shutil.rmtree(root, ignore_errors=True)
+    return {k: (statistics.median(v), min(v), max(v)) for k, v in samples.items()}
+
+
+def bench_parallel(host, restart_service, repeats, data_mib):
+    names = [f"{host.prefix}par-{i}" for i in range(4)]
+    for name in names:
+        image = host.define(name, 512)
+        run(["qemu-io", "-f", "qcow2", "-c", f"write -P 0x3c 0 {data_mib}M", image])
+        virsh("start", "--domain", name)
+    root = os.path.join(host.images, "par-root")
+    results = {}
+    for concurrency in (1, 2, 4):
+        restart_service(concurrency)
+        samples_seq, samples_par = [], []
+        for _ in range(repeats):
+            if concurrency == 1:
+                shutil.rmtree(root, ignore_errors=True)
+                os.makedirs(root)
+                start = time.perf_counter()
+                for name in names:
+                    host.vmsnapctl_run("backup", name, "--output", root, "--json")
+                samples_seq.append(time.perf_counter() - start)
+            samples_par.append(backup_once(
+                host, lambda r: [host.vmsnapctl, "backup", *names, "--output", r, "--json"], root))
+        if samples_seq:
+            results["one after another"] = statistics.median(samples_seq)
+        results[f"one job, {concurrency} at once"] = statistics.median(samples_par)
+    shutil.rmtree(root, ignore_errors=True)
+    return results
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--prefix", required=True)
+    p.add_argument("--images", required=True)
+    p.add_argument("--vmsnapctl", required=True)
+    p.add_argument("--service-pid-file", required=True)
+    p.add_argument("--restart-service", required=True,
+                   help="command that restarts vmsnapd with --parallel-backups N (N appended)")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--only", default="status,footprint,backup,parallel")
+    args = p.parse_args()
+    host = Host(args)
+    only = set(args.only.split(","))
+
+    def pid():
+        with open(args.service_pid_file) as f:
+            return int(f.read())
+
+    def restart_service(n):
+        run([args.restart_service, str(n)])
+
+    report = []
+    out = lambda line="": (report.append(line), print(line, flush=True))
+    out(f"VMSnap benchmarks — {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
+        f"medians of {args.repeats} runs (min–max)")
+    if "footprint" in only:
+        restart_service(2)
+        time.sleep(2)
+        idle = rss_kib(pid())
+    if "status" in only:
+        previous = None
+        for count in (20, 100):
+            _, r = bench_status(host, count, args.repeats)
+            vm, floor, api, cli = (r[k] for k in ("vmsnapctl", "api_floor", "api_only",
+                                                  "cli_sequential"))
+            out()
+            out(f"status of {count} domains ({count // 2} running, {count // 2} shut off, "
+                "3 checkpoints each)")
+            for label, (med, lo, hi) in (("vmsnapctl status --json --machine", vm),
+                                         ("floor: libvirt API + qemu-img", floor),
+                                         ("  of which libvirt API alone", api),
+                                         ("virsh/qemu-img one after another", cli)):
+                out(f"  {label:38} {med * 1000:8.1f} ms  ({lo * 1000:.1f}–{hi * 1000:.1f})")
+            out(f"  ratio vmsnapctl / floor               {vm[0] / floor[0]:8.2f}x   (target ≤ 2)")
+            out(f"  ratio vmsnapctl / libvirt API alone   {vm[0] / api[0]:8.2f}x")
+            out(f"  speed-up over sequential commands     {cli[0] / vm[0]:8.2f}x")
+            if previous:
+                out(f"  per domain: {previous * 1000:.2f} ms at 20, "
+                    f"{vm[0] / count * 1000:.2f} ms at {count} (linear or better if ≤)")
+            previous = vm[0] / count
+    if "footprint" in only:
+        one = f"{args.prefix}st20-000"
+        single = timed(lambda: host.vmsnapctl_run("status", one, "--json"), args.repeats * 3)
+        out()
+        out("footprint")
+        out(f"  vmsnapd resident memory, idle          {idle / 1024:8.1f} MiB   (target < 15)")
+        out(f"  vmsnapd resident memory after the runs {rss_kib(pid()) / 1024:8.1f} MiB")
+        out(f"  vmsnapctl status of one domain         {single[0] * 1000:8.1f} ms  "
+            f"({single[1] * 1000:.1f}–{single[2] * 1000:.1f})  (target < 50)")
+    if "backup" in only:
+        r = bench_backup(host, max(3, args.repeats // 2 + 1), 512)
+        out()
+        out("full backup of 512 MiB of data (running domain, same target filesystem)")
+        for label, key in (("virtnbdbackup directly", "direct"), ("vmsnapctl backup", "vmsnapctl")):
+            med, lo, hi = r[key]
+            out(f"  {label:38} {med:8.2f} s   ({lo:.2f}–{hi:.2f})")
+        out(f"  ratio vmsnapctl / direct              {r['vmsnapctl'][0] / r['direct'][0]:8.3f}x"
+            "   (target ≤ 1.05)")
+    if "parallel" in only:
+        r = bench_parallel(host, restart_service, 3, 256)
+        out()
+        out("4 domains, 256 MiB of data each (running), full backups")
+        seq = r["one after another"]
+        for label, value in r.items():
+            out(f"  {label:38} {value:8.2f} s   {seq / value:5.2f}x")
+        restart_service(2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
