@@ -38,8 +38,10 @@ def log(*args):
 
 
 def run(argv, **kw):
-    return subprocess.run(argv, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, **kw)
+    done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv} exited with {done.returncode}:\n{done.stderr}")
+    return done
 
 
 def virsh(*args):
@@ -238,8 +240,8 @@ def main():
     out = lambda line="": (report.append(line), print(line, flush=True))
     out(f"VMSnap benchmarks — {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
         f"medians of {args.repeats} runs (min–max)")
+    restart_service(2)
     if "footprint" in only:
-        restart_service(2)
         time.sleep(2)
         idle = rss_kib(pid())
     if "status" in only:

@@ -22,8 +22,9 @@ use super::{Engine, Error};
 use crate::host::backup_dir::checkpoint_index;
 use crate::host::checksums;
 use crate::host::domain_xml::{self, DiskDefinition};
+use crate::host::libvirt::CheckpointFact;
 use crate::host::period::{GroupBy, Period};
-use crate::host::qmp::BlockDevice;
+use crate::host::qmp::{self, BlockDevice};
 use crate::host::tools::{self, Tool, ToolVersion};
 use crate::host::virsh::{DomainState, Virsh};
 use crate::host::virtnbdbackup::{self, BackupSpec, Level, Outcome, Progress};
@@ -171,8 +172,8 @@ impl Engine {
         }
         p.job.update(index, |d| d.state = Some(JobState::Running));
         let d = domain.as_str();
-        let state = match p.virsh.domstate(d).await {
-            Ok(s) => s,
+        let state = match self.libvirt.domain(d).await {
+            Ok(facts) => facts.state,
             Err(e) => return DomainOutcome::failed(e),
         };
         let started_here = match state {
@@ -222,15 +223,24 @@ impl Engine {
         index: usize,
         d: &str,
     ) -> Result<DomainOutcome, host::Error> {
-        let disks = domain_xml::parse_disks(&p.virsh.dumpxml(d).await?)?;
+        // One look through the API: the definition, the checkpoints with their times and
+        // QEMU's bitmaps (virsh would take a process for each, one more per checkpoint).
+        let facts = self.libvirt.domain(d).await?;
+        let disks = domain_xml::parse_disks(&facts.xml)?;
         let eligible: Vec<&DiskDefinition> = disks.iter().filter(|x| is_chain_disk(x)).collect();
         if eligible.is_empty() {
             return Ok(DomainOutcome::failed(
                 "the domain has no qcow2 disk with a host path; incremental chains need one",
             ));
         }
-        let devices = p.virsh.query_block(d).await?;
-        let live = live_chain(&p.virsh, d, &eligible, &devices).await?;
+        let Some(reply) = facts.query_block.as_deref() else {
+            return Ok(DomainOutcome::failed(format!(
+                "the domain is {} and QEMU cannot be asked for its bitmaps",
+                facts.state.as_str()
+            )));
+        };
+        let devices = qmp::parse_query_block(reply)?;
+        let live = live_chain(&facts.checkpoints, &eligible, &devices)?;
         let domain_dir = p.request.root.as_path().join(d);
         let base = Period::current(p.request.group_by).folder_name();
         let latest = chain::period_folders(&domain_dir, &base)
@@ -300,7 +310,7 @@ impl Engine {
             }
         };
         let result = match outcome {
-            Outcome::Succeeded => match checksums::record_new(&folder) {
+            Outcome::Succeeded { digests } => match checksums::record_new_with(&folder, &digests) {
                 Ok(_) => DomainOutcome {
                     state: JobState::Succeeded,
                     error: String::new(),
@@ -360,17 +370,21 @@ fn device_of<'a>(devices: &'a [BlockDevice], disk: &DiskDefinition) -> Option<&'
         })
 }
 
-async fn live_chain(
-    virsh: &Virsh,
-    d: &str,
+fn live_chain(
+    checkpoints: &[CheckpointFact],
     eligible: &[&DiskDefinition],
     devices: &[BlockDevice],
 ) -> Result<LiveChain, host::Error> {
     let mut live = LiveChain::default();
-    for name in virsh.checkpoints(d).await? {
-        if checkpoint_index(&name).is_some() {
-            let time = virsh.checkpoint_creation_time(d, &name).await?;
-            live.checkpoints.push((name, time));
+    for cp in checkpoints {
+        if checkpoint_index(&cp.name).is_some() {
+            let time = cp.created.ok_or_else(|| {
+                host::Error::parse(
+                    format!("checkpoint {}", cp.name),
+                    "libvirt gave no creation time",
+                )
+            })?;
+            live.checkpoints.push((cp.name.clone(), time));
         }
     }
     for disk in eligible {

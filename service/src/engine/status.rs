@@ -152,7 +152,7 @@ impl Context<'_> {
             }
         };
         report.state = state;
-        report.checkpoints = checkpoints;
+        report.checkpoints = checkpoints.into_iter().map(|c| c.name).collect();
         match domain_xml::parse_disks(&xml) {
             Ok(disks) => self.fill_disks(&mut report, disks, query_block).await,
             Err(e) => report.problems.push(e.to_string()),

@@ -6,7 +6,10 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -52,8 +55,161 @@ pub fn digest(path: &Path) -> Result<String> {
         .collect())
 }
 
+/// Hashes a file while another process appends to it, so that its checksum is ready the
+/// moment the writer is done instead of costing a second pass over the data (a quarter of a
+/// second per 512 MiB here, a tenth of a backup's time).
+///
+/// Only for files written strictly in sequence — virtnbdbackup's stream format (`.full.data`,
+/// `.inc.<checkpoint>.data`), which writes frame after frame and never seeks. [`finish`]
+/// checks that the finished file is the one read, and exactly as long as what was hashed; if
+/// not it gives no digest and the caller hashes the file again.
+///
+/// [`finish`]: TailHasher::finish
+pub struct TailHasher {
+    /// The file while it is written (`….data.partial`).
+    partial: PathBuf,
+    file: Option<std::fs::File>,
+    hasher: Sha256,
+    hashed: u64,
+}
+
+impl TailHasher {
+    pub fn new(partial: PathBuf) -> Self {
+        TailHasher {
+            partial,
+            file: None,
+            hasher: Sha256::new(),
+            hashed: 0,
+        }
+    }
+
+    /// Whether `path` is written in sequence, so that hashing it as it grows is sound.
+    pub fn suits(path: &Path) -> bool {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        name.ends_with(".data.partial") && !name.ends_with(".copy.data.partial")
+    }
+
+    /// Hashes what was appended since the last call; opens the file once it exists.
+    pub fn catch_up(&mut self) {
+        if self.file.is_none() {
+            self.file = std::fs::File::open(&self.partial).ok();
+        }
+        if let Some(file) = self.file.as_mut() {
+            let mut buf = vec![0u8; 1 << 20];
+            while let Ok(n) = file.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                self.hasher.update(&buf[..n]);
+                self.hashed += n as u64;
+            }
+        }
+    }
+
+    /// After the writer exited successfully: hashes the rest and returns the finished file's
+    /// name and digest, or `None` when the result cannot be trusted.
+    pub fn finish(mut self) -> Option<(String, String)> {
+        self.catch_up();
+        let final_path = PathBuf::from(self.partial.to_str()?.strip_suffix(".partial")?);
+        let read = self.file.as_ref()?.metadata().ok()?;
+        let finished = std::fs::metadata(&final_path).ok()?;
+        use std::os::unix::fs::MetadataExt;
+        let same_file = read.dev() == finished.dev() && read.ino() == finished.ino();
+        if !same_file || finished.len() != self.hashed {
+            return None;
+        }
+        let name = final_path.file_name()?.to_str()?.to_string();
+        let digest = self
+            .hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Some((name, digest))
+    }
+}
+
+/// The tail hashers of one backup run, driven by a thread of their own so that reading never
+/// holds up the async runtime. Stops when finished or dropped.
+pub struct Concurrent {
+    files: Arc<Mutex<Vec<PathBuf>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<TailHasher>>>,
+}
+
+impl Concurrent {
+    pub fn start() -> Self {
+        let files: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (f, s) = (files.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("tail-hash".into())
+            .spawn(move || {
+                let mut hashers: Vec<TailHasher> = Vec::new();
+                loop {
+                    let done = s.load(Ordering::Acquire);
+                    let wanted = f.lock().map(|v| v.clone()).unwrap_or_default();
+                    for path in wanted.into_iter().skip(hashers.len()) {
+                        hashers.push(TailHasher::new(path));
+                    }
+                    hashers.iter_mut().for_each(TailHasher::catch_up);
+                    if done {
+                        return hashers;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+            .ok();
+        Concurrent {
+            files,
+            stop,
+            thread,
+        }
+    }
+
+    /// Starts hashing `partial` if it is a file written in sequence (once per file).
+    pub fn track(&self, partial: &Path) {
+        if !TailHasher::suits(partial) {
+            return;
+        }
+        if let Ok(mut files) = self.files.lock() {
+            if !files.iter().any(|f| f == partial) {
+                files.push(partial.to_path_buf());
+            }
+        }
+    }
+
+    /// After a successful run: the digests of the finished files (name → digest). Files it
+    /// could not vouch for are left out, for the caller to hash. Blocks while it reads the
+    /// rest of each file.
+    pub fn finish(mut self) -> BTreeMap<String, String> {
+        self.stop.store(true, Ordering::Release);
+        let hashers = self
+            .thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        hashers.into_iter().filter_map(TailHasher::finish).collect()
+    }
+}
+
+impl Drop for Concurrent {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
 /// Records the checksum of every `*.data` file in `folder` that has none yet.
 pub fn record_new(folder: &Path) -> Result<Vec<String>> {
+    record_new_with(folder, &BTreeMap::new())
+}
+
+/// Like [`record_new`], taking the digests in `known_digests` (file name → digest, from a
+/// [`TailHasher`]) instead of reading those files again.
+pub fn record_new_with(
+    folder: &Path,
+    known_digests: &BTreeMap<String, String>,
+) -> Result<Vec<String>> {
     let known = read(folder)?;
     let io = |source| Error::Io {
         path: folder.to_path_buf(),
@@ -70,7 +226,10 @@ pub fn record_new(folder: &Path) -> Result<Vec<String>> {
         .collect();
     names.sort();
     for name in names {
-        let sum = digest(&folder.join(&name))?;
+        let sum = match known_digests.get(&name) {
+            Some(sum) => sum.clone(),
+            None => digest(&folder.join(&name))?,
+        };
         lines.push_str(&format!("{sum}  {name}\n"));
         added.push(name);
     }
@@ -90,6 +249,39 @@ pub fn record_new(folder: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_hashed_while_it_grows_has_the_digest_of_the_finished_file() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("vmsnap-tail-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let partial = dir.join("vda.full.data.partial");
+        assert!(TailHasher::suits(&partial));
+        assert!(!TailHasher::suits(&dir.join("vdb.copy.data.partial")));
+        let mut tail = TailHasher::new(partial.clone());
+        tail.catch_up(); // not there yet
+        let mut w = std::fs::File::create(&partial).unwrap();
+        for chunk in [&b"frame one "[..], b"frame two ", b"end"] {
+            w.write_all(chunk).unwrap();
+            tail.catch_up();
+        }
+        w.write_all(b" trailer").unwrap();
+        drop(w);
+        std::fs::rename(&partial, dir.join("vda.full.data")).unwrap();
+        let (name, sum) = tail.finish().unwrap();
+        assert_eq!(name, "vda.full.data");
+        assert_eq!(sum, digest(&dir.join("vda.full.data")).unwrap());
+        // A file rewritten to another length after it was read is not trusted.
+        let partial = dir.join("vdb.full.data.partial");
+        std::fs::write(&partial, b"long content").unwrap();
+        let mut tail = TailHasher::new(partial.clone());
+        tail.catch_up();
+        std::fs::write(&partial, b"short").unwrap();
+        std::fs::rename(&partial, dir.join("vdb.full.data")).unwrap();
+        assert!(tail.finish().is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn new_files_are_recorded_once_and_corruption_shows() {

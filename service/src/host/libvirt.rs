@@ -19,6 +19,7 @@ use virt::domain::Domain;
 use virt::error::{ErrorDomain, ErrorNumber};
 use virt::sys;
 
+use super::checkpoint_xml;
 use super::virsh::DomainState;
 use super::{Error, Result};
 
@@ -27,10 +28,19 @@ use super::{Error, Result};
 pub struct DomainFacts {
     pub state: DomainState,
     pub xml: String,
-    /// Checkpoint names, parents before children.
-    pub checkpoints: Vec<String>,
+    /// Checkpoints, parents before children.
+    pub checkpoints: Vec<CheckpointFact>,
     /// QEMU's `query-block` reply, for a running or paused domain.
     pub query_block: Option<String>,
+}
+
+/// A checkpoint as libvirt knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointFact {
+    pub name: String,
+    /// `creationTime` from its XML: with the name, it tells this checkpoint from an older
+    /// one of the same name (a chain folder records both).
+    pub created: Option<u64>,
 }
 
 /// The service's read connection to libvirt.
@@ -78,7 +88,7 @@ impl Libvirt {
             let (state, _) = dom.get_state()?;
             let state = state_of(state);
             let xml = dom.get_xml_desc(0)?;
-            let checkpoints = checkpoint_names(&dom)?;
+            let checkpoints = checkpoints_of(&dom)?;
             let (state, query_block) = match state.has_qemu() {
                 true => match dom.qemu_monitor_command(r#"{"execute":"query-block"}"#, 0) {
                     Ok(reply) => (state, Some(reply)),
@@ -171,9 +181,9 @@ fn state_of(state: sys::virDomainState) -> DomainState {
     }
 }
 
-/// `virDomainListAllCheckpoints` in topological order. The `virt` crate has no checkpoint
-/// API yet, so this one call goes through its raw bindings.
-fn checkpoint_names(dom: &Domain) -> std::result::Result<Vec<String>, virt::error::Error> {
+/// `virDomainListAllCheckpoints` in topological order, with each one's creation time. The
+/// `virt` crate has no checkpoint API yet, so this goes through its raw bindings.
+fn checkpoints_of(dom: &Domain) -> std::result::Result<Vec<CheckpointFact>, virt::error::Error> {
     let mut list: *mut sys::virDomainCheckpointPtr = std::ptr::null_mut();
     // SAFETY: `dom` holds a valid domain pointer for the whole call; libvirt allocates `list`
     // (an array of `n` checkpoint pointers we own) only when it returns n >= 0.
@@ -187,22 +197,33 @@ fn checkpoint_names(dom: &Domain) -> std::result::Result<Vec<String>, virt::erro
     if n < 0 {
         return Err(virt::error::Error::last_error());
     }
-    let mut names = Vec::with_capacity(n as usize);
+    let mut found = Vec::with_capacity(n as usize);
     for i in 0..n as usize {
-        // SAFETY: i < n, so the slot holds a checkpoint pointer; its name is a C string owned
-        // by the checkpoint, copied before the checkpoint is freed; each is freed once.
+        // SAFETY: i < n, so the slot holds a checkpoint pointer. Its name is a C string owned
+        // by the checkpoint, copied before the checkpoint is freed; the XML is a string the
+        // caller owns, copied and freed once; each checkpoint is freed once.
         unsafe {
             let cp = *list.add(i);
             let name = sys::virDomainCheckpointGetName(cp);
+            let xml = sys::virDomainCheckpointGetXMLDesc(cp, 0);
             if !name.is_null() {
-                names.push(CStr::from_ptr(name).to_string_lossy().into_owned());
+                let created = (!xml.is_null())
+                    .then(|| CStr::from_ptr(xml).to_string_lossy().into_owned())
+                    .and_then(|x| checkpoint_xml::creation_time(&x).ok());
+                found.push(CheckpointFact {
+                    name: CStr::from_ptr(name).to_string_lossy().into_owned(),
+                    created,
+                });
+            }
+            if !xml.is_null() {
+                libc::free(xml.cast());
             }
             sys::virDomainCheckpointFree(cp);
         }
     }
     // SAFETY: the array itself was allocated by libvirt with malloc and is freed once.
     unsafe { libc::free(list.cast()) };
-    Ok(names)
+    Ok(found)
 }
 
 /// Whether the error says the connection to libvirtd itself is unusable. A system error from

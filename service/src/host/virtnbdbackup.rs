@@ -17,6 +17,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::watch;
 
+use super::checksums;
 use super::tools::ToolVersion;
 use super::{Error, Result};
 
@@ -161,13 +162,15 @@ pub enum Progress {
 /// How a run ended.
 #[derive(Debug)]
 pub enum Outcome {
-    Succeeded,
+    /// With the SHA-256 of the data files it wrote (name → digest), hashed while they were
+    /// written; files missing here must be hashed by the caller.
+    Succeeded {
+        digests: std::collections::BTreeMap<String, String>,
+    },
     /// The tool's own error line (or its last words when it logged no error).
     Failed(String),
     /// Stopped by a cancel request; `clean` is false when it had to be killed.
-    Cancelled {
-        clean: bool,
-    },
+    Cancelled { clean: bool },
 }
 
 #[derive(Default)]
@@ -209,10 +212,17 @@ pub async fn run(
     let mut killed = false;
     let mut kill_at: Option<tokio::time::Instant> = None;
     let mut stderr_open = true;
+    let hashing = checksums::Concurrent::start();
     let status = loop {
         tokio::select! {
             line = lines.next_line(), if stderr_open => match line {
-                Ok(Some(line)) => log.take(&line),
+                Ok(Some(line)) => {
+                    log.take(&line);
+                    log.disks
+                        .iter()
+                        .filter_map(|(_, d)| d.file.as_deref())
+                        .for_each(|f| hashing.track(f));
+                }
                 _ => stderr_open = false,
             },
             _ = ticker.tick() => report(&mut log.disks, &mut on_progress),
@@ -257,7 +267,10 @@ pub async fn run(
     }
     let status = status?;
     if status.success() {
-        Ok(Outcome::Succeeded)
+        let digests = tokio::task::spawn_blocking(move || hashing.finish())
+            .await
+            .unwrap_or_default();
+        Ok(Outcome::Succeeded { digests })
     } else {
         Ok(Outcome::Failed(last_error.unwrap_or_else(|| {
             if last_line.is_empty() {
