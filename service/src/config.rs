@@ -38,7 +38,7 @@ impl Default for FileConfig {
         FileConfig {
             libvirt_uri: "qemu:///system".into(),
             backup_roots: vec![PathBuf::from(DEFAULT_ROOT)],
-            parallel_backups: 2,
+            parallel_backups: 4,
             socket_dir: "/var/lib/libvirt/qemu".into(),
             state_dir: "/var/lib/vmsnapd".into(),
             command_timeout_seconds: 60,

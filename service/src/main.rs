@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
 
 use std::path::{Path, PathBuf};
 
@@ -185,7 +185,12 @@ async fn bus_lost(connection: &zbus::Connection) -> zbus::Error {
 
 /// The journal when it is there (the service runs under systemd), stderr otherwise.
 fn init_logging(force_stderr: bool) {
-    let filter = EnvFilter::try_from_env("VMSNAP_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // `VMSNAP_LOG=debug` or `VMSNAP_LOG=vmsnapd::engine=debug,info`: per-target levels without
+    // EnvFilter's regex engine, which would double the service's resident code.
+    let filter: Targets = std::env::var("VMSNAP_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     let journald = if force_stderr || !std::path::Path::new("/run/systemd/journal/socket").exists()
     {
         None

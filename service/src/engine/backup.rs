@@ -22,7 +22,7 @@ use super::{Engine, Error};
 use crate::host::backup_dir::checkpoint_index;
 use crate::host::checksums;
 use crate::host::domain_xml::{self, DiskDefinition};
-use crate::host::libvirt::CheckpointFact;
+use crate::host::libvirt::{CheckpointFact, Libvirt};
 use crate::host::period::{GroupBy, Period};
 use crate::host::qmp::{self, BlockDevice};
 use crate::host::tools::{self, Tool, ToolVersion};
@@ -84,7 +84,7 @@ impl Engine {
             self.config.libvirt_uri.clone(),
             self.config.command_timeout,
         );
-        let existing = virsh.list_all().await?;
+        let existing = self.libvirt.list_all().await?;
         let domains = match selection::resolve(&request.selectors, &existing) {
             Resolved::Domains(d) => d,
             Resolved::NotFound(missing) => return Err(Error::NoSuchDomain(missing)),
@@ -252,7 +252,7 @@ impl Engine {
             Plan::Continue { folder } => (folder, Level::Inc, String::new()),
             Plan::NewChain { folder, reason } => {
                 tracing::info!(%reason, folder = %folder.display(), "starting a new chain");
-                remove_vmsnap_checkpoints(&p.virsh, d, &live).await?;
+                remove_vmsnap_checkpoints(&p.virsh, &self.libvirt, d, &live).await?;
                 (folder, Level::Full, reason)
             }
         };
@@ -407,6 +407,7 @@ fn live_chain(
 /// Only libvirt's and QEMU's state changes; no backup folder is touched.
 async fn remove_vmsnap_checkpoints(
     virsh: &Virsh,
+    libvirt: &Libvirt,
     d: &str,
     live: &LiveChain,
 ) -> Result<(), host::Error> {
@@ -416,7 +417,11 @@ async fn remove_vmsnap_checkpoints(
             virsh.checkpoint_delete(d, name, true).await?;
         }
     }
-    for device in virsh.query_block(d).await? {
+    // Only a domain QEMU runs has bitmaps outside the image; backups run on such domains.
+    let Some(reply) = libvirt.domain(d).await?.query_block else {
+        return Ok(());
+    };
+    for device in qmp::parse_query_block(&reply)? {
         let Some(node) = device.node_name.as_deref() else {
             continue;
         };

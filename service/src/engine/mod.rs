@@ -50,7 +50,7 @@ impl Default for Config {
         Config {
             libvirt_uri: "qemu:///system".into(),
             command_timeout: Duration::from_secs(60),
-            parallel_backups: 2,
+            parallel_backups: 4,
             socket_dir: "/var/lib/libvirt/qemu".into(),
             cancel_grace: Duration::from_secs(60),
             backup_roots: vec![crate::config::DEFAULT_ROOT.into()],
@@ -159,7 +159,7 @@ impl Engine {
         &self,
         selectors: &[crate::selection::Selector],
     ) -> Result<Vec<crate::selection::DomainName>, Error> {
-        let existing = self.virsh()?.list_all().await?;
+        let existing = self.libvirt.list_all().await?;
         match crate::selection::resolve(selectors, &existing) {
             crate::selection::Resolved::Domains(d) => Ok(d),
             crate::selection::Resolved::NotFound(missing) => Err(Error::NoSuchDomain(missing)),

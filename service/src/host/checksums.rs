@@ -156,7 +156,8 @@ impl Concurrent {
                     if done {
                         return hashers;
                     }
-                    std::thread::sleep(Duration::from_millis(100));
+                    // Woken at once by `finish`, so the end of a run never waits out a nap.
+                    std::thread::park_timeout(Duration::from_millis(100));
                 }
             })
             .ok();
@@ -187,7 +188,10 @@ impl Concurrent {
         let hashers = self
             .thread
             .take()
-            .and_then(|t| t.join().ok())
+            .and_then(|t| {
+                t.thread().unpark();
+                t.join().ok()
+            })
             .unwrap_or_default();
         hashers.into_iter().filter_map(TailHasher::finish).collect()
     }
