@@ -285,7 +285,7 @@ impl JobRegistry {
                 .collect();
             let job = Arc::new(Job {
                 id: record.id,
-                operation: leak_operation(&record.operation),
+                operation: operation_name(&record.operation),
                 domains,
                 uid: record.uid,
                 start_time: record.start_time,
@@ -380,7 +380,7 @@ pub const INTERRUPTED: &str =
     "vmsnapd stopped during this job (killed or crashed); nothing it wrote counts as a backup";
 
 /// The operation names are a fixed set; a record's is matched back to its static name.
-fn leak_operation(name: &str) -> &'static str {
+fn operation_name(name: &str) -> &'static str {
     ["backup", "verify", "restore", "scrub", "prune"]
         .into_iter()
         .find(|o| *o == name)

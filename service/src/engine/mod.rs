@@ -94,7 +94,8 @@ pub struct Engine {
     config: Config,
     versions: VersionCache,
     jobs: jobs::JobRegistry,
-    /// The read connection status uses (mutations go through virsh).
+    /// libvirt's API for reads (status, a backup's plan, domain lists); changes go through
+    /// virsh.
     libvirt: host::libvirt::Libvirt,
 }
 

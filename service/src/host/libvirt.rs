@@ -3,7 +3,8 @@
 //! Status is what monitoring asks for every minute, on hosts with hundreds of domains. Through
 //! virsh every fact costs a process and a fresh connection to libvirtd (about 20 ms each); on
 //! an open connection it costs one RPC, well under a millisecond (BENCHMARKS.md). So the reads
-//! status needs come from here; whatever changes something still goes through virsh.
+//! of status and of a backup's plan come from here; whatever changes something still goes
+//! through virsh, whose behaviour the rest of the code knows.
 //!
 //! The API blocks, so every call runs on tokio's blocking pool under the command deadline.
 //! A call that fails because the connection broke (libvirtd restarted or went away) drops the
