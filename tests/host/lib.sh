@@ -173,4 +173,19 @@ host_remove_stale() {
             fi
         fi
     done
+    host_remove_faketime_leftovers
+}
+
+# libfaketime names its semaphore and shared memory after the wrapper's pid. A wrapper killed
+# with SIGKILL (tests kill the services they started that way) leaves both behind, and a later
+# wrapper that gets the same pid fails with "sem_open: File exists". Removes those whose
+# process is gone.
+host_remove_faketime_leftovers() {
+    local f pid
+    for f in /dev/shm/faketime_shm_* /dev/shm/sem.faketime_sem_*; do
+        [ -e "$f" ] || continue
+        pid=${f##*_}
+        [[ "$pid" =~ ^[0-9]+$ ]] || continue
+        kill -0 "$pid" 2>/dev/null || rm -f -- "$f"
+    done
 }

@@ -151,6 +151,13 @@ pub struct Service {
     child: Child,
 }
 
+/// Removes what a `faketime` wrapper with this pid leaves in /dev/shm when it is killed: a
+/// later wrapper that gets the same pid would fail with "sem_open: File exists".
+fn forget_faketime(pid: u32) {
+    let _ = std::fs::remove_file(format!("/dev/shm/faketime_shm_{pid}"));
+    let _ = std::fs::remove_file(format!("/dev/shm/sem.faketime_sem_{pid}"));
+}
+
 impl Service {
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -173,6 +180,7 @@ impl Service {
             .args(["-KILL", "--", &format!("-{}", self.child.id())])
             .status();
         let _ = self.child.wait();
+        forget_faketime(self.child.id());
     }
 
     /// Waits for the service to exit on its own, at most `limit`; its exit code.
@@ -212,5 +220,6 @@ impl Drop for Service {
             .args(["-KILL", "--", &format!("-{}", self.child.id())])
             .status();
         let _ = self.child.wait();
+        forget_faketime(self.child.id());
     }
 }
