@@ -415,6 +415,8 @@ pub fn spawn_guarded(
                 }
                 job.set_state(JobState::Failed);
             }
+            // The work, with its buffers and host handles, is gone now.
+            crate::memory::release_free_pages();
         }
         .instrument(span),
     )
