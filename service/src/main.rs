@@ -116,8 +116,13 @@ async fn serve() -> ExitCode {
     } else {
         args.backup_roots
     };
+    let libvirt_uri = args.connect.unwrap_or(file.libvirt_uri);
+    if let Err(message) = vmsnapd::host::libvirt::LocalLibvirt::from_uri(&libvirt_uri) {
+        tracing::error!("{message}");
+        return ExitCode::FAILURE;
+    }
     let engine = Arc::new(Engine::new(Config {
-        libvirt_uri: args.connect.unwrap_or(file.libvirt_uri),
+        libvirt_uri,
         command_timeout: Duration::from_secs(
             args.command_timeout
                 .unwrap_or(file.command_timeout_seconds)

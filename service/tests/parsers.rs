@@ -1,5 +1,5 @@
 //! Property tests of every parser of host output (virsh's XML, QEMU's and qemu-img's JSON,
-//! virtnbdbackup's log, folder names, versions). Each is fed real output captured on a test
+//! virtnbdbackup's log, folder names, versions, libvirt's wire replies). Each is fed real output captured on a test
 //! host (`samples/`), that output mutated at random, JSON trees of any shape grafted into it,
 //! and arbitrary text. None may panic: malformed host output must become a typed error.
 //!
@@ -8,9 +8,12 @@
 
 use proptest::prelude::*;
 use proptest::sample::Index;
+use vmsnapd::host::libvirt::{reply, DomainRef};
+use vmsnapd::host::libvirt_rpc::{parse_error, parse_header};
 use vmsnapd::host::period::{GroupBy, Period};
 use vmsnapd::host::tools::ToolVersion;
 use vmsnapd::host::virtnbdbackup::{event, parse_line};
+use vmsnapd::host::xdr::Encoder;
 use vmsnapd::host::{backup_dir, checkpoint_xml, domain_xml, qemu_img, qmp};
 
 const DOMAIN_XML: &str = include_str!("samples/domain.xml");
@@ -172,6 +175,66 @@ fn all_parsers(text: &str) {
     }
 }
 
+/// Every decoder of what libvirtd sends.
+fn all_wire_decoders(body: &[u8]) {
+    let _ = reply::domain_names(body);
+    let _ = reply::domain(body);
+    let _ = reply::state(body);
+    let _ = reply::checkpoint_names(body);
+    let _ = reply::string(body);
+    let _ = parse_header(body);
+    let _ = parse_error(body);
+}
+
+fn a_domain(name: &str) -> DomainRef {
+    DomainRef {
+        name: name.into(),
+        uuid: [7; 16],
+        id: -1,
+    }
+}
+
+/// Replies as libvirtd encodes them: two domains, two checkpoints, a state, an XML string.
+fn well_formed_replies() -> Vec<Vec<u8>> {
+    let mut domains = Encoder::new();
+    domains.u32(2);
+    a_domain("vm-a").encode(&mut domains);
+    a_domain("vm-bb").encode(&mut domains);
+    domains.u32(2);
+    let mut checkpoints = Encoder::new();
+    checkpoints.u32(2);
+    for name in ["virtnbdbackup.0", "virtnbdbackup.1"] {
+        checkpoints.string(name);
+        a_domain("vm-a").encode(&mut checkpoints);
+    }
+    checkpoints.i32(2);
+    let mut lookup = Encoder::new();
+    a_domain("vm-a").encode(&mut lookup);
+    vec![
+        domains.finish(),
+        checkpoints.finish(),
+        lookup.finish(),
+        Encoder::new().i32(1).i32(5).finish(),
+        Encoder::new().string(DOMAIN_XML).finish(),
+    ]
+}
+
+#[test]
+fn libvirt_replies_decode() {
+    let r = well_formed_replies();
+    assert_eq!(reply::domain_names(&r[0]).unwrap(), ["vm-a", "vm-bb"]);
+    assert_eq!(
+        reply::checkpoint_names(&r[1]).unwrap(),
+        ["virtnbdbackup.0", "virtnbdbackup.1"]
+    );
+    assert_eq!(reply::domain(&r[2]).unwrap(), a_domain("vm-a"));
+    assert_eq!(reply::state(&r[3]).unwrap(), 1);
+    assert_eq!(reply::string(&r[4]).unwrap(), DOMAIN_XML);
+    // A reply of another shape is an error, not a misreading.
+    assert!(reply::state(&r[2]).is_err());
+    assert!(reply::domain_names(&r[1]).is_err());
+}
+
 #[test]
 fn the_samples_parse() {
     let disks = domain_xml::parse_disks(DOMAIN_XML).unwrap();
@@ -247,5 +310,27 @@ proptest! {
     #[test]
     fn any_json_to_every_parser(value in json()) {
         all_parsers(&value.to_string());
+    }
+
+    #[test]
+    fn any_bytes_to_every_libvirt_decoder(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        all_wire_decoders(&bytes);
+    }
+
+    #[test]
+    fn corrupted_libvirt_replies(
+        which in any::<Index>(),
+        flips in prop::collection::vec((any::<Index>(), any::<u8>()), 1..6),
+        cut in any::<Index>(),
+    ) {
+        let replies = well_formed_replies();
+        let mut body = which.get(&replies).clone();
+        for (at, byte) in flips {
+            let i = at.index(body.len());
+            body[i] = byte;
+        }
+        all_wire_decoders(&body);
+        body.truncate(cut.index(body.len() + 1));
+        all_wire_decoders(&body);
     }
 }

@@ -106,10 +106,7 @@ impl Engine {
                 config.parallel_backups,
                 Some(journal::JobJournal::new(&config.state_dir)),
             ),
-            libvirt: host::libvirt::Libvirt::new(
-                config.libvirt_uri.clone(),
-                config.command_timeout,
-            ),
+            libvirt: host::libvirt::Libvirt::new(&config.libvirt_uri, config.command_timeout),
             config,
             versions: VersionCache::default(),
         }

@@ -10,12 +10,14 @@ pub mod checksums;
 pub mod command;
 pub mod domain_xml;
 pub mod libvirt;
+pub mod libvirt_rpc;
 pub mod period;
 pub mod qemu_img;
 pub mod qmp;
 pub mod tools;
 pub mod virsh;
 pub mod virtnbdbackup;
+pub mod xdr;
 
 use std::path::PathBuf;
 
