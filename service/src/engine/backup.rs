@@ -412,9 +412,9 @@ async fn remove_vmsnap_checkpoints(
     live: &LiveChain,
 ) -> Result<(), host::Error> {
     for (name, _) in live.checkpoints.iter().rev() {
-        if let Err(e) = virsh.checkpoint_delete(d, name, false).await {
+        if let Err(e) = libvirt.delete_checkpoint(d, name, false).await {
             tracing::warn!(checkpoint = %name, error = %e, "deleting metadata only");
-            virsh.checkpoint_delete(d, name, true).await?;
+            libvirt.delete_checkpoint(d, name, true).await?;
         }
     }
     // Only a domain QEMU runs has bitmaps outside the image; backups run on such domains.

@@ -126,14 +126,14 @@ impl Engine {
                 if !request.dry_run {
                     // Running: libvirt removes the bitmap with the checkpoint. Shut off:
                     // libvirt 9 can only drop its metadata.
-                    match virsh.checkpoint_delete(d, &name, !live).await {
+                    match self.libvirt.delete_checkpoint(d, &name, !live).await {
                         Ok(()) => {}
                         // The bitmap is already gone (scrubbed, or lost in a crash): libvirt
                         // refuses the full delete, so only its metadata is left to drop.
                         Err(host::Error::CommandFailed { message, .. })
                             if live && message.contains("not found") =>
                         {
-                            virsh.checkpoint_delete(d, &name, true).await?;
+                            self.libvirt.delete_checkpoint(d, &name, true).await?;
                         }
                         Err(e) => return Err(e),
                     }

@@ -3,8 +3,8 @@
 //! Status is what monitoring asks for every minute, on hosts with hundreds of domains. Through
 //! virsh every fact costs a process and a fresh connection to libvirtd (about 20 ms each); on
 //! an open connection it costs one RPC, well under a millisecond (BENCHMARKS.md). So the reads
-//! of status and of a backup's plan come from here; whatever changes something still goes
-//! through virsh, whose behaviour the rest of the code knows.
+//! of status and of a backup's plan come from here, and the checkpoint deletes before every
+//! new chain; the rarer changes (starting, stopping, aborting jobs) still go through virsh.
 //!
 //! The connection speaks libvirt's wire protocol itself ([`super::libvirt_rpc`]) on the
 //! local socket of the configured `qemu:///system` URI. A call that fails because the
@@ -167,6 +167,36 @@ impl Libvirt {
         .await
     }
 
+    /// Deletes one checkpoint: with its bitmaps (a running domain), or only libvirt's record
+    /// of it (`metadata_only`; what libvirt 9 can do for a shut-off domain, or when the bitmap
+    /// is already gone).
+    pub async fn delete_checkpoint(
+        &self,
+        domain: &str,
+        checkpoint: &str,
+        metadata_only: bool,
+    ) -> Result<()> {
+        self.call(Some(domain), |c| async move {
+            let dom = lookup(&c, domain).await?;
+            let mut e = Encoder::new();
+            e.string(checkpoint);
+            dom.encode(&mut e);
+            e.u32(if metadata_only {
+                CHECKPOINT_DELETE_METADATA_ONLY
+            } else {
+                0
+            });
+            c.call(
+                Program::Remote,
+                procedure::DOMAIN_CHECKPOINT_DELETE,
+                e.finish(),
+            )
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Runs `f` on the connection under the command deadline, reconnecting once if it broke.
     async fn call<'a, T, F, Fut>(&self, domain: Option<&'a str>, f: F) -> Result<T>
     where
@@ -214,13 +244,11 @@ impl Libvirt {
     }
 
     /// Drops the shared connection if it is still `broken`; calls still using it finish
-    /// with their own reference.
+    /// with their own reference, and the socket closes with the last of them.
     async fn forget(&self, broken: &Arc<Client>) {
         let mut slot = self.slot.lock().await;
         if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, broken)) {
-            if let Some(old) = slot.take() {
-                old.close().await;
-            }
+            slot.take();
         }
     }
 }
@@ -230,6 +258,8 @@ const DOMAIN_LIST_MAX: usize = 16384;
 const CHECKPOINT_LIST_MAX: usize = 16384;
 /// `VIR_DOMAIN_CHECKPOINT_LIST_TOPOLOGICAL`: parents before children.
 const CHECKPOINTS_TOPOLOGICAL: u32 = 1 << 1;
+/// `VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY`.
+const CHECKPOINT_DELETE_METADATA_ONLY: u32 = 1 << 1;
 
 /// `remote_nonnull_domain`: how every call names its domain.
 #[derive(Debug, Clone, PartialEq, Eq)]

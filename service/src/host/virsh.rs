@@ -143,26 +143,6 @@ impl Virsh {
             .map(drop)
     }
 
-    /// Deletes a checkpoint. Without `metadata_only`, on a running domain, the bitmaps go too.
-    pub async fn checkpoint_delete(
-        &self,
-        domain: &str,
-        checkpoint: &str,
-        metadata_only: bool,
-    ) -> Result<()> {
-        let mut args = vec![
-            "checkpoint-delete",
-            "--domain",
-            domain,
-            "--checkpointname",
-            checkpoint,
-        ];
-        if metadata_only {
-            args.push("--metadata");
-        }
-        self.call(Some(domain), &args).await.map(drop)
-    }
-
     /// `<creationTime>` of a checkpoint, seconds since the epoch.
     pub async fn checkpoint_creation_time(&self, domain: &str, checkpoint: &str) -> Result<u64> {
         let out = self
