@@ -7,6 +7,7 @@
 pub mod bus;
 pub mod chain;
 pub mod guest;
+pub mod socket_proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -13,6 +13,7 @@ use vmsnap_integration::chain::{
     listed_points, result, root, snapshot, wait_job,
 };
 use vmsnap_integration::guest::Guest;
+use vmsnap_integration::socket_proxy::SocketProxy;
 use vmsnap_integration::{host, run, vmsnapctl, vmsnapctl_on};
 
 /// A guest with a good chain (one full point) and enough new data that the next backup takes
@@ -332,6 +333,22 @@ fn a_crash_that_loses_the_bitmaps_starts_a_new_chain_on_its_own() {
     assert_eq!(listed_points(&guest, &root, &folder), ["virtnbdbackup.0"]);
 }
 
+/// A backup through the service on `bus` succeeds and restores to `now`.
+fn backs_up_identically(bus: &ScratchBus, guest: &Guest, root: &str, now: &std::path::Path) {
+    let r = vmsnapctl_on(
+        &bus.address,
+        &["backup", &guest.name, "--output", root, "--json"],
+    )
+    .expect_code(0);
+    assert_eq!(result(&r)["state"], "succeeded");
+    assert_restores_to(
+        result(&r)["folder"].as_str().unwrap(),
+        None,
+        "vda.qcow2",
+        now,
+    );
+}
+
 #[test]
 fn without_libvirtd_calls_fail_fast_and_work_again_when_it_is_back() {
     // The service reaches libvirtd through a socket path this test controls: removing it is,
@@ -362,18 +379,40 @@ fn without_libvirtd_calls_fail_fast_and_work_again_when_it_is_back() {
         .expect_code(0)
         .json();
     assert!(status.get(&guest.name).is_some(), "{status}");
-    let r = vmsnapctl_on(
-        &bus.address,
-        &["backup", &guest.name, "--output", &root, "--json"],
-    )
-    .expect_code(0);
-    assert_eq!(result(&r)["state"], "succeeded");
-    assert_restores_to(
-        result(&r)["folder"].as_str().unwrap(),
-        None,
-        "vda.qcow2",
-        &now,
-    );
+    backs_up_identically(&bus, &guest, &root, &now);
+}
+
+#[test]
+fn a_libvirtd_restart_under_the_open_connection_is_survived() {
+    // libvirtd restarting closes every client's connection, and the service keeps one open.
+    // Here that connection goes through a proxy this test closes and opens again.
+    let dir = host().run_dir.join("libvirt-proxy");
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("libvirt-sock");
+    let libvirtd = std::path::Path::new("/run/libvirt/libvirt-sock");
+    let mut proxy = SocketProxy::start(&socket, libvirtd);
+    let uri = format!("qemu:///system?socket={}", socket.display());
+    let guest = Guest::qcow2("f-restart", 32);
+    guest.write("vda", 0x22, 0, 4);
+    let now = snapshot(&guest, "vda", "now");
+    // Running, so that status also asks QEMU (libvirt's QEMU program) on the new connection.
+    guest.start();
+    let root = root("f-restart");
+    let bus = ScratchBus::start("f-restart");
+    let _service = bus.start_service_args(&["--connect", &uri]);
+    let status = || vmsnapctl_on(&bus.address, &["status", guest.name.as_str(), "--json"]);
+    // The first call opens the service's connection.
+    status().expect_code(0);
+    proxy.stop();
+    // Down: HostUnavailable at once, with the reason.
+    let r = status();
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("connect"), "{}", r.stderr);
+    // Back: the same service process answers on a new connection, and backs up.
+    let _proxy = SocketProxy::start(&socket, libvirtd);
+    let s = status().expect_code(0).json();
+    assert_eq!(s[guest.name.as_str()]["state"], "running", "{s}");
+    backs_up_identically(&bus, &guest, &root, &now);
 }
 
 #[test]

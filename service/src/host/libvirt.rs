@@ -487,7 +487,10 @@ fn classify(e: RpcError, domain: Option<&str>) -> Error {
         return Error::NoSuchDomain(d.to_string());
     }
     if is_broken_connection(&e) {
-        return Error::HostUnavailable(format!("failed to connect to libvirt: {e}"));
+        return Error::HostUnavailable(match e {
+            RpcError::Connection(why) => why,
+            other => format!("the connection to libvirt broke: {other}"),
+        });
     }
     Error::CommandFailed {
         program: "libvirt".into(),
