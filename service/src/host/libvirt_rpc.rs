@@ -203,6 +203,13 @@ impl Client {
             shared: &self.shared,
             serial,
         };
+        // The reader may have closed the connection after the check above and before this
+        // call was registered; then no one would ever answer it.
+        if self.is_closed() {
+            return Err(RpcError::Connection(
+                "the connection to libvirt broke".into(),
+            ));
+        }
         if let Err(e) = self.shared.send(&message).await {
             self.shared.close(e.clone());
             return Err(e);
