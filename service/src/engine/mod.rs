@@ -94,8 +94,8 @@ pub struct Engine {
     config: Config,
     versions: VersionCache,
     jobs: jobs::JobRegistry,
-    /// libvirt's API for reads (status, a backup's plan, domain lists); changes go through
-    /// virsh.
+    /// The one connection to libvirtd: every read, and checkpoint deletes; the other changes
+    /// go through virsh.
     libvirt: host::libvirt::Libvirt,
 }
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use super::jobs::Job;
 use super::Engine;
-use crate::host::virsh::DomainState;
+use crate::host::libvirt::DomainState;
 
 /// The records of domains started paused: one file per domain, named by its hex-encoded name
 /// (domain names may hold any character but `/`).
@@ -103,7 +103,7 @@ impl Engine {
             return;
         };
         for name in names {
-            match virsh.domstate(&name).await {
+            match self.libvirt.state(&name).await {
                 Ok(DomainState::Paused) => {
                     tracing::warn!(domain = %name, "a previous vmsnapd left it paused: shutting it off");
                     if let Err(e) = virsh.abort_job(&name).await {

@@ -15,8 +15,8 @@ use super::jobs::Job;
 use super::{Engine, Error};
 use crate::host::backup_dir::checkpoint_index;
 use crate::host::command;
+use crate::host::libvirt::CheckpointFact;
 use crate::host::tools::{self, Tool};
-use crate::host::virsh::Virsh;
 use crate::paths::{self, BackupRoot};
 use crate::selection::{DomainName, Selector};
 
@@ -39,18 +39,22 @@ pub struct RestoreRequest {
     pub define_as: Option<DomainName>,
 }
 
+/// The VMSnap-owned ones among libvirt's checkpoints, with their creation times (a chain
+/// folder records both; one without a time cannot be matched and is left out).
+pub(super) fn vmsnap_checkpoints(all: &[CheckpointFact]) -> Vec<(String, u64)> {
+    all.iter()
+        .filter(|c| checkpoint_index(&c.name).is_some())
+        .filter_map(|c| Some((c.name.clone(), c.created?)))
+        .collect()
+}
+
 impl Engine {
     /// libvirt's VMSnap checkpoints of a domain with their times (empty if it has none or is gone).
-    pub(super) async fn live_checkpoints(&self, virsh: &Virsh, domain: &str) -> Vec<(String, u64)> {
-        let mut out = Vec::new();
-        for name in virsh.checkpoints(domain).await.unwrap_or_default() {
-            if checkpoint_index(&name).is_some() {
-                if let Ok(t) = virsh.checkpoint_creation_time(domain, &name).await {
-                    out.push((name, t));
-                }
-            }
+    pub(super) async fn live_checkpoints(&self, domain: &str) -> Vec<(String, u64)> {
+        match self.libvirt.domain(domain).await {
+            Ok(facts) => vmsnap_checkpoints(&facts.checkpoints),
+            Err(_) => Vec::new(),
         }
-        out
     }
 
     pub async fn list_backups(
@@ -58,11 +62,10 @@ impl Engine {
         selectors: &[Selector],
         root: &BackupRoot,
     ) -> Result<Vec<Listed>, Error> {
-        let virsh = self.virsh()?;
         let domains = self.resolve_existing(selectors).await?;
         let mut out = Vec::new();
         for d in domains {
-            let live = self.live_checkpoints(&virsh, d.as_str()).await;
+            let live = self.live_checkpoints(d.as_str()).await;
             for chain in catalog::chains(&root.as_path().join(d.as_str()))? {
                 out.push(Listed {
                     domain: d.to_string(),
@@ -154,8 +157,13 @@ impl Engine {
             )));
         }
         if let Some(name) = &request.define_as {
-            let virsh = self.virsh()?;
-            if virsh.list_all().await?.iter().any(|d| d == name.as_str()) {
+            if self
+                .libvirt
+                .list_all()
+                .await?
+                .iter()
+                .any(|d| d == name.as_str())
+            {
                 return Err(Error::TargetExists(format!(
                     "a domain named {name} already exists"
                 )));
@@ -170,9 +178,7 @@ impl Engine {
         let chosen = match &request.folder {
             Some(f) => chains.into_iter().find(|c| &c.folder == f),
             None => {
-                let live = self
-                    .live_checkpoints(&self.virsh()?, request.domain.as_str())
-                    .await;
+                let live = self.live_checkpoints(request.domain.as_str()).await;
                 let live_chain = chains.iter().position(|c| c.is_live(&live));
                 match live_chain {
                     Some(i) => chains.into_iter().nth(i),

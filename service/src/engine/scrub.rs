@@ -11,10 +11,10 @@ use wildmatch::WildMatch;
 use super::{Engine, Error};
 use crate::host::backup_dir::checkpoint_index;
 use crate::host::domain_xml::{self, DiskDefinition};
-use crate::host::qemu_img;
 use crate::host::tools::{self, Tool};
 use crate::host::virsh::Virsh;
 use crate::host::{self};
+use crate::host::{qemu_img, qmp};
 use crate::selection::{DomainName, Selector};
 
 /// What to remove.
@@ -116,10 +116,11 @@ impl Engine {
                         .as_deref()
                         .is_none_or(|pattern| WildMatch::new(pattern).matches(name)))
         };
-        let live = virsh.domstate(d).await?.has_qemu();
+        let facts = self.libvirt.domain(d).await?;
+        let live = facts.state.has_qemu();
         if request.kind.checkpoints() {
             // Children first, so every delete is of a leaf.
-            let mut names: Vec<String> = virsh.checkpoints(d).await?;
+            let mut names: Vec<String> = facts.checkpoints.into_iter().map(|c| c.name).collect();
             names.retain(|n| selected(n));
             names.reverse();
             for name in names {
@@ -142,13 +143,15 @@ impl Engine {
             }
         }
         if request.kind.bitmaps() {
-            let disks = domain_xml::parse_disks(&virsh.dumpxml(d).await?)?;
+            // Asked again: the checkpoint deletes above took their bitmaps along.
+            let facts = self.libvirt.domain(d).await?;
+            let disks = domain_xml::parse_disks(&facts.xml)?;
             let disks: Vec<&DiskDefinition> = disks
                 .iter()
                 .filter(|x| x.device == "disk" && x.format.as_deref() == Some("qcow2"))
                 .collect();
-            if live {
-                for device in virsh.query_block(d).await? {
+            if let Some(reply) = facts.query_block.filter(|_| live) {
+                for device in qmp::parse_query_block(&reply)? {
                     let (Some(node), Some(disk)) = (
                         device.node_name.as_deref(),
                         disks.iter().find(|x| {

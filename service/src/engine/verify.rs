@@ -17,6 +17,8 @@ use super::jobs::Job;
 use super::{Engine, Error};
 use crate::host::tools::{self, Tool};
 use crate::host::{checksums, command, Error as HostError};
+
+use super::restore::vmsnap_checkpoints;
 use crate::paths::BackupRoot;
 use crate::selection::{DomainName, Selector};
 
@@ -179,18 +181,17 @@ impl Engine {
         &self,
         domain: &str,
     ) -> Option<(Vec<(String, u64)>, Vec<PathBuf>)> {
-        let virsh = self.virsh().ok()?;
-        if virsh.domstate(domain).await.ok()? != crate::host::virsh::DomainState::ShutOff {
+        let facts = self.libvirt.domain(domain).await.ok()?;
+        if facts.state != crate::host::libvirt::DomainState::ShutOff {
             return None;
         }
-        let xml = virsh.dumpxml(domain).await.ok()?;
-        let disks = crate::host::domain_xml::parse_disks(&xml)
+        let disks = crate::host::domain_xml::parse_disks(&facts.xml)
             .ok()?
             .into_iter()
             .filter(|d| d.device == "disk" && d.format.as_deref() == Some("qcow2"))
             .filter_map(|d| d.source.map(PathBuf::from))
             .collect();
-        Some((self.live_checkpoints(&virsh, domain).await, disks))
+        Some((vmsnap_checkpoints(&facts.checkpoints), disks))
     }
 
     /// `qemu-img compare` of the rebuilt images with the shut-off domain's disks. A difference

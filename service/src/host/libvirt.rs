@@ -2,9 +2,10 @@
 //!
 //! Status is what monitoring asks for every minute, on hosts with hundreds of domains. Through
 //! virsh every fact costs a process and a fresh connection to libvirtd (about 20 ms each); on
-//! an open connection it costs one RPC, well under a millisecond (BENCHMARKS.md). So the reads
-//! of status and of a backup's plan come from here, and the checkpoint deletes before every
-//! new chain; the rarer changes (starting, stopping, aborting jobs) still go through virsh.
+//! an open connection it costs one RPC, well under a millisecond (BENCHMARKS.md). So every
+//! read comes from here (status, a backup's plan, scrub, verify, restore, recovery), and the
+//! checkpoint deletes before every new chain; the rarer changes (starting, stopping, aborting
+//! jobs) still go through virsh.
 //!
 //! The connection speaks libvirt's wire protocol itself ([`super::libvirt_rpc`]) on the
 //! local socket of the configured `qemu:///system` URI. A call that fails because the
@@ -21,9 +22,38 @@ use futures_util::future::try_join_all;
 
 use super::checkpoint_xml;
 use super::libvirt_rpc::{procedure, Client, Program, RpcError, STRING_MAX};
-use super::virsh::DomainState;
 use super::xdr::{Decoder, Encoder, XdrError};
 use super::{Error, Result};
+
+/// A domain's run state, in virsh's words (what status shows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainState {
+    Running,
+    Paused,
+    ShutOff,
+    /// Any other libvirt state (`crashed`, `in shutdown`, `pmsuspended`, …), verbatim.
+    Other(String),
+}
+
+impl DomainState {
+    pub fn as_str(&self) -> &str {
+        match self {
+            DomainState::Running => "running",
+            DomainState::Paused => "paused",
+            DomainState::ShutOff => "shut off",
+            DomainState::Other(s) => s,
+        }
+    }
+
+    /// Whether a QEMU process exists for the domain, so that QEMU (not the image file) holds
+    /// the truth about its bitmaps.
+    pub fn has_qemu(&self) -> bool {
+        matches!(
+            self,
+            DomainState::Running | DomainState::Paused | DomainState::Other(_)
+        )
+    }
+}
 
 /// What status needs to know of one domain from libvirt and QEMU.
 #[derive(Debug, Clone)]
@@ -163,6 +193,15 @@ impl Libvirt {
                 checkpoints,
                 query_block,
             })
+        })
+        .await
+    }
+
+    /// The state of `name` alone.
+    pub async fn state(&self, name: &str) -> Result<DomainState> {
+        self.call(Some(name), |c| async move {
+            let dom = lookup(&c, name).await?;
+            state(&c, &dom).await
         })
         .await
     }
@@ -501,6 +540,16 @@ fn classify(e: RpcError, domain: Option<&str>) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn libvirts_states_in_virshs_words() {
+        assert_eq!(state_of(5), DomainState::ShutOff);
+        assert_eq!(state_of(1), DomainState::Running);
+        assert!(state_of(3).has_qemu() && state_of(6).has_qemu());
+        assert!(!state_of(5).has_qemu());
+        assert_eq!(state_of(6).as_str(), "crashed");
+        assert_eq!(state_of(99).as_str(), "no state");
+    }
 
     #[test]
     fn the_local_system_driver_is_accepted_with_its_socket() {

@@ -1,4 +1,7 @@
-//! libvirt through `virsh`, one argument vector per call.
+//! The changes to domains that go through `virsh`, one argument vector per call: starting
+//! paused, destroying, removing a bitmap through QEMU, and libvirt's job control. Every read
+//! (and the checkpoint deletes) use the service's open connection ([`super::libvirt`]); these
+//! few run seldom, and virsh's behaviour for them is what the rest of the code was built on.
 //!
 //! Domain names are always passed as the value of an explicit `--domain` option, so that a
 //! name that starts with `-` can never be read as an option of virsh itself.
@@ -8,47 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::command::{self, Output};
-use super::qmp::{self, BlockDevice};
 use super::{Error, Result};
-
-/// A domain's run state, as `virsh domstate` words it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DomainState {
-    Running,
-    Paused,
-    ShutOff,
-    /// Any other libvirt state (`crashed`, `in shutdown`, `pmsuspended`, …), verbatim.
-    Other(String),
-}
-
-impl DomainState {
-    pub fn parse(word: &str) -> Self {
-        match word.trim() {
-            "running" => DomainState::Running,
-            "paused" => DomainState::Paused,
-            "shut off" => DomainState::ShutOff,
-            other => DomainState::Other(other.to_string()),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        match self {
-            DomainState::Running => "running",
-            DomainState::Paused => "paused",
-            DomainState::ShutOff => "shut off",
-            DomainState::Other(s) => s,
-        }
-    }
-
-    /// Whether a QEMU process exists for the domain, so that QEMU (not the image file) holds
-    /// the truth about its bitmaps.
-    pub fn has_qemu(&self) -> bool {
-        matches!(
-            self,
-            DomainState::Running | DomainState::Paused | DomainState::Other(_)
-        )
-    }
-}
 
 /// A `virsh` binary bound to one libvirt URI.
 #[derive(Debug, Clone)]
@@ -67,67 +30,6 @@ impl Virsh {
         }
     }
 
-    /// Names of all domains, running and defined, in libvirt's order.
-    pub async fn list_all(&self) -> Result<Vec<String>> {
-        let out = self.call(None, &["list", "--all", "--name"]).await?;
-        Ok(non_empty_lines(&out.stdout))
-    }
-
-    pub async fn domstate(&self, domain: &str) -> Result<DomainState> {
-        let out = self
-            .call(Some(domain), &["domstate", "--domain", domain])
-            .await?;
-        let word = out
-            .stdout
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .ok_or_else(|| Error::parse("virsh domstate", "empty output"))?;
-        Ok(DomainState::parse(word))
-    }
-
-    /// The live XML of a running domain (with aliases), or the inactive definition.
-    pub async fn dumpxml(&self, domain: &str) -> Result<String> {
-        Ok(self
-            .call(Some(domain), &["dumpxml", "--domain", domain])
-            .await?
-            .stdout)
-    }
-
-    /// Checkpoint names, parents before children.
-    pub async fn checkpoints(&self, domain: &str) -> Result<Vec<String>> {
-        let out = self
-            .call(
-                Some(domain),
-                &[
-                    "checkpoint-list",
-                    "--domain",
-                    domain,
-                    "--name",
-                    "--topological",
-                ],
-            )
-            .await?;
-        Ok(non_empty_lines(&out.stdout))
-    }
-
-    /// QEMU's `query-block` for a running or paused domain.
-    pub async fn query_block(&self, domain: &str) -> Result<Vec<BlockDevice>> {
-        let out = self
-            .call(
-                Some(domain),
-                &[
-                    "qemu-monitor-command",
-                    "--domain",
-                    domain,
-                    "--cmd",
-                    r#"{"execute":"query-block"}"#,
-                ],
-            )
-            .await?;
-        qmp::parse_query_block(&out.stdout)
-    }
-
     /// Starts a shut-off domain with its CPUs stopped: QEMU then owns the disks and their
     /// bitmaps, so a backup is an online one and the guest never runs.
     pub async fn start_paused(&self, domain: &str) -> Result<()> {
@@ -141,24 +43,6 @@ impl Virsh {
         self.call(Some(domain), &["destroy", "--domain", domain])
             .await
             .map(drop)
-    }
-
-    /// `<creationTime>` of a checkpoint, seconds since the epoch.
-    pub async fn checkpoint_creation_time(&self, domain: &str, checkpoint: &str) -> Result<u64> {
-        let out = self
-            .call(
-                Some(domain),
-                &[
-                    "checkpoint-dumpxml",
-                    "--domain",
-                    domain,
-                    "--checkpointname",
-                    checkpoint,
-                    "--no-domain",
-                ],
-            )
-            .await?;
-        super::checkpoint_xml::creation_time(&out.stdout)
     }
 
     /// Removes a dirty bitmap from a running domain's format node through QEMU.
@@ -268,14 +152,6 @@ fn classify(out: &Output, domain: Option<&str>) -> Error {
     }
 }
 
-fn non_empty_lines(text: &str) -> Vec<String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,14 +207,5 @@ mod tests {
             }
             e => panic!("{e:?}"),
         }
-    }
-
-    #[test]
-    fn states_parse() {
-        assert_eq!(DomainState::parse("shut off\n"), DomainState::ShutOff);
-        assert_eq!(DomainState::parse("running"), DomainState::Running);
-        assert!(DomainState::parse("paused").has_qemu());
-        assert!(!DomainState::ShutOff.has_qemu());
-        assert_eq!(DomainState::parse("crashed").as_str(), "crashed");
     }
 }
