@@ -4,7 +4,6 @@
 //! them all and removes the socket, which is what a client sees when libvirtd restarts. The
 //! libvirtd every test shares is never touched.
 
-use std::io::ErrorKind;
 use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -84,11 +83,9 @@ fn forward(client: &UnixStream, upstream: &UnixStream, open: &Mutex<Vec<UnixStre
         (clone(upstream), clone(client)),
     ] {
         std::thread::spawn(move || {
-            match std::io::copy(&mut from, &mut to) {
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::NotConnected => {}
-                Err(_) => {}
-            }
+            // Ends when either side closes (or `stop` shuts both down); then the other
+            // direction is told.
+            let _ = std::io::copy(&mut from, &mut to);
             let _ = to.shutdown(Shutdown::Write);
         });
     }

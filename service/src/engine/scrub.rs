@@ -13,8 +13,7 @@ use crate::host::backup_dir::checkpoint_index;
 use crate::host::domain_xml::{self, DiskDefinition};
 use crate::host::tools::{self, Tool};
 use crate::host::virsh::Virsh;
-use crate::host::{self};
-use crate::host::{qemu_img, qmp};
+use crate::host::{self, qemu_img, qmp};
 use crate::selection::{DomainName, Selector};
 
 /// What to remove.

@@ -217,18 +217,16 @@ impl Libvirt {
     ) -> Result<()> {
         self.call(Some(domain), |c| async move {
             let dom = lookup(&c, domain).await?;
-            let mut e = Encoder::new();
-            e.string(checkpoint);
-            dom.encode(&mut e);
-            e.u32(if metadata_only {
-                CHECKPOINT_DELETE_METADATA_ONLY
-            } else {
-                0
-            });
-            c.call(
-                Program::Remote,
+            let flags = match metadata_only {
+                true => CHECKPOINT_DELETE_METADATA_ONLY,
+                false => 0,
+            };
+            checkpoint_call(
+                &c,
                 procedure::DOMAIN_CHECKPOINT_DELETE,
-                e.finish(),
+                checkpoint,
+                &dom,
+                flags,
             )
             .await?;
             Ok(())
@@ -350,6 +348,22 @@ async fn domain_call(
     c.call(program, procedure, e.finish()).await
 }
 
+/// A call whose arguments are one checkpoint (`remote_nonnull_domain_checkpoint`: its name,
+/// then its domain) and a flags word.
+async fn checkpoint_call(
+    c: &Client,
+    procedure: i32,
+    name: &str,
+    dom: &DomainRef,
+    flags: u32,
+) -> std::result::Result<Vec<u8>, RpcError> {
+    let mut e = Encoder::new();
+    e.string(name);
+    dom.encode(&mut e);
+    e.u32(flags);
+    c.call(Program::Remote, procedure, e.finish()).await
+}
+
 async fn state(c: &Client, dom: &DomainRef) -> std::result::Result<DomainState, RpcError> {
     let reply = domain_call(c, Program::Remote, procedure::DOMAIN_GET_STATE, dom, |e| {
         e.u32(0);
@@ -404,18 +418,8 @@ async fn checkpoints(
     .await?;
     let names = reply::checkpoint_names(&reply)?;
     try_join_all(names.into_iter().map(|name| async move {
-        // remote_nonnull_domain_checkpoint: the name, then the domain.
-        let mut e = Encoder::new();
-        e.string(&name);
-        dom.encode(&mut e);
-        e.u32(0);
-        let reply = c
-            .call(
-                Program::Remote,
-                procedure::DOMAIN_CHECKPOINT_GET_XML_DESC,
-                e.finish(),
-            )
-            .await?;
+        let reply =
+            checkpoint_call(c, procedure::DOMAIN_CHECKPOINT_GET_XML_DESC, &name, dom, 0).await?;
         let created = checkpoint_xml::creation_time(&reply::string(&reply)?).ok();
         Ok(CheckpointFact { name, created })
     }))
