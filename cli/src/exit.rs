@@ -15,6 +15,7 @@
 //! | 11 | a job was cancelled |
 //! | 12 | not authorized (polkit said no, or needs a password nobody could type) |
 //! | 13 | the restore target already holds files (and overwrite was not asked for) |
+//! | 14 | the service may not write to the backup root or restore target (its sandbox) |
 
 use std::process::ExitCode;
 
@@ -33,6 +34,7 @@ pub const JOB_FAILED: u8 = 10;
 pub const JOB_CANCELLED: u8 = 11;
 pub const ACCESS_DENIED: u8 = 12;
 pub const TARGET_EXISTS: u8 = 13;
+pub const NOT_WRITABLE: u8 = 14;
 
 /// The exit code for an error the service (or the bus) returned.
 pub fn for_error(e: &Error) -> u8 {
@@ -42,6 +44,7 @@ pub fn for_error(e: &Error) -> u8 {
         Error::MissingDependency(_) => MISSING_DEPENDENCY,
         Error::NoSuchJob(_) | Error::NoSuchBackup(_) => SELECTION,
         Error::TargetExists(_) => TARGET_EXISTS,
+        Error::NotWritable(_) => NOT_WRITABLE,
         Error::HostUnavailable(_) | Error::Failed(_) | Error::AlreadyRunning(_) => FAILURE,
         Error::ZBus(z) if crate::client::is_unreachable(z) => UNREACHABLE,
         Error::ZBus(zbus::Error::MethodError(name, _, _))

@@ -32,6 +32,9 @@ pub enum Error {
     NoSuchBackup(String),
     /// A restore target already holds files and overwriting was not asked for.
     TargetExists(String),
+    /// The service may not write to a backup root or restore target: it is read-only for the
+    /// service (its systemd unit's sandbox). The message names the path and how to allow it.
+    NotWritable(String),
 }
 
 impl Error {
@@ -64,7 +67,8 @@ impl Error {
             | Error::AlreadyRunning(m)
             | Error::NoSuchJob(m)
             | Error::NoSuchBackup(m)
-            | Error::TargetExists(m) => m.clone(),
+            | Error::TargetExists(m)
+            | Error::NotWritable(m) => m.clone(),
         }
     }
 }

@@ -213,7 +213,11 @@ fn init_logging(force_stderr: bool) {
     {
         None
     } else {
-        tracing_journald::layer().ok()
+        // Fields under their own names (`journalctl -u vmsnapd JOB=12 DOMAIN=web1`), not the
+        // crate's default `F_JOB`; none of ours collides with a journal field.
+        tracing_journald::layer()
+            .ok()
+            .map(|layer| layer.with_field_prefix(None))
     };
     let registry = tracing_subscriber::registry().with(filter);
     match journald {

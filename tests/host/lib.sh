@@ -43,8 +43,9 @@ host_install() {
 # Starts virtlogd and libvirtd unless libvirt already answers (systemd is not PID 1 here).
 host_start_libvirt() {
     if virsh -c qemu:///system version >/dev/null 2>&1; then return 0; fi
-    pgrep -x virtlogd >/dev/null || virtlogd -d || die "virtlogd did not start"
-    pgrep -x libvirtd >/dev/null || libvirtd -d || die "libvirtd did not start"
+    # Only this mount namespace's daemons: a booted test container's own libvirtd is visible here too.
+    pgrep --ns $$ --nslist mnt -x virtlogd >/dev/null || virtlogd -d || die "virtlogd did not start"
+    pgrep --ns $$ --nslist mnt -x libvirtd >/dev/null || libvirtd -d || die "libvirtd did not start"
     local i
     for i in $(seq 1 60); do
         virsh -c qemu:///system version >/dev/null 2>&1 && return 0

@@ -62,8 +62,8 @@ fn units_pass_systemd_analyze_and_the_service_is_well_sandboxed() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no exposure level in:\n{security}"));
     assert!(
-        exposure <= 4.0,
-        "exposure {exposure} is above 4.0:\n{security}"
+        exposure <= 2.0,
+        "exposure {exposure} is above 2.0:\n{security}"
     );
 }
 

@@ -96,6 +96,7 @@ pub fn error(e: EngineError) -> Error {
         e @ EngineError::AlreadyRunning(_) => Error::AlreadyRunning(e.to_string()),
         EngineError::NoSuchBackup(m) => Error::NoSuchBackup(m),
         EngineError::TargetExists(m) => Error::TargetExists(m),
+        EngineError::NotWritable(e) => Error::NotWritable(e.message),
         EngineError::Host(host) => match host {
             e @ HostError::MissingDependency(_) => Error::MissingDependency(e.to_string()),
             HostError::HostUnavailable(m) => Error::HostUnavailable(m),

@@ -14,6 +14,7 @@ use tracing::Instrument;
 use vmsnap_dbus::job::JobState;
 
 use super::chain::{self, ChainFolder, LiveChain, Plan};
+use super::eligibility;
 use super::jobs::Job;
 use super::prune::PruneRequest;
 use super::recovery::PausedRecords;
@@ -77,6 +78,7 @@ impl Engine {
         if uid != 0 {
             paths::check_inside(request.root.as_path(), &self.config.backup_roots)?;
         }
+        paths::check_writable(request.root.as_path())?;
         let programs = tools::require(&[Tool::Virsh, Tool::QemuImg, Tool::Virtnbdbackup])?;
         let version = self.versions.virtnbdbackup().await?;
         let virsh = Virsh::new(
@@ -227,11 +229,22 @@ impl Engine {
         // QEMU's bitmaps (virsh would take a process for each, one more per checkpoint).
         let facts = self.libvirt.domain(d).await?;
         let disks = domain_xml::parse_disks(&facts.xml)?;
-        let eligible: Vec<&DiskDefinition> = disks.iter().filter(|x| is_chain_disk(x)).collect();
+        let tool = Some(p.virtnbdbackup.1);
+        let eligible: Vec<&DiskDefinition> = disks
+            .iter()
+            .filter(|x| eligibility::ineligible_reason(x, tool).is_none())
+            .collect();
         if eligible.is_empty() {
-            return Ok(DomainOutcome::failed(
-                "the domain has no qcow2 disk with a host path; incremental chains need one",
-            ));
+            let why: Vec<String> = disks
+                .iter()
+                .filter_map(|x| {
+                    eligibility::ineligible_reason(x, tool).map(|r| format!("{}: {r}", x.target))
+                })
+                .collect();
+            return Ok(DomainOutcome::failed(format!(
+                "the domain has no disk an incremental chain can cover ({})",
+                why.join("; ")
+            )));
         }
         let Some(reply) = facts.query_block.as_deref() else {
             return Ok(DomainOutcome::failed(format!(
@@ -352,11 +365,6 @@ fn job_finish_domain(job: &Job, index: usize, outcome: &DomainOutcome) {
             }
         }
     });
-}
-
-/// Disks a chain covers: qcow2 disks with a host path.
-fn is_chain_disk(disk: &DiskDefinition) -> bool {
-    disk.device == "disk" && disk.source.is_some() && disk.format.as_deref() == Some("qcow2")
 }
 
 fn device_of<'a>(devices: &'a [BlockDevice], disk: &DiskDefinition) -> Option<&'a BlockDevice> {

@@ -141,6 +141,7 @@ impl Job {
         }
         self.journal_write();
         if state.is_final() {
+            self.log_end(None, state, "");
             lock(&self.locks).take();
         }
         let _ = self.events.send(if state.is_final() {
@@ -159,15 +160,67 @@ impl Job {
                 Some(p) => {
                     let before = p.state;
                     change(p);
-                    p.state != before && p.state.is_some_and(JobState::is_final)
+                    let ended = p.state != before && p.state.is_some_and(JobState::is_final);
+                    ended.then(|| (p.domain.clone(), p.state, p.error.clone()))
                 }
-                None => false,
+                None => None,
             }
         };
-        if ended {
+        if let Some((domain, state, error)) = ended {
+            self.log_end(Some(&domain), state.unwrap_or(JobState::Failed), &error);
             self.journal_write();
         }
         let _ = self.events.send(JobEvent::Changed);
+    }
+
+    /// One journal entry per domain and one per job at their end, with the fields an
+    /// administrator filters on (`journalctl -u vmsnapd JOB=12`, `DOMAIN=web1`, and
+    /// `-p err` for failures).
+    fn log_end(&self, domain: Option<&str>, state: JobState, error: &str) {
+        let (job, operation, uid, result) = (self.id, self.operation, self.uid, state.as_str());
+        match (domain, state) {
+            (Some(domain), JobState::Failed) => {
+                tracing::error!(
+                    job,
+                    operation,
+                    uid,
+                    domain,
+                    result,
+                    error,
+                    "{operation} of {domain} failed: {error}"
+                )
+            }
+            (Some(domain), JobState::Cancelled) => {
+                tracing::warn!(
+                    job,
+                    operation,
+                    uid,
+                    domain,
+                    result,
+                    "{operation} of {domain} cancelled"
+                )
+            }
+            (Some(domain), _) => {
+                tracing::info!(
+                    job,
+                    operation,
+                    uid,
+                    domain,
+                    result,
+                    "{operation} of {domain} {result}"
+                )
+            }
+            (None, JobState::Failed) => {
+                tracing::error!(job, operation, uid, result, "{operation} job {job} failed")
+            }
+            (None, _) => tracing::info!(
+                job,
+                operation,
+                uid,
+                result,
+                "{operation} job {job} {result}"
+            ),
+        }
     }
 
     fn journal_write(&self) {

@@ -7,6 +7,7 @@ pub mod backup;
 pub mod catalog;
 pub mod chain;
 pub mod consistency;
+pub mod eligibility;
 pub mod jobs;
 pub mod journal;
 pub mod prune;
@@ -73,6 +74,8 @@ pub enum Error {
     NoSuchBackup(String),
     #[error("{0}")]
     TargetExists(String),
+    #[error(transparent)]
+    NotWritable(#[from] crate::paths::NotWritable),
     #[error(transparent)]
     Host(#[from] host::Error),
 }

@@ -1,7 +1,9 @@
 //! Trusting backups: listing them and restoring them (verifying them: [`super::verify`]).
 //!
-//! Restore writes into a fresh directory next to the target and moves the result in only when
-//! it succeeded, so a failed or cancelled restore never leaves half an image in the target.
+//! Restore writes into a fresh hidden directory inside the target and moves the result up only
+//! when it succeeded, so a failed or cancelled restore never leaves half an image in the
+//! target. Inside, not beside: under the unit's sandbox the target may be the only writable
+//! path (`ReadWritePaths=/srv/restore`), and a rename stays on the target's file system.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -19,6 +21,11 @@ use crate::host::libvirt::CheckpointFact;
 use crate::host::tools::{self, Tool};
 use crate::paths::{self, BackupRoot};
 use crate::selection::{DomainName, Selector};
+
+/// The hidden directory inside a target that a restore writes into first
+/// (`.vmsnap-restore-<job>`); one a crashed restore left behind does not make a target
+/// "not empty".
+const STAGING_PREFIX: &str = ".vmsnap-restore-";
 
 /// A chain as listed, with whether it is the domain's live one.
 pub struct Listed {
@@ -132,6 +139,7 @@ impl Engine {
         if uid != 0 {
             paths::check_inside(request.target.as_path(), &self.config.backup_roots)?;
         }
+        paths::check_writable(request.target.as_path())?;
         let chain = self.restore_chain(request).await?;
         if let Some(until) = &request.until {
             if !chain.points.iter().any(|p| &p.checkpoint == until) {
@@ -143,7 +151,10 @@ impl Engine {
         }
         let target = request.target.as_path();
         let occupied = std::fs::read_dir(target)
-            .map(|mut d| d.next().is_some())
+            .map(|d| {
+                d.flatten()
+                    .any(|e| !e.file_name().to_string_lossy().starts_with(STAGING_PREFIX))
+            })
             .unwrap_or(false);
         if occupied && (!request.overwrite || request.define_as.is_some()) {
             return Err(Error::TargetExists(format!(
@@ -271,11 +282,9 @@ impl Engine {
                 _ = cancel.changed() => return Err("cancelled".into()),
             }
         } else {
-            let staging = target.with_file_name(format!(
-                ".{}.vmsnap-restore-{}",
-                target.file_name().unwrap_or_default().to_string_lossy(),
-                job.id
-            ));
+            let created = !target.exists();
+            std::fs::create_dir_all(target).map_err(|e| format!("{}: {e}", target.display()))?;
+            let staging = target.join(format!("{STAGING_PREFIX}{}", job.id));
             let _ = std::fs::remove_dir_all(&staging);
             let run = self.run_restore(&chain.path, &staging, until, request.disk.as_deref(), None);
             let result = tokio::select! {
@@ -284,9 +293,11 @@ impl Engine {
             };
             if let Err(e) = result {
                 let _ = std::fs::remove_dir_all(&staging);
+                if created {
+                    let _ = std::fs::remove_dir(target);
+                }
                 return Err(e);
             }
-            std::fs::create_dir_all(target).map_err(|e| format!("{}: {e}", target.display()))?;
             for entry in std::fs::read_dir(&staging).map_err(|e| e.to_string())? {
                 let entry = entry.map_err(|e| e.to_string())?;
                 let dest = target.join(entry.file_name());

@@ -12,6 +12,7 @@ use futures_util::stream::{self, StreamExt};
 use tracing::Instrument;
 
 use super::consistency::{self, DiskBitmaps};
+use super::eligibility;
 use super::{Engine, Error};
 use crate::host::backup_dir::{self, FolderStats};
 use crate::host::domain_xml::{self, DiskDefinition};
@@ -186,9 +187,14 @@ impl Context<'_> {
         disks: Vec<DiskDefinition>,
         query_block: Option<String>,
     ) {
+        let tool = if eligibility::needs_tool_version(&disks) {
+            self.engine.virtnbdbackup_version().await
+        } else {
+            None
+        };
         let mut eligible = Vec::new();
         for disk in disks {
-            match ineligible_reason(&disk) {
+            match eligibility::ineligible_reason(&disk, tool) {
                 Some(reason) => report.skipped_disks.push(SkippedDiskReport {
                     target: disk.target,
                     device: disk.device,
@@ -297,21 +303,6 @@ impl Context<'_> {
     }
 }
 
-/// Why a disk cannot be part of an incremental chain, `None` when it can.
-fn ineligible_reason(disk: &DiskDefinition) -> Option<String> {
-    if disk.device != "disk" {
-        return Some(format!("{} device", disk.device));
-    }
-    if disk.source.is_none() {
-        return Some(format!("no host path ({} source)", disk.source_type));
-    }
-    match disk.format.as_deref() {
-        Some("qcow2") => None,
-        Some(other) => Some(format!("{other} format has no persistent bitmaps")),
-        None => Some("unknown format".into()),
-    }
-}
-
 /// The bitmaps QEMU reports for `disk`, matched by alias and then by file.
 /// QEMU's device for a libvirt disk: by alias, else by the file it has open.
 fn device_of<'a>(
@@ -339,32 +330,4 @@ fn live_bitmaps(devices: &[BlockDevice], disk: &DiskDefinition, path: &str) -> V
                 .collect()
         })
         .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn disk(device: &str, format: Option<&str>, source: Option<&str>) -> DiskDefinition {
-        DiskDefinition {
-            target: "vda".into(),
-            device: device.into(),
-            source_type: "file".into(),
-            format: format.map(String::from),
-            source: source.map(String::from),
-            alias: None,
-        }
-    }
-
-    #[test]
-    fn only_qcow2_disks_with_a_source_are_eligible() {
-        assert_eq!(
-            ineligible_reason(&disk("disk", Some("qcow2"), Some("/a"))),
-            None
-        );
-        assert!(ineligible_reason(&disk("disk", Some("raw"), Some("/a"))).is_some());
-        assert!(ineligible_reason(&disk("cdrom", Some("qcow2"), Some("/a"))).is_some());
-        assert!(ineligible_reason(&disk("disk", Some("qcow2"), None)).is_some());
-        assert!(ineligible_reason(&disk("disk", None, Some("/a"))).is_some());
-    }
 }

@@ -47,16 +47,27 @@ impl Output {
     }
 }
 
+/// A host program with the environment every one of them gets: stable, parseable messages
+/// whatever the host's locale, and a `HOME` (systemd gives system services none, and
+/// virtnbdrestore 1.9 stops with `KeyError: 'HOME'` without it; the unit sets the service's
+/// state directory, this covers a start by D-Bus activation without systemd).
+pub fn host_command(program: &Path) -> Command {
+    let mut command = Command::new(program);
+    command.env("LC_ALL", "C");
+    if std::env::var_os("HOME").is_none() {
+        command.env("HOME", "/root");
+    }
+    command
+}
+
 /// Runs `program args…` and captures its output. A non-zero exit is *not* an error here: the
 /// caller decides what a failure means (virsh's "domain not found" is a different thing from
 /// "cannot connect").
 pub async fn run(program: &Path, args: &[OsString], timeout: Duration) -> Result<Output> {
     let name = program_name(program);
-    let mut command = Command::new(program);
+    let mut command = host_command(program);
     command
         .args(args)
-        // Stable, parseable messages whatever the host's locale.
-        .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -91,6 +91,12 @@ impl ToolVersion {
         self >= ToolVersion::new(2, 3, 0)
     }
 
+    /// 1.9 skips every `<disk type='block'>` ("Skipping direct attached block device"), qcow2
+    /// or not; 2.x backs up qcow2 on block devices (LVM volumes, partitions, LUNs).
+    pub fn backs_up_block_devices(self) -> bool {
+        self >= ToolVersion::new(2, 0, 0)
+    }
+
     pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
         ToolVersion {
             major,

@@ -14,11 +14,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
+
 use tokio::sync::watch;
 
-use super::checksums;
 use super::tools::ToolVersion;
+use super::{checksums, command};
 use super::{Error, Result};
 
 /// The backup level VMSnap asks for; it never lets virtnbdbackup's `auto` decide.
@@ -191,9 +191,8 @@ pub async fn run(
     grace: Duration,
     mut on_progress: impl FnMut(Progress),
 ) -> Result<Outcome> {
-    let mut child = Command::new(&spec.program)
+    let mut child = command::host_command(&spec.program)
         .args(spec.argv())
-        .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
