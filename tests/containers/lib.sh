@@ -13,13 +13,20 @@ CT_MIRROR=${VMSNAP_CT_MIRROR:-http://deb.debian.org/debian}
 CT_BASE_INCLUDE=systemd,systemd-sysv,dbus,libpam-systemd,ca-certificates
 CT_TEST_PACKAGES=(qemu-system-x86 qemu-utils tmux procps)
 
+# The environment of everything run in a container: a fresh one, as a login would have.
+# Nothing of the caller's may leak in — tests/run exports DBUS_SYSTEM_BUS_ADDRESS for its own
+# private bus, and inside a container that would point vmsnapctl, pam_systemd and polkit at a
+# socket that is not there.
+CT_ENV=(env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+        LANG=C.UTF-8 TERM=xterm)
+
 ct_log() { printf '[containers] %s\n' "$*" >&2; }
 ct_die() { printf '[containers] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # Runs a command in a root that is not booted (package installation while building it).
 ct_chroot_run() {
     local root=$1; shift
-    systemd-nspawn --quiet --register=no --keep-unit --as-pid2 -D "$root" \
+    "${CT_ENV[@]}" systemd-nspawn --quiet --register=no --keep-unit --as-pid2 -D "$root" \
         --setenv=DEBIAN_FRONTEND=noninteractive -- "$@"
 }
 
@@ -70,12 +77,12 @@ ct_copy_root() {
 ct_boot() {
     local root=$1 name=$2 leader state
     shift 2
-    systemd-nspawn --quiet --boot --register=no --keep-unit --machine="$name" -D "$root" "$@" \
+    "${CT_ENV[@]}" systemd-nspawn --quiet --boot --register=no --keep-unit --machine="$name" -D "$root" "$@" \
         > "$CT_RUN/$name.console" 2>&1 < /dev/null &
     echo $! > "$CT_RUN/$name.nspawn"
     for _ in $(seq 1 600); do
         leader=$(ct_leader "$name" 2>/dev/null) && {
-            state=$(nsenter --target "$leader" --all -- systemctl is-system-running 2>/dev/null) || true
+            state=$(nsenter --target "$leader" --all -- "${CT_ENV[@]}" systemctl is-system-running 2>/dev/null) || true
             case "$state" in
                 running|degraded) echo "$leader" > "$CT_RUN/$name.leader"; return 0 ;;
             esac
@@ -97,7 +104,7 @@ ct_leader() {
 # Runs a command as root in all namespaces of container $1.
 ct_exec() {
     local name=$1; shift
-    nsenter --target "$(cat "$CT_RUN/$name.leader")" --all -- "$@"
+    nsenter --target "$(cat "$CT_RUN/$name.leader")" --all -- "${CT_ENV[@]}" "$@"
 }
 
 # Powers container $1 off and waits for nspawn to end. After a minute it kills the
