@@ -44,27 +44,27 @@ pub fn check_inside(path: &Path, roots: &[PathBuf]) -> Result<(), InvalidPath> {
     }
 }
 
+/// The deepest ancestor of `path` (itself included) that exists, without following a link
+/// at its end.
+fn deepest_existing(path: &Path) -> &Path {
+    path.ancestors()
+        .find(|a| std::fs::symlink_metadata(a).is_ok())
+        .unwrap_or(path)
+}
+
 /// The canonical form of the deepest existing ancestor of `path`, with the rest appended.
 fn resolve(path: &Path) -> Result<PathBuf, InvalidPath> {
-    let mut existing = path.to_path_buf();
-    let mut rest: Vec<std::ffi::OsString> = Vec::new();
-    while std::fs::symlink_metadata(&existing).is_err() {
-        match (existing.file_name(), existing.parent()) {
-            (Some(name), Some(parent)) => {
-                rest.push(name.to_os_string());
-                existing = parent.to_path_buf();
-            }
-            _ => break,
-        }
-    }
-    let mut resolved = std::fs::canonicalize(&existing).map_err(|e| InvalidPath::Unresolvable {
+    let existing = deepest_existing(path);
+    let resolved = std::fs::canonicalize(existing).map_err(|e| InvalidPath::Unresolvable {
         path: path.display().to_string(),
         reason: e.to_string(),
     })?;
-    for name in rest.into_iter().rev() {
-        resolved.push(name);
-    }
-    Ok(resolved)
+    let rest = path.strip_prefix(existing).unwrap_or(Path::new(""));
+    Ok(if rest.as_os_str().is_empty() {
+        resolved
+    } else {
+        resolved.join(rest)
+    })
 }
 
 /// A path the service may not write to: it lies on a file system mounted read-only for the
@@ -81,13 +81,7 @@ pub struct NotWritable {
 /// it fails at once with a message that names the path and the way to allow it, never
 /// halfway through with a bare "Read-only file system".
 pub fn check_writable(path: &Path) -> Result<(), NotWritable> {
-    let mut existing = path;
-    while std::fs::symlink_metadata(existing).is_err() {
-        match existing.parent() {
-            Some(parent) => existing = parent,
-            None => return Ok(()),
-        }
-    }
+    let existing = deepest_existing(path);
     let read_only = nix::sys::statvfs::statvfs(existing)
         .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
         .unwrap_or(false);

@@ -102,7 +102,7 @@ count_points() { points_of "$1" | grep -cE '^  virtnbdbackup\.[0-9]+ '; }
 
 install_package() {
     apt-get install -y -q "$DEB" | tail -n 5
-    dpkg-query -W -f='${Status}\n' vmsnap | grep -qx 'install ok installed'
+    [ "$(dpkg-query -W -f='${Status}' vmsnap)" = 'install ok installed' ]
     # Installed, not started: D-Bus activation and the timer start it.
     [ "$(systemctl is-active vmsnapd)" != active ]
     systemctl cat vmsnapd.service >/dev/null
@@ -137,7 +137,8 @@ prepare_host() {
 first_call_activates() {
     [ "$(systemctl is-active vmsnapd)" != active ]
     vmsnapctl status ct-run ct-off
-    systemctl status vmsnapd --no-pager | tee /dev/stderr | grep -q 'Active: active (running)'
+    expect_exit 0 systemctl status vmsnapd --no-pager
+    contains 'Active: active (running)'
 }
 
 exposure_at_most_2() {
@@ -267,16 +268,21 @@ timer_fails_with_a_domain() {
     # The other domain was still backed up.
     [ "$(count_points ct-off)" -eq $((before + 1)) ]
     systemctl enable --now vmsnap-backup.timer
-    systemctl list-timers --all --no-pager vmsnap-backup.timer | tee /dev/stderr \
-        | grep 'vmsnap-backup.timer' | grep -qv '^n/a'
+    expect_exit 0 systemctl list-timers --all --no-pager vmsnap-backup.timer
+    local line
+    line=$(grep 'vmsnap-backup.timer' <<<"$LAST")
+    [ -n "$line" ]
+    [[ $line != n/a* ]]
 }
 
 journal_fields() {
     local job
-    journalctl -u vmsnapd --no-pager -p err -o cat DOMAIN=ct-v2 | tee /dev/stderr | grep -q 'failed'
+    expect_exit 0 journalctl -u vmsnapd --no-pager -p err -o cat DOMAIN=ct-v2
+    contains 'failed'
     job=$(journalctl -u vmsnapd --no-pager -o export DOMAIN=ct-v2 | sed -n 's/^JOB=//p' | tail -n 1)
     [ -n "$job" ]
-    journalctl -u vmsnapd --no-pager -o cat "JOB=$job" | tee /dev/stderr | grep -q 'ct-v2'
+    expect_exit 0 journalctl -u vmsnapd --no-pager -o cat "JOB=$job"
+    contains 'ct-v2'
     refute grep -q '^F_' <<<"$(journalctl -u vmsnapd --no-pager -o export)"
 }
 
@@ -284,8 +290,8 @@ journal_fields() {
 as() { su - "$1" -c "$2"; }
 
 group_member_backs_up() {
-    as lvuser 'loginctl show-session "$XDG_SESSION_ID" -p Active -p Class' | tee /dev/stderr \
-        | grep -qx 'Active=yes'
+    expect_exit 0 as lvuser 'loginctl show-session "$XDG_SESSION_ID" -p Active -p Class'
+    grep -qx 'Active=yes' <<<"$LAST"
     as lvuser "vmsnapctl --no-ask-password backup ct-off --output $OUT"
 }
 

@@ -30,6 +30,14 @@ ct_chroot_run() {
         --setenv=DEBIAN_FRONTEND=noninteractive -- "$@"
 }
 
+# ct_logged LOG MESSAGE CMD…: runs CMD with its output appended to LOG; on failure shows the
+# log's end and stops with MESSAGE.
+ct_logged() {
+    local log=$1 message=$2
+    shift 2
+    "$@" >> "$log" 2>&1 || { tail -n 20 "$log" >&2; ct_die "$message"; }
+}
+
 # The cache key of a root: the release, what it includes and the dependency list it caches.
 ct_stamp() {
     local suite=$1 deps=$2
@@ -47,18 +55,18 @@ ct_base_root() {
     ct_log "building the $suite root in $dir (cached for later runs)"
     rm -rf -- "$dir"
     mkdir -p "$dir"
-    debootstrap --variant=minbase --include="$CT_BASE_INCLUDE" "$suite" "$dir/root.new" "$CT_MIRROR" \
-        > "$dir/debootstrap.log" 2>&1 || { tail -n 20 "$dir/debootstrap.log" >&2; ct_die "debootstrap $suite failed"; }
+    ct_logged "$dir/debootstrap.log" "debootstrap $suite failed" \
+        debootstrap --variant=minbase --include="$CT_BASE_INCLUDE" "$suite" "$dir/root.new" "$CT_MIRROR"
     cp /etc/resolv.conf "$dir/root.new/etc/resolv.conf"
     # apt removes what it downloaded after an install by default; keep the cache full.
     echo 'Binary::apt::APT::Keep-Downloaded-Packages "true";' > "$dir/root.new/etc/apt/apt.conf.d/90vmsnap-keep"
-    ct_chroot_run "$dir/root.new" apt-get update -qq > "$dir/apt.log" 2>&1 \
-        || { tail -n 20 "$dir/apt.log" >&2; ct_die "apt-get update in the $suite root failed"; }
-    ct_chroot_run "$dir/root.new" apt-get install -y -q --no-install-recommends "${CT_TEST_PACKAGES[@]}" \
-        >> "$dir/apt.log" 2>&1 || { tail -n 20 "$dir/apt.log" >&2; ct_die "installing test tools in the $suite root failed"; }
+    ct_logged "$dir/apt.log" "apt-get update in the $suite root failed" \
+        ct_chroot_run "$dir/root.new" apt-get update -qq
+    ct_logged "$dir/apt.log" "installing test tools in the $suite root failed" \
+        ct_chroot_run "$dir/root.new" apt-get install -y -q --no-install-recommends "${CT_TEST_PACKAGES[@]}"
     # shellcheck disable=SC2086  # a list of package names
-    ct_chroot_run "$dir/root.new" apt-get install -y -q --download-only $deps \
-        >> "$dir/apt.log" 2>&1 || { tail -n 20 "$dir/apt.log" >&2; ct_die "downloading VMSnap's dependencies in the $suite root failed"; }
+    ct_logged "$dir/apt.log" "downloading VMSnap's dependencies in the $suite root failed" \
+        ct_chroot_run "$dir/root.new" apt-get install -y -q --download-only $deps
     # A machine id per copy is made at boot; the root itself has none.
     : > "$dir/root.new/etc/machine-id"
     mv "$dir/root.new" "$dir/root"

@@ -230,17 +230,15 @@ impl Engine {
         let facts = self.libvirt.domain(d).await?;
         let disks = domain_xml::parse_disks(&facts.xml)?;
         let tool = Some(p.virtnbdbackup.1);
-        let eligible: Vec<&DiskDefinition> = disks
-            .iter()
-            .filter(|x| eligibility::ineligible_reason(x, tool).is_none())
-            .collect();
+        let mut eligible: Vec<&DiskDefinition> = Vec::new();
+        let mut why: Vec<String> = Vec::new();
+        for disk in &disks {
+            match eligibility::ineligible_reason(disk, tool) {
+                None => eligible.push(disk),
+                Some(reason) => why.push(format!("{}: {reason}", disk.target)),
+            }
+        }
         if eligible.is_empty() {
-            let why: Vec<String> = disks
-                .iter()
-                .filter_map(|x| {
-                    eligibility::ineligible_reason(x, tool).map(|r| format!("{}: {r}", x.target))
-                })
-                .collect();
             return Ok(DomainOutcome::failed(format!(
                 "the domain has no disk an incremental chain can cover ({})",
                 why.join("; ")

@@ -14,12 +14,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-
 use tokio::sync::watch;
 
 use super::tools::ToolVersion;
-use super::{checksums, command};
-use super::{Error, Result};
+use super::{checksums, command, Error, Result};
 
 /// The backup level VMSnap asks for; it never lets virtnbdbackup's `auto` decide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
