@@ -222,6 +222,93 @@ def bench_parallel(host, restart_service, repeats, data_mib):
     return results
 
 
+class Cgroup:
+    """A cgroup of its own for vmsnapd and its children (v2, or v1's memory and pids)."""
+
+    def __init__(self, name):
+        self.v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+        roots = ["/sys/fs/cgroup"] if self.v2 else ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids"]
+        self.dirs = [os.path.join(r, name) for r in roots]
+        for d in self.dirs:
+            os.makedirs(d, exist_ok=True)
+
+    def _read(self, controller, file):
+        d = self.dirs[0] if self.v2 or controller == "memory" else self.dirs[1]
+        with open(os.path.join(d, file)) as f:
+            return f.read()
+
+    def adopt(self, pid):
+        for d in self.dirs:
+            with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                f.write(str(pid))
+
+    def anon_bytes(self):
+        key = "anon" if self.v2 else "rss"
+        for line in self._read("memory", "memory.stat").splitlines():
+            k, v = line.split()
+            if k == key:
+                return int(v)
+        return 0
+
+    def total_bytes(self):
+        return int(self._read("memory", "memory.current" if self.v2 else "memory.usage_in_bytes"))
+
+    def tasks(self):
+        return int(self._read("pids", "pids.current"))
+
+    def release(self):
+        for d in self.dirs:
+            parent = os.path.dirname(d)
+            try:
+                with open(os.path.join(d, "cgroup.procs")) as f:
+                    procs = f.read().split()
+                for p in procs:
+                    with open(os.path.join(parent, "cgroup.procs"), "w") as f:
+                        f.write(p)
+                os.rmdir(d)
+            except OSError:
+                pass
+
+
+def bench_limits(host, pid, data_mib):
+    """Peak memory and tasks of vmsnapd's cgroup (it and every program it runs) while it backs
+    up 4 domains at once and then verifies them: what MemoryMax= and TasksMax= are set from."""
+    import threading
+    names = [f"{host.prefix}lim-{i}" for i in range(4)]
+    for name in names:
+        image = host.define(name, 1024)
+        run(["qemu-io", "-f", "qcow2", "-c", f"write -P 0x5c 0 {data_mib}M", image])
+        virsh("start", "--domain", name)
+    root = os.path.join(host.images, "lim-root")
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+    group = Cgroup(f"vmsnap-bench-{os.getpid()}")
+    group.adopt(pid)
+    peak = {"anon": 0, "total": 0, "tasks": 0}
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak["anon"] = max(peak["anon"], group.anon_bytes())
+            peak["total"] = max(peak["total"], group.total_bytes())
+            peak["tasks"] = max(peak["tasks"], group.tasks())
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        host.vmsnapctl_run("backup", *names, "--output", root, "--json")
+        host.vmsnapctl_run("verify", *names, "--output", root)
+    finally:
+        stop.set()
+        sampler.join()
+        group.release()
+    shutil.rmtree(root, ignore_errors=True)
+    for name in names:
+        virsh("destroy", "--domain", name)
+    return peak
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--prefix", required=True)
@@ -231,7 +318,7 @@ def main():
     p.add_argument("--restart-service", required=True,
                    help="command that restarts vmsnapd with --parallel-backups N (N appended)")
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--only", default="status,footprint,backup,parallel")
+    p.add_argument("--only", default="status,footprint,backup,parallel,limits")
     args = p.parse_args()
     host = Host(args)
     only = set(args.only.split(","))
@@ -304,6 +391,15 @@ def main():
         seq = r["one after another"]
         for label, value in r.items():
             out(f"  {label:38} {value:8.2f} s   {seq / value:5.2f}x")
+        restart_service(2)
+    if "limits" in only:
+        restart_service(4)
+        peak = bench_limits(host, pid(), 512)
+        out()
+        out("vmsnapd's cgroup (it and the programs it runs): 4 backups at once, then verify")
+        out(f"  peak anonymous memory                  {peak['anon'] / 2**20:8.1f} MiB")
+        out(f"  peak memory with page cache            {peak['total'] / 2**20:8.1f} MiB")
+        out(f"  peak tasks (threads)                   {peak['tasks']:8d}")
         restart_service(2)
     return 0
 

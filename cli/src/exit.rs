@@ -16,6 +16,8 @@
 //! | 12 | not authorized (polkit said no, or needs a password nobody could type) |
 //! | 13 | the restore target already holds files (and overwrite was not asked for) |
 //! | 14 | the service may not write to the backup root or restore target (its sandbox) |
+//! | 15 | the service will not use a folder or file (not root's alone, a symlink, too large) |
+//! | 16 | too many calls or jobs under way for this user (or the service); try again later |
 
 use std::process::ExitCode;
 
@@ -35,6 +37,8 @@ pub const JOB_CANCELLED: u8 = 11;
 pub const ACCESS_DENIED: u8 = 12;
 pub const TARGET_EXISTS: u8 = 13;
 pub const NOT_WRITABLE: u8 = 14;
+pub const UNTRUSTED: u8 = 15;
+pub const BUSY: u8 = 16;
 
 /// The exit code for an error the service (or the bus) returned.
 pub fn for_error(e: &Error) -> u8 {
@@ -45,6 +49,8 @@ pub fn for_error(e: &Error) -> u8 {
         Error::NoSuchJob(_) | Error::NoSuchBackup(_) => SELECTION,
         Error::TargetExists(_) => TARGET_EXISTS,
         Error::NotWritable(_) => NOT_WRITABLE,
+        Error::Untrusted(_) => UNTRUSTED,
+        Error::Busy(_) => BUSY,
         Error::HostUnavailable(_) | Error::Failed(_) | Error::AlreadyRunning(_) => FAILURE,
         Error::ZBus(z) if crate::client::is_unreachable(z) => UNREACHABLE,
         Error::ZBus(zbus::Error::MethodError(name, _, _))

@@ -3,12 +3,17 @@
 //! Every id used by the service must be declared in `polkit/org.vmsnap.policy`; a test checks
 //! that, because polkit answers an undeclared action with a confusing "not registered" error.
 
-/// Read-only inspection. Declared (allowed to anyone) for clients that ask polkit what a user
-/// may do; the service answers Status without a check, like libvirt's read-only access.
-pub const STATUS: &str = "org.vmsnap.status";
+/// Reading backup folders (ListBackups, Status's statistics of a folder) that the caller's own
+/// file permissions would not let it list. Status itself needs nothing, like libvirt's
+/// read-only access; folders the caller can list itself need nothing either.
+pub const READ: &str = "org.vmsnap.read";
 
-/// Starting backups and verifying them (reads a lot, changes nothing).
+/// Starting backups.
 pub const BACKUP: &str = "org.vmsnap.backup";
+
+/// Verifying backups: rebuilds every point as root (reads a lot, changes nothing). The same
+/// action as backing up, with its own prompt text.
+pub const VERIFY: &str = BACKUP;
 
 /// Cancelling a job someone else started (cancelling one's own job needs nothing).
 pub const CANCEL: &str = "org.vmsnap.cancel";
@@ -23,7 +28,7 @@ pub const PRUNE: &str = "org.vmsnap.prune";
 pub const RESTORE: &str = "org.vmsnap.restore";
 
 /// All actions the service may check, for the policy-file consistency test.
-pub const ALL: &[&str] = &[STATUS, BACKUP, CANCEL, SCRUB, PRUNE, RESTORE];
+pub const ALL: &[&str] = &[READ, BACKUP, CANCEL, SCRUB, PRUNE, RESTORE];
 
 #[cfg(test)]
 mod tests {

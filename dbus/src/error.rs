@@ -35,6 +35,14 @@ pub enum Error {
     /// The service may not write to a backup root or restore target: it is read-only for the
     /// service (its systemd unit's sandbox). The message names the path and how to allow it.
     NotWritable(String),
+    /// The service will not use a folder or file for this caller: for callers other than root
+    /// a chain or target that is not root's alone (owned by root, writable by nobody else);
+    /// for anyone a symlink in the way, something not a regular file, or a file over its size
+    /// cap. The message names the path and why.
+    Untrusted(String),
+    /// The caller has too many calls or jobs under way (or the service as a whole has); try
+    /// again when some have finished. The message says which limit.
+    Busy(String),
 }
 
 impl Error {
@@ -68,7 +76,9 @@ impl Error {
             | Error::NoSuchJob(m)
             | Error::NoSuchBackup(m)
             | Error::TargetExists(m)
-            | Error::NotWritable(m) => m.clone(),
+            | Error::NotWritable(m)
+            | Error::Untrusted(m)
+            | Error::Busy(m) => m.clone(),
         }
     }
 }

@@ -121,6 +121,10 @@ async fn serve() -> ExitCode {
         tracing::error!("{message}");
         return ExitCode::FAILURE;
     }
+    let state_dir = args.state_dir.unwrap_or(file.state_dir);
+    // Verify's rebuilds go in private directories with random names in here (never a
+    // predictable name in a shared /var/tmp); created on first use.
+    let scratch_dir = state_dir.join("scratch");
     let engine = Arc::new(Engine::new(Config {
         libvirt_uri,
         command_timeout: Duration::from_secs(
@@ -135,8 +139,8 @@ async fn serve() -> ExitCode {
         socket_dir: args.socket_dir.unwrap_or(file.socket_dir),
         cancel_grace: Duration::from_secs(args.cancel_grace.unwrap_or(file.cancel_grace_seconds)),
         backup_roots: roots,
-        scratch_dir: "/var/tmp".into(),
-        state_dir: args.state_dir.unwrap_or(file.state_dir),
+        scratch_dir,
+        state_dir,
     }));
     // Before taking calls: undo what a killed predecessor left (domains left paused).
     let interrupted = engine.recover().await;

@@ -25,22 +25,37 @@ pub enum InvalidPath {
 /// of `roots`. Used for callers other than root, before anything is created, and again on the
 /// final folder so that a symlink planted inside a root cannot lead out of it.
 pub fn check_inside(path: &Path, roots: &[PathBuf]) -> Result<(), InvalidPath> {
+    confine(path, roots).map(|_| ())
+}
+
+/// A caller's path inside a configured root: the root and the path, both with the symlinks
+/// of their existing parts resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confined {
+    pub root: PathBuf,
+    pub path: PathBuf,
+}
+
+/// [`check_inside`], returning the root that holds `path`.
+pub fn confine(path: &Path, roots: &[PathBuf]) -> Result<Confined, InvalidPath> {
     let resolved = resolve(path)?;
-    let inside = roots
+    let root = roots
         .iter()
         .filter_map(|r| std::fs::canonicalize(r).ok())
-        .any(|root| resolved.starts_with(&root));
-    if inside {
-        Ok(())
-    } else {
-        Err(InvalidPath::OutsideRoots {
+        .find(|root| resolved.starts_with(root));
+    match root {
+        Some(root) => Ok(Confined {
+            root,
+            path: resolved,
+        }),
+        None => Err(InvalidPath::OutsideRoots {
             path: path.display().to_string(),
             roots: roots
                 .iter()
                 .map(|r| r.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
-        })
+        }),
     }
 }
 
@@ -135,6 +150,18 @@ impl BackupRoot {
             return Err(InvalidPath::DotComponent(path.to_string()));
         }
         Ok(BackupRoot(p.components().collect()))
+    }
+
+    /// [`BackupRoot::new`], with the symlinks of the path's existing part resolved once,
+    /// here: from then on the service opens it without following any link
+    /// ([`crate::host::safe_fs`]), so a link swapped in later fails instead of leading
+    /// elsewhere, and programs that take paths get the resolved one.
+    pub fn resolved(path: &str) -> Result<Self, InvalidPath> {
+        let lexical = BackupRoot::new(path)?;
+        Ok(match resolve(&lexical.0) {
+            Ok(real) => BackupRoot(real),
+            Err(_) => lexical,
+        })
     }
 
     pub fn as_path(&self) -> &Path {

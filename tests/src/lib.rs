@@ -7,6 +7,7 @@
 pub mod bus;
 pub mod chain;
 pub mod guest;
+pub mod polkit;
 pub mod socket_proxy;
 
 use std::path::{Path, PathBuf};
@@ -167,9 +168,14 @@ pub fn vmsnapctl_as_user(args: &[&str]) -> Run {
 
 /// `vmsnapctl ARGS` as `user` (`vmsnaptest`: no rights; `vmsnaplv`: in the libvirt group).
 pub fn vmsnapctl_as(user: &str, args: &[&str]) -> Run {
+    vmsnapctl_as_on(user, &host().bus_address, args)
+}
+
+/// `vmsnapctl ARGS` as `user` against the bus at `bus_address`.
+pub fn vmsnapctl_as_on(user: &str, bus_address: &str, args: &[&str]) -> Run {
     let mut cmd = Command::new("runuser");
     cmd.args(["-u", user, "--", "env"])
-        .arg(format!("DBUS_SYSTEM_BUS_ADDRESS={}", host().bus_address))
+        .arg(format!("DBUS_SYSTEM_BUS_ADDRESS={bus_address}"))
         .arg(host().bin_dir.join("vmsnapctl"))
         .args(args);
     run(&mut cmd, Duration::from_secs(180))

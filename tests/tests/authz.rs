@@ -1,10 +1,11 @@
 //! Authorization with the real polkitd on the private bus, the shipped policy and rules, and
 //! confinement of the paths callers other than root may write to.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vmsnap_integration::guest::{virsh, Guest};
-use vmsnap_integration::{backup_root_for_users, host, run, vmsnapctl, vmsnapctl_as, Run};
+use vmsnap_integration::polkit::{eventually, Rule};
+use vmsnap_integration::{backup_root_for_users, host, run, vmsnapctl, vmsnapctl_as};
 
 fn guest(suffix: &str) -> Guest {
     Guest::qcow2(suffix, 16)
@@ -12,47 +13,6 @@ fn guest(suffix: &str) -> Guest {
 
 fn checkpoints(g: &Guest) -> String {
     virsh(&["checkpoint-list", "--domain", &g.name, "--name"])
-}
-
-/// A polkit rule file for this run, removed when dropped.
-struct Rule(std::path::PathBuf);
-
-impl Rule {
-    fn grant(user: &str, actions: &[&str]) -> Rule {
-        let path = std::path::PathBuf::from(format!(
-            "/etc/polkit-1/rules.d/10-vmsnaptest-{}.rules",
-            std::process::id()
-        ));
-        let ids: Vec<String> = actions.iter().map(|a| format!("\"{a}\"")).collect();
-        std::fs::create_dir_all("/etc/polkit-1/rules.d").unwrap();
-        std::fs::write(
-            &path,
-            format!(
-                "polkit.addRule(function (action, subject) {{\n  if ([{}].indexOf(action.id) >= 0 && subject.user == \"{user}\") {{ return polkit.Result.YES; }}\n}});\n",
-                ids.join(", ")
-            ),
-        )
-        .unwrap();
-        Rule(path)
-    }
-}
-
-impl Drop for Rule {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Retries `f` while polkitd has not yet reloaded its rules (it does so within a second or two).
-fn eventually(mut f: impl FnMut() -> Run, code: i32) -> Run {
-    let start = Instant::now();
-    loop {
-        let r = f();
-        if r.code == code || start.elapsed() > Duration::from_secs(30) {
-            return r.expect_code(code);
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 #[test]
@@ -113,7 +73,11 @@ fn destructive_methods_need_an_administrator_and_a_rule_can_grant_them() {
     assert!(checkpoints(&g).contains("virtnbdbackup.0"));
 
     // A rule for this user grants exactly what it names.
-    let rule = Rule::grant("vmsnaptest", &["org.vmsnap.scrub", "org.vmsnap.prune"]);
+    let rule = Rule::grant(
+        "authz",
+        "vmsnaptest",
+        &["org.vmsnap.scrub", "org.vmsnap.prune"],
+    );
     let dry = eventually(
         || {
             vmsnapctl_as(

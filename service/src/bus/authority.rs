@@ -22,6 +22,7 @@ use zbus::message::{Flags, Header};
 use zbus::Connection;
 use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
 
+use super::details::Details;
 use super::error::CallError;
 use super::manager::caller_uid;
 
@@ -51,7 +52,7 @@ impl Authority {
         connection: &Connection,
         header: &Header<'_>,
         action: &str,
-        details: &[(&str, &str)],
+        details: &Details,
     ) -> Result<Caller, CallError> {
         let uid = caller_uid(connection, header).await;
         let sender = header.sender().map(|s| s.to_string()).unwrap_or_default();
@@ -104,7 +105,7 @@ impl Authority {
         connection: &Connection,
         header: &Header<'_>,
         action: &str,
-        details: &[(&str, &str)],
+        details: &Details,
         interactive: bool,
     ) -> Decision {
         let proxy = match self
@@ -124,7 +125,8 @@ impl Authority {
         } else {
             BitFlags::empty()
         };
-        let details: HashMap<&str, &str> = details.iter().copied().collect();
+        let pairs = details.for_polkit();
+        let details: HashMap<&str, &str> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let cancellation_id = match interactive {
             true => format!("vmsnapd-{}", self.checks.fetch_add(1, Ordering::Relaxed)),
             false => String::new(),

@@ -97,7 +97,10 @@ pub fn error(e: EngineError) -> Error {
         EngineError::NoSuchBackup(m) => Error::NoSuchBackup(m),
         EngineError::TargetExists(m) => Error::TargetExists(m),
         EngineError::NotWritable(e) => Error::NotWritable(e.message),
+        EngineError::Untrusted(m) => Error::Untrusted(m),
+        EngineError::Busy(m) => Error::Busy(m),
         EngineError::Host(host) => match host {
+            HostError::Rejected(m) => Error::Untrusted(m),
             e @ HostError::MissingDependency(_) => Error::MissingDependency(e.to_string()),
             HostError::HostUnavailable(m) => Error::HostUnavailable(m),
             e @ HostError::NoSuchDomain(_) => Error::NoSuchDomain(e.to_string()),

@@ -16,6 +16,7 @@ use zbus::{interface, Connection};
 use zvariant::{ObjectPath, OwnedObjectPath};
 
 use super::authority::Authority;
+use super::details::Details;
 use super::error::CallError;
 use super::manager::{caller_uid, Manager};
 use crate::engine::jobs::{DomainProgress, Job, JobEvent};
@@ -74,9 +75,10 @@ impl JobObject {
         let uid = caller_uid(connection, &header).await;
         // Cancelling one's own job needs no right; anyone else's needs org.vmsnap.cancel.
         if uid != self.job.uid {
-            let job = self.job.id.to_string();
+            let domains: Vec<String> = self.job.domains.iter().map(|d| d.to_string()).collect();
+            let details = Details::new("cancel", &domains).with("job", &self.job.id.to_string());
             self.authority
-                .check(connection, &header, actions::CANCEL, &[("job", &job)])
+                .check(connection, &header, actions::CANCEL, &details)
                 .await?;
         }
         tracing::info!(job = self.job.id, uid, "cancel requested");
@@ -158,14 +160,27 @@ impl JobObject {
     }
 }
 
-/// Exports `job`, then forwards its events until it ends and the retention period is over.
-/// Returns once the object is exported, so the caller can hand out its path.
+/// A job on the bus, as the Manager lists it.
+pub struct Exported {
+    pub path: OwnedObjectPath,
+    pub job: Arc<Job>,
+    /// Ends the retention period early: the object goes (with `JobRemoved`) at once if the
+    /// job has finished, or as soon as it finishes.
+    pub evict: Arc<tokio::sync::Notify>,
+}
+
+/// Exports `job`, then forwards its events until it ends and the retention period is over
+/// (or it is evicted). Returns once the object is exported, so the caller can hand out its
+/// path.
 pub async fn export(
     connection: &Connection,
     job: Arc<Job>,
     authority: Arc<Authority>,
     retention: Duration,
-) -> zbus::Result<OwnedObjectPath> {
+) -> zbus::Result<Exported> {
+    let evict = Arc::new(tokio::sync::Notify::new());
+    let evicted = evict.clone();
+    let listed = job.clone();
     let path = path_of(&job);
     let mut events = job.subscribe();
     connection
@@ -219,7 +234,10 @@ pub async fn export(
         }
         let _ =
             JobObject::completed(&emitter, final_state.as_str(), results(&job.snapshot().2)).await;
-        tokio::time::sleep(retention).await;
+        tokio::select! {
+            () = tokio::time::sleep(retention) => {}
+            () = evicted.notified() => {}
+        }
         let _ = server.remove::<JobObject, _>(&task_path).await;
         if let Ok(manager) = server.interface::<_, Manager>(MANAGER_PATH).await {
             let _ = Manager::job_removed(
@@ -231,5 +249,9 @@ pub async fn export(
             manager.get().await.forget_job(&task_path);
         }
     });
-    Ok(path)
+    Ok(Exported {
+        path,
+        job: listed,
+        evict,
+    })
 }

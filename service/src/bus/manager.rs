@@ -8,24 +8,40 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::Instrument;
+use vmsnap_dbus::actions;
 use vmsnap_dbus::status::{BackupChain, DomainStatus, PruneResult, ScrubResult};
-use vmsnap_dbus::{actions, Error};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection};
 use zvariant::{ObjectPath, OwnedObjectPath, OwnedValue};
 
 use super::authority::Authority;
+use super::details::Details;
 use super::error::CallError;
+use super::limits::ReadLimits;
 use super::{convert, options};
 use crate::engine::Engine;
+use vmsnap_dbus::options as keys;
+
+/// Finished jobs kept on the bus at most (the newest), whatever the retention period.
+pub const MAX_FINISHED_JOBS: usize = 64;
+
+/// The backup folders a read-only call is about to read.
+struct Reading<'a> {
+    root: &'a std::path::Path,
+    selectors: &'a [crate::selection::Selector],
+    /// Each chain folder too (ListBackups), not only the domains' folders (Status).
+    chains: bool,
+}
 
 pub struct Manager {
     engine: Arc<Engine>,
     authority: Arc<Authority>,
     job_retention: Duration,
-    /// Paths of exported jobs, oldest first.
-    jobs: Mutex<Vec<OwnedObjectPath>>,
+    /// Exported jobs, oldest first.
+    jobs: Mutex<Vec<super::job::Exported>>,
+    /// Fair share of Status and ListBackups.
+    reads: ReadLimits,
 }
 
 impl Manager {
@@ -36,7 +52,7 @@ impl Manager {
         emitter: &SignalEmitter<'_>,
         job: &std::sync::Arc<crate::engine::jobs::Job>,
     ) -> Result<OwnedObjectPath, CallError> {
-        let path = super::job::export(
+        let exported = super::job::export(
             connection,
             job.clone(),
             self.authority.clone(),
@@ -44,7 +60,8 @@ impl Manager {
         )
         .await
         .map_err(CallError::from)?;
-        self.jobs.lock().expect("poisoned").push(path.clone());
+        let path = exported.path.clone();
+        self.keep(exported);
         let names: Vec<String> = job.domains.iter().map(|d| d.to_string()).collect();
         tracing::info!(uid = job.uid, job = job.id, operation = job.operation, domains = ?names, "job created");
         Manager::job_new(emitter, path.as_ref(), job.operation, names).await?;
@@ -57,6 +74,43 @@ impl Manager {
             authority: Arc::default(),
             job_retention,
             jobs: Mutex::new(Vec::new()),
+            reads: ReadLimits::default(),
+        }
+    }
+
+    /// For a caller other than root reading backup folders under `root`: those it could not
+    /// list itself need `org.vmsnap.read` (asked with the folders as details).
+    async fn authorize_reading(
+        &self,
+        connection: &Connection,
+        header: &Header<'_>,
+        uid: u32,
+        reading: Reading<'_>,
+        details: Details,
+    ) -> Result<(), CallError> {
+        let hidden = self
+            .engine
+            .unlistable(uid, reading.root, reading.selectors, reading.chains)
+            .await
+            .map_err(convert::error)?;
+        if hidden.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = hidden.iter().map(|p| p.display().to_string()).collect();
+        let details = details.with("folders", &names.join(", "));
+        match self
+            .authority
+            .check(connection, header, actions::READ, &details)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(CallError::Standard(zbus::fdo::Error::AccessDenied(why))) => {
+                Err(CallError::access_denied(format!(
+                    "{why}: uid {uid} cannot list {} itself",
+                    names.join(", ")
+                )))
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -67,21 +121,47 @@ impl Manager {
         connection: &Connection,
         job: std::sync::Arc<crate::engine::jobs::Job>,
     ) -> zbus::Result<()> {
-        let path =
+        let exported =
             super::job::export(connection, job, self.authority.clone(), self.job_retention).await?;
-        self.jobs.lock().expect("poisoned").push(path);
+        self.keep(exported);
         Ok(())
+    }
+
+    /// Lists an exported job; beyond [`MAX_FINISHED_JOBS`] finished ones, the oldest finished
+    /// go before their retention period is over, so a loop of failing jobs cannot grow the
+    /// service without bound.
+    fn keep(&self, exported: super::job::Exported) {
+        let mut jobs = self.jobs.lock().expect("poisoned");
+        // Room for the new job once it has finished too.
+        let finished = jobs.iter().filter(|j| j.job.state().is_final()).count();
+        let mut excess = (finished + 1).saturating_sub(MAX_FINISHED_JOBS);
+        jobs.retain(|j| {
+            if excess > 0 && j.job.state().is_final() {
+                excess -= 1;
+                // Unlisted at once; the object goes (with JobRemoved) as soon as its task runs.
+                j.evict.notify_one();
+                false
+            } else {
+                true
+            }
+        });
+        jobs.push(exported);
     }
 
     /// Drops a removed job from [`Manager::list_jobs`].
     pub fn forget_job(&self, path: &OwnedObjectPath) {
-        self.jobs.lock().expect("poisoned").retain(|p| p != path);
+        self.jobs
+            .lock()
+            .expect("poisoned")
+            .retain(|j| &j.path != path);
     }
 }
 
 #[interface(name = "org.vmsnap.VMSnap1.Manager")]
 impl Manager {
-    /// Status of the selected domains. Read-only: allowed to every caller.
+    /// Status of the selected domains. Read-only: allowed to every caller; with "output", a
+    /// caller other than root needs org.vmsnap.read for folders it could not list itself.
+    /// At most 4 calls per caller other than root at once (beyond: Error.Busy).
     ///
     /// domains: names, "*", or globs with "*" and "?"; empty selects all. A name that does
     /// not exist or a pattern that matches nothing fails with Error.NoSuchDomain naming it.
@@ -104,9 +184,20 @@ impl Manager {
         options: HashMap<String, OwnedValue>,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
-    ) -> Result<Vec<DomainStatus>, Error> {
+    ) -> Result<Vec<DomainStatus>, CallError> {
         let uid = caller_uid(connection, &header).await;
+        let _admitted = self.reads.admit(uid).await?;
+        let details = Details::new("read", &domains).option(&options, keys::OUTPUT);
         let request = options::status_request(&domains, options, self.engine.config())?;
+        if let Some(root) = &request.backup_root {
+            let reading = Reading {
+                root: root.as_path(),
+                selectors: &request.selectors,
+                chains: false,
+            };
+            self.authorize_reading(connection, &header, uid, reading, details)
+                .await?;
+        }
         let span = tracing::info_span!("Status", uid, domains = domains.len());
         let result = self.engine.status(&request).instrument(span).await;
         match result {
@@ -116,7 +207,7 @@ impl Manager {
             }
             Err(e) => {
                 tracing::info!(uid, error = %e, "status failed");
-                Err(convert::error(e))
+                Err(convert::error(e).into())
             }
         }
     }
@@ -140,13 +231,15 @@ impl Manager {
         #[zbus(connection)] connection: &Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<OwnedObjectPath, CallError> {
+        let details = Details::new("backup", &domains).option(&options, keys::OUTPUT);
         let caller = self
             .authority
-            .check(connection, &header, actions::BACKUP, &[])
+            .check(connection, &header, actions::BACKUP, &details)
             .await?;
         if options::wants_prune(&options) {
+            let details = details.as_operation("backup-prune");
             self.authority
-                .check(connection, &header, actions::PRUNE, &[])
+                .check(connection, &header, actions::PRUNE, &details)
                 .await?;
         }
         let uid = caller.uid;
@@ -178,7 +271,12 @@ impl Manager {
     ) -> Result<Vec<ScrubResult>, CallError> {
         let caller = self
             .authority
-            .check(connection, &header, actions::SCRUB, &[])
+            .check(
+                connection,
+                &header,
+                actions::SCRUB,
+                &Details::new("scrub", &domains).option(&options, "type"),
+            )
             .await?;
         let request = options::scrub_request(&domains, options, self.engine.config())?;
         let reports = self
@@ -217,7 +315,12 @@ impl Manager {
     ) -> Result<Vec<PruneResult>, CallError> {
         let caller = self
             .authority
-            .check(connection, &header, actions::PRUNE, &[])
+            .check(
+                connection,
+                &header,
+                actions::PRUNE,
+                &Details::new("prune", &domains).option(&options, keys::OUTPUT),
+            )
             .await?;
         let request = options::prune_request(&domains, options, self.engine.config())?;
         let reports = self
@@ -236,7 +339,9 @@ impl Manager {
             .collect())
     }
 
-    /// The backup chains under "output" of the selected domains, read from disk. Read-only.
+    /// The backup chains under "output" of the selected domains, read from disk. Read-only; a
+    /// caller other than root needs org.vmsnap.read for folders it could not list itself, and
+    /// has at most 4 such calls at once (beyond: Error.Busy).
     ///
     /// options: "output" s (required), "connect" s.
     /// report: per chain a{sv}: domain s, folder s, path s, live b (the domain's checkpoints are
@@ -247,9 +352,21 @@ impl Manager {
         &self,
         domains: Vec<String>,
         options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
     ) -> Result<Vec<BackupChain>, CallError> {
+        let uid = caller_uid(connection, &header).await;
+        let _admitted = self.reads.admit(uid).await?;
+        let details = Details::new("read", &domains).option(&options, keys::OUTPUT);
         let request = options::list_request(&domains, options, self.engine.config())?;
         let root = request.backup_root.expect("output was given");
+        let reading = Reading {
+            root: root.as_path(),
+            selectors: &request.selectors,
+            chains: true,
+        };
+        self.authorize_reading(connection, &header, uid, reading, details)
+            .await?;
         let listed = self
             .engine
             .list_backups(&request.selectors, &root)
@@ -272,9 +389,12 @@ impl Manager {
         #[zbus(connection)] connection: &Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<OwnedObjectPath, CallError> {
+        let details = Details::new("verify", &domains)
+            .option(&options, keys::OUTPUT)
+            .option(&options, "folder");
         let caller = self
             .authority
-            .check(connection, &header, actions::BACKUP, &[])
+            .check(connection, &header, actions::VERIFY, &details)
             .await?;
         let request = options::verify_request(&domains, options, self.engine.config())?;
         let job = self
@@ -305,9 +425,17 @@ impl Manager {
         #[zbus(connection)] connection: &Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<OwnedObjectPath, CallError> {
+        // Every restore needs the action (administrator every time by default), define_as
+        // included: defining a domain makes libvirt run a program as root.
+        let details = Details::new("restore", std::slice::from_ref(&domain))
+            .option(&options, keys::OUTPUT)
+            .option(&options, "folder")
+            .option(&options, "until")
+            .option(&options, "target")
+            .option(&options, "define_as");
         let caller = self
             .authority
-            .check(connection, &header, actions::RESTORE, &[])
+            .check(connection, &header, actions::RESTORE, &details)
             .await?;
         let request = options::restore_request(&domain, options, self.engine.config())?;
         let job = self
@@ -322,7 +450,12 @@ impl Manager {
 
     /// Paths of the jobs: running ones and those finished within the retention period.
     fn list_jobs(&self) -> Vec<OwnedObjectPath> {
-        self.jobs.lock().expect("poisoned").clone()
+        self.jobs
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .map(|j| j.path.clone())
+            .collect()
     }
 
     /// A job was created.

@@ -5,8 +5,10 @@
 
 pub mod authority;
 pub mod convert;
+pub mod details;
 pub mod error;
 pub mod job;
+pub mod limits;
 pub mod manager;
 pub mod options;
 

@@ -31,7 +31,9 @@ pub fn status_request(
     let selectors =
         selection::parse_all(domains).map_err(|e| Error::InvalidArgument(e.to_string()))?;
     let backup_root = take_string(&mut options, keys::OUTPUT)?
-        .map(|p| BackupRoot::new(&p).map_err(|e| Error::InvalidArgument(format!("output: {e}"))))
+        .map(|p| {
+            BackupRoot::resolved(&p).map_err(|e| Error::InvalidArgument(format!("output: {e}")))
+        })
         .transpose()?;
     let group_by = match take_string(&mut options, keys::GROUP_BY)? {
         None => GroupBy::default(),
@@ -295,8 +297,8 @@ pub fn restore_request(
     let target = take_string(&mut options, keys::TARGET)?.ok_or_else(|| {
         Error::InvalidArgument("No restore target specified (option target)".into())
     })?;
-    let target =
-        BackupRoot::new(&target).map_err(|e| Error::InvalidArgument(format!("target: {e}")))?;
+    let target = BackupRoot::resolved(&target)
+        .map_err(|e| Error::InvalidArgument(format!("target: {e}")))?;
     let overwrite = take_bool(&mut options, keys::OVERWRITE)?.unwrap_or(false);
     let define_as = take_string(&mut options, keys::DEFINE_AS)?
         .map(|n| crate::selection::DomainName::new(&n).map_err(|e| invalid(&e)))

@@ -13,6 +13,7 @@ use futures_util::future::join_all;
 use tracing::Instrument;
 use vmsnap_dbus::job::JobState;
 
+use super::access::Use;
 use super::chain::{self, ChainFolder, LiveChain, Plan};
 use super::eligibility;
 use super::jobs::Job;
@@ -78,6 +79,7 @@ impl Engine {
         if uid != 0 {
             paths::check_inside(request.root.as_path(), &self.config.backup_roots)?;
         }
+        self.require_trusted(uid, request.root.as_path(), Use::Destination)?;
         paths::check_writable(request.root.as_path())?;
         let programs = tools::require(&[Tool::Virsh, Tool::QemuImg, Tool::Virtnbdbackup])?;
         let version = self.versions.virtnbdbackup().await?;
@@ -277,6 +279,11 @@ impl Engine {
             if let Err(e) = paths::check_inside(&folder, &self.config.backup_roots) {
                 return Ok(DomainOutcome::failed(e));
             }
+        }
+        // Just before virtnbdbackup (root) writes there by path: no directory on the way may
+        // be one that another user could swap.
+        if let Err(e) = self.require_trusted(p.job.uid, &folder, Use::Destination) {
+            return Ok(DomainOutcome::failed(e));
         }
         let created = !folder.exists();
         let io = |source| host::Error::Io {

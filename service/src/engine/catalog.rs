@@ -48,31 +48,25 @@ impl Chain {
 
 /// The chains in `<root>/<domain>/`, oldest first.
 pub fn chains(domain_dir: &Path) -> Result<Vec<Chain>> {
-    let mut names: Vec<String> = match std::fs::read_dir(domain_dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-            .filter_map(|e| e.file_name().to_str().map(String::from))
-            .filter(|n| n.starts_with("vmsnap-backup-"))
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(source) => {
-            return Err(crate::host::Error::Io {
-                path: domain_dir.to_path_buf(),
-                source,
-            })
-        }
+    let entries = match crate::host::safe_fs::Dir::open_if_exists(domain_dir) {
+        Ok(Some(dir)) => dir
+            .entries()
+            .map_err(|e| crate::host::Error::at(domain_dir, e))?,
+        Ok(None) => Vec::new(),
+        Err(e) => return Err(crate::host::Error::at(domain_dir, e)),
     };
+    let mut names: Vec<String> = entries
+        .into_iter()
+        .filter(|e| e.kind == crate::host::safe_fs::Kind::Dir)
+        .map(|e| e.name)
+        .filter(|n| n.starts_with("vmsnap-backup-"))
+        .collect();
     names.sort();
     let mut out = Vec::new();
     for name in names {
         let path = domain_dir.join(&name);
         let folder = ChainFolder::inspect(&path)?;
-        let size = |f: &str| {
-            std::fs::metadata(path.join(f))
-                .map(|m| m.len())
-                .unwrap_or(0)
-        };
+        let size = |f: &str| folder.sizes.get(f).copied().unwrap_or(0);
         let mut points = Vec::new();
         for (cp, time) in &folder.checkpoints {
             let n = checkpoint_index(cp).unwrap_or(0);

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::host::backup_dir::checkpoint_index;
+use crate::host::safe_fs::{self, Dir, Kind};
 use crate::host::{checkpoint_xml, Error, Result};
 
 /// What is on disk in one chain folder.
@@ -20,48 +21,50 @@ pub struct ChainFolder {
     pub exists: bool,
     /// File names directly in the folder.
     pub files: Vec<String>,
+    /// Their sizes in bytes.
+    pub sizes: HashMap<String, u64>,
     /// `(checkpoint name, creation time)` from `checkpoints/*.xml`, by number.
     pub checkpoints: Vec<(String, Option<u64>)>,
 }
 
 impl ChainFolder {
+    /// Reads a chain folder by handle ([`safe_fs`]): a symlink in the way, an entry that is not
+    /// a regular file where one is expected, or a checkpoint XML over its cap is an error
+    /// naming the file, never followed or read whole.
     pub fn inspect(path: &Path) -> Result<Self> {
-        let io = |source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let entries = match std::fs::read_dir(path) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(ChainFolder {
-                    path: path.to_path_buf(),
-                    ..Default::default()
-                })
-            }
-            Err(e) => return Err(io(e)),
+        let Some(dir) = Dir::open_if_exists(path).map_err(|e| Error::at(path, e))? else {
+            return Ok(ChainFolder {
+                path: path.to_path_buf(),
+                ..Default::default()
+            });
         };
         let mut files = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(io)?;
-            if entry.file_type().map_err(io)?.is_file() {
-                files.push(entry.file_name().to_string_lossy().into_owned());
+        let mut sizes = HashMap::new();
+        for entry in dir.entries().map_err(|e| Error::at(path, e))? {
+            if entry.kind == Kind::File {
+                let meta = dir
+                    .meta_of(&entry.name)
+                    .map_err(|e| Error::at(&path.join(&entry.name), e))?;
+                sizes.insert(entry.name.clone(), meta.len);
+                files.push(entry.name);
             }
         }
-        let names = crate::host::backup_dir::checkpoint_names(&path.join("checkpoints"))?;
-        let checkpoints = names
-            .into_iter()
-            .map(|name| {
-                let file = path.join("checkpoints").join(format!("{name}.xml"));
-                let time = std::fs::read_to_string(file)
-                    .ok()
-                    .and_then(|xml| checkpoint_xml::creation_time(&xml).ok());
-                (name, time)
-            })
-            .collect();
+        let checkpoints_dir = dir
+            .open_dir_if_exists("checkpoints")
+            .map_err(|e| Error::at(&path.join("checkpoints"), e))?;
+        let mut checkpoints = Vec::new();
+        if let Some(cps) = checkpoints_dir {
+            for name in crate::host::backup_dir::checkpoint_names(&cps)? {
+                let xml = cps.read_text(&format!("{name}.xml"), safe_fs::cap::SMALL)?;
+                let time = checkpoint_xml::creation_time(&xml).ok();
+                checkpoints.push((name, time));
+            }
+        }
         Ok(ChainFolder {
             path: path.to_path_buf(),
             exists: true,
             files,
+            sizes,
             checkpoints,
         })
     }
@@ -101,32 +104,33 @@ pub enum Plan {
 }
 
 /// The chain folders of one period: `<base>`, then `<base>.1`, `<base>.2`, … when a chain had
-/// to be restarted within the period. Returns the existing ones, oldest first.
+/// to be restarted within the period. Returns the existing ones, oldest first (only real
+/// directories: a symlink named like a chain folder is not one).
 pub fn period_folders(domain_dir: &Path, base: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let first = domain_dir.join(base);
-    if first.is_dir() {
-        found.push(first);
-    }
-    let mut suffixes: Vec<u32> = std::fs::read_dir(domain_dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
+    let entries = Dir::open(domain_dir)
+        .and_then(|d| d.entries())
+        .unwrap_or_default();
+    let mut suffixes: Vec<u32> = entries
+        .iter()
+        .filter(|e| e.kind == Kind::Dir)
         .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let n = name.strip_prefix(base)?.strip_prefix('.')?;
-            (n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty())
+            if e.name == base {
+                return Some(0);
+            }
+            let n = e.name.strip_prefix(base)?.strip_prefix('.')?;
+            (n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty() && n != "0")
                 .then(|| n.parse().ok())
                 .flatten()
         })
         .collect();
     suffixes.sort_unstable();
-    found.extend(
-        suffixes
-            .into_iter()
-            .map(|n| domain_dir.join(format!("{base}.{n}"))),
-    );
-    found
+    suffixes
+        .into_iter()
+        .map(|n| match n {
+            0 => domain_dir.join(base),
+            n => domain_dir.join(format!("{base}.{n}")),
+        })
+        .collect()
 }
 
 /// Decides how to back up, given the period's latest chain folder (if any) and the live state.
@@ -251,6 +255,7 @@ mod tests {
             path: PathBuf::from("/b/vm").join(BASE),
             exists: true,
             files: files.iter().map(|s| s.to_string()).collect(),
+            sizes: HashMap::new(),
             checkpoints: checkpoints
                 .iter()
                 .map(|(n, t)| (n.to_string(), Some(*t)))
@@ -391,5 +396,22 @@ mod tests {
         f.files.push("x.partial".into());
         let (folder, _) = new_chain_reason(plan(Path::new("/b/vm"), BASE, Some(&f), &l));
         assert_eq!(folder, PathBuf::from(format!("/b/vm/{BASE}.4")));
+    }
+
+    #[test]
+    fn a_checkpoint_file_over_its_cap_is_an_error_naming_it() {
+        let dir = std::env::temp_dir().join(format!("vmsnap-chain-cap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("checkpoints")).unwrap();
+        std::fs::File::create(dir.join("checkpoints/virtnbdbackup.0.xml"))
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+        let e = ChainFolder::inspect(&dir).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            e.contains("virtnbdbackup.0.xml") && e.contains("larger than"),
+            "{e}"
+        );
     }
 }

@@ -372,6 +372,17 @@ impl JobRegistry {
         uid: u32,
     ) -> Result<Arc<Job>, Error> {
         let names: Vec<String> = domains.iter().map(|d| d.to_string()).collect();
+        let cap = if uid == 0 {
+            MAX_JOBS_ROOT
+        } else {
+            MAX_JOBS_PER_CALLER
+        };
+        let mine = self.unfinished().iter().filter(|j| j.uid == uid).count();
+        if mine >= cap {
+            return Err(Error::Busy(format!(
+                "uid {uid} has {mine} jobs queued or running (at most {cap}); wait for one to end"
+            )));
+        }
         {
             let mut held = lock(&self.locks.0);
             let busy: Vec<&str> = names
@@ -427,6 +438,12 @@ impl JobRegistry {
             .collect()
     }
 }
+
+/// Jobs a caller other than root may have queued or running at once (each locks its
+/// domains, so more would only wait); beyond, a new one is refused with `Busy`.
+pub const MAX_JOBS_PER_CALLER: usize = 8;
+/// The same for root, whose scripts may start one job per domain.
+pub const MAX_JOBS_ROOT: usize = 256;
 
 /// Why a job found unfinished in the journal failed.
 pub const INTERRUPTED: &str =

@@ -14,7 +14,8 @@ use vmsnap_dbus::job::JobState;
 
 use super::jobs::DomainProgress;
 
-/// How many finished records are kept; older ones are deleted at start-up.
+/// How many finished records are kept; older ones are deleted at start-up and, while the
+/// service runs, each time a job ends.
 const KEEP: usize = 200;
 
 /// What is remembered of one job.
@@ -62,12 +63,16 @@ impl JobRecord {
 #[derive(Debug, Clone)]
 pub struct JobJournal {
     dir: PathBuf,
+    /// Ids of the finished records on disk, oldest first: trimmed to [`KEEP`] as jobs end, so
+    /// a loop of failing jobs cannot fill the state directory.
+    finished: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<u64>>>,
 }
 
 impl JobJournal {
     pub fn new(state_dir: &Path) -> Self {
         JobJournal {
             dir: state_dir.join("jobs"),
+            finished: Default::default(),
         }
     }
 
@@ -81,37 +86,59 @@ impl JobJournal {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, &file)
+        std::fs::rename(&tmp, &file)?;
+        if record.is_final() {
+            let mut finished = self.finished.lock().expect("poisoned");
+            finished.insert(record.id);
+            while finished.len() > KEEP {
+                let Some(oldest) = finished.pop_first() else {
+                    break;
+                };
+                let _ = std::fs::remove_file(self.dir.join(format!("{oldest}.json")));
+            }
+        }
+        Ok(())
     }
 
     /// Every readable record, by job number. Unreadable files are logged and skipped: a
     /// damaged record must not keep the service from starting.
     pub fn load(&self) -> Vec<JobRecord> {
-        let mut records: Vec<JobRecord> = std::fs::read_dir(&self.dir)
+        let Ok(Some(dir)) = crate::host::safe_fs::Dir::open_if_exists(&self.dir) else {
+            return Vec::new();
+        };
+        let mut records: Vec<JobRecord> = dir
+            .entries()
+            .unwrap_or_default()
             .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .filter_map(|p| match std::fs::read(&p) {
-                Ok(bytes) => match serde_json::from_slice(&bytes) {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        tracing::warn!(file = %p.display(), error = %e, "unreadable job record");
+            .filter(|e| e.name.ends_with(".json") && !e.name.starts_with('.'))
+            .filter_map(
+                |e| match dir.read(&e.name, crate::host::safe_fs::cap::MEDIUM) {
+                    Ok(bytes) => match serde_json::from_slice(&bytes) {
+                        Ok(r) => Some(r),
+                        Err(err) => {
+                            tracing::warn!(file = %e.name, error = %err, "unreadable job record");
+                            None
+                        }
+                    },
+                    Err(err) => {
+                        tracing::warn!(error = %err, "unreadable job record");
                         None
                     }
                 },
-                Err(_) => None,
-            })
+            )
             .collect();
         records.sort_by_key(|r| r.id);
+        let mut finished = self.finished.lock().expect("poisoned");
+        finished.extend(records.iter().filter(|r| r.is_final()).map(|r| r.id));
         records
     }
 
     /// Deletes all but the newest [`KEEP`] records.
     pub fn trim(&self, records: &[JobRecord]) {
         let excess = records.len().saturating_sub(KEEP);
+        let mut finished = self.finished.lock().expect("poisoned");
         for r in &records[..excess] {
+            finished.remove(&r.id);
             let _ = std::fs::remove_file(self.dir.join(format!("{}.json", r.id)));
         }
     }

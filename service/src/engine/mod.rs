@@ -3,6 +3,7 @@
 //! The D-Bus interfaces translate calls into engine requests and engine results back into wire
 //! records; everything that decides something lives here, where it can be tested alone.
 
+pub mod access;
 pub mod backup;
 pub mod catalog;
 pub mod chain;
@@ -40,7 +41,8 @@ pub struct Config {
     pub cancel_grace: Duration,
     /// Where callers other than root may put backups.
     pub backup_roots: Vec<std::path::PathBuf>,
-    /// Where Verify rebuilds disks (room for the largest disk is needed).
+    /// Where Verify rebuilds disks in private directories with random names (room for the
+    /// largest disk is needed): `<state_dir>/scratch` unless configured.
     pub scratch_dir: std::path::PathBuf,
     /// The service's own state (what to undo after a crash).
     pub state_dir: std::path::PathBuf,
@@ -55,7 +57,7 @@ impl Default for Config {
             socket_dir: "/var/lib/libvirt/qemu".into(),
             cancel_grace: Duration::from_secs(60),
             backup_roots: vec![crate::config::DEFAULT_ROOT.into()],
-            scratch_dir: "/var/tmp".into(),
+            scratch_dir: "/var/lib/vmsnapd/scratch".into(),
             state_dir: "/var/lib/vmsnapd".into(),
         }
     }
@@ -76,6 +78,13 @@ pub enum Error {
     TargetExists(String),
     #[error(transparent)]
     NotWritable(#[from] crate::paths::NotWritable),
+    /// A folder or file the service will not use for this caller (not root's alone, a
+    /// symlink in the way, not a regular file, over its size cap).
+    #[error("{0}")]
+    Untrusted(String),
+    /// The caller has too many calls or jobs under way, or the service as a whole has.
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     Host(#[from] host::Error),
 }
@@ -97,9 +106,13 @@ pub struct Engine {
     config: Config,
     versions: VersionCache,
     jobs: jobs::JobRegistry,
-    /// The one connection to libvirtd: every read, and checkpoint deletes; the other changes
-    /// go through virsh.
+    /// The jobs' connection to libvirtd: their reads and checkpoint deletes (the other
+    /// changes go through virsh).
     libvirt: host::libvirt::Libvirt,
+    /// A second connection for Status and ListBackups, which any caller can make: libvirtd
+    /// serves a bounded number of calls per connection at once, and a flood of status calls
+    /// on the jobs' connection would make a running backup's calls wait or time out.
+    reads: host::libvirt::Libvirt,
 }
 
 impl Engine {
@@ -110,6 +123,7 @@ impl Engine {
                 Some(journal::JobJournal::new(&config.state_dir)),
             ),
             libvirt: host::libvirt::Libvirt::new(&config.libvirt_uri, config.command_timeout),
+            reads: host::libvirt::Libvirt::new(&config.libvirt_uri, config.command_timeout),
             config,
             versions: VersionCache::default(),
         }

@@ -8,12 +8,12 @@
 //! behind forever), the current period is never touched, and only real directories named
 //! `vmsnap-backup-*` directly inside `<root>/<domain>/` are ever deleted.
 
-use std::path::Path;
-
 use chrono::NaiveDate;
 
 use super::{Engine, Error};
+use crate::host;
 use crate::host::period::{GroupBy, Period};
+use crate::host::safe_fs::{Dir, Kind};
 use crate::paths::{self, BackupRoot};
 use crate::selection::{DomainName, Selector};
 
@@ -88,17 +88,31 @@ impl Engine {
                 return report;
             }
         }
-        let names = match folder_names(&dir) {
-            Ok(n) => n,
+        // By handle: the domain folder is opened once without following links, and every
+        // doomed folder is removed through it (a link inside is removed, never followed).
+        let handle = match Dir::open_if_exists(&dir) {
+            Ok(Some(h)) => h,
+            Ok(None) => return report,
             Err(e) => {
-                report.problems.push(e);
+                report.problems.push(host::Error::at(&dir, e).to_string());
+                return report;
+            }
+        };
+        let names: Vec<String> = match handle.entries() {
+            Ok(entries) => entries
+                .into_iter()
+                .filter(|e| e.kind == Kind::Dir)
+                .map(|e| e.name)
+                .collect(),
+            Err(e) => {
+                report.problems.push(format!("{}: {e}", dir.display()));
                 return report;
             }
         };
         for name in doomed(&names, request.group_by, today, request.keep) {
             let path = dir.join(&name);
             if !request.dry_run {
-                if let Err(e) = std::fs::remove_dir_all(&path) {
+                if let Err(e) = handle.remove_tree(&name, None) {
                     report.problems.push(format!("{}: {e}", path.display()));
                     continue;
                 }
@@ -108,20 +122,6 @@ impl Engine {
         }
         report
     }
-}
-
-/// Names of the real directories (not symlinks) directly inside `dir`.
-fn folder_names(dir: &Path) -> Result<Vec<String>, String> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("{}: {e}", dir.display())),
-    };
-    Ok(entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-        .filter_map(|e| e.file_name().to_str().map(String::from))
-        .collect::<Vec<_>>())
 }
 
 #[cfg(test)]

@@ -50,11 +50,13 @@ impl PausedRecords {
 
     /// The recorded domain names.
     pub fn list(&self) -> Vec<String> {
-        std::fs::read_dir(&self.dir)
+        let Ok(Some(dir)) = crate::host::safe_fs::Dir::open_if_exists(&self.dir) else {
+            return Vec::new();
+        };
+        dir.entries()
+            .unwrap_or_default()
             .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok())
-            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .filter_map(|e| dir.read_text(&e.name, 4096).ok())
             .collect()
     }
 }

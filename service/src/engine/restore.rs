@@ -5,20 +5,23 @@
 //! target. Inside, not beside: under the unit's sandbox the target may be the only writable
 //! path (`ReadWritePaths=/srv/restore`), and a rename stays on the target's file system.
 
-use std::ffi::OsString;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use vmsnap_dbus::job::JobState;
 
+use super::access::Use;
 use super::catalog::{self, Chain};
 use super::jobs::Job;
 use super::{Engine, Error};
 use crate::host::backup_dir::checkpoint_index;
 use crate::host::command;
 use crate::host::libvirt::CheckpointFact;
+use crate::host::safe_fs::Dir;
 use crate::host::tools::{self, Tool};
+use crate::host::virtnbdrestore::RestoreSpec;
+use crate::host::Error as HostError;
 use crate::paths::{self, BackupRoot};
 use crate::selection::{DomainName, Selector};
 
@@ -69,10 +72,19 @@ impl Engine {
         selectors: &[Selector],
         root: &BackupRoot,
     ) -> Result<Vec<Listed>, Error> {
-        let domains = self.resolve_existing(selectors).await?;
+        let existing = self.reads.list_all().await?;
+        let domains = match crate::selection::resolve(selectors, &existing) {
+            crate::selection::Resolved::Domains(d) => d,
+            crate::selection::Resolved::NotFound(missing) => {
+                return Err(Error::NoSuchDomain(missing))
+            }
+        };
         let mut out = Vec::new();
         for d in domains {
-            let live = self.live_checkpoints(d.as_str()).await;
+            let live = match self.reads.domain(d.as_str()).await {
+                Ok(facts) => vmsnap_checkpoints(&facts.checkpoints),
+                Err(_) => Vec::new(),
+            };
             for chain in catalog::chains(&root.as_path().join(d.as_str()))? {
                 out.push(Listed {
                     domain: d.to_string(),
@@ -98,26 +110,16 @@ impl Engine {
             .remove(0);
         std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
         let log = out.join("virtnbdrestore.log");
-        let mut args: Vec<OsString> = vec![
-            "-i".into(),
-            chain.into(),
-            "-o".into(),
-            out.into(),
-            "-n".into(),
-            "-L".into(),
-            log.clone().into(),
-            "-U".into(),
-            self.config.libvirt_uri.clone().into(),
-        ];
-        if let Some(cp) = until {
-            args.extend(["-u".into(), cp.into()]);
+        let args = RestoreSpec {
+            input: chain.to_path_buf(),
+            output: out.to_path_buf(),
+            log: log.clone(),
+            uri: self.config.libvirt_uri.clone(),
+            until: until.map(String::from),
+            disk: disk.map(String::from),
+            define_as: define_as.map(String::from),
         }
-        if let Some(d) = disk {
-            args.extend(["-d".into(), d.into()]);
-        }
-        if let Some(name) = define_as {
-            args.extend(["-c".into(), "-D".into(), "-N".into(), name.into()]);
-        }
+        .argv();
         let result = command::run(&program, &args, Duration::from_secs(24 * 3600))
             .await
             .map_err(|e| e.to_string())?;
@@ -139,8 +141,11 @@ impl Engine {
         if uid != 0 {
             paths::check_inside(request.target.as_path(), &self.config.backup_roots)?;
         }
+        self.require_trusted(uid, request.target.as_path(), Use::Destination)?;
         paths::check_writable(request.target.as_path())?;
         let chain = self.restore_chain(request).await?;
+        // The source too: virtnbdrestore (root) acts on what the chain's files say.
+        self.require_trusted(uid, &chain.path, Use::Source)?;
         if let Some(until) = &request.until {
             if !chain.points.iter().any(|p| &p.checkpoint == until) {
                 return Err(Error::NoSuchBackup(format!(
@@ -242,6 +247,12 @@ impl Engine {
             .restore_chain(request)
             .await
             .map_err(|e| e.to_string())?;
+        // Again at the start of the work: nothing may have changed since the call.
+        self.require_trusted(job.uid, &chain.path, Use::Source)
+            .and_then(|()| {
+                self.require_trusted(job.uid, request.target.as_path(), Use::Destination)
+            })
+            .map_err(|e| e.to_string())?;
         let upto: Vec<&catalog::Point> = match &request.until {
             Some(u) => {
                 let end = chain
@@ -284,27 +295,42 @@ impl Engine {
         } else {
             let created = !target.exists();
             std::fs::create_dir_all(target).map_err(|e| format!("{}: {e}", target.display()))?;
-            let staging = target.join(format!("{STAGING_PREFIX}{}", job.id));
-            let _ = std::fs::remove_dir_all(&staging);
-            let run = self.run_restore(&chain.path, &staging, until, request.disk.as_deref(), None);
+            let target_dir = Dir::open(target).map_err(|e| HostError::at(target, e).to_string())?;
+            // A new directory with a random name nobody could have prepared, inside the target.
+            let staging = target_dir
+                .create_unique_dir(STAGING_PREFIX)
+                .map_err(|e| format!("{}: {e}", target.display()))?;
+            let staging_name = staging.name().unwrap_or_default().to_string();
+            let staging_id = staging.identity().map_err(|e| e.to_string())?;
+            let run = self.run_restore(
+                &chain.path,
+                staging.path(),
+                until,
+                request.disk.as_deref(),
+                None,
+            );
             let result = tokio::select! {
                 r = run => r,
                 _ = cancel.changed() => Err("cancelled".into()),
             };
+            let discard = || {
+                if let Err(e) = target_dir.remove_tree(&staging_name, Some(staging_id)) {
+                    tracing::warn!(staging = %staging.path().display(), error = %e, "staging not removed");
+                }
+            };
             if let Err(e) = result {
-                let _ = std::fs::remove_dir_all(&staging);
+                discard();
                 if created {
                     let _ = std::fs::remove_dir(target);
                 }
                 return Err(e);
             }
-            for entry in std::fs::read_dir(&staging).map_err(|e| e.to_string())? {
-                let entry = entry.map_err(|e| e.to_string())?;
-                let dest = target.join(entry.file_name());
-                std::fs::rename(entry.path(), &dest)
-                    .map_err(|e| format!("{}: {e}", dest.display()))?;
+            for entry in staging.entries().map_err(|e| e.to_string())? {
+                staging
+                    .rename_into(&entry.name, &target_dir, &entry.name)
+                    .map_err(|e| format!("{}: {e}", target.join(&entry.name).display()))?;
             }
-            let _ = std::fs::remove_dir_all(&staging);
+            discard();
         }
         job.progress(0, disk, total, total);
         Ok(())

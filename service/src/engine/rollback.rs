@@ -17,15 +17,21 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::host::safe_fs::{self, Dir, Identity, Kind};
+
 /// A chain folder's state before a run.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct FolderBefore {
     folder: PathBuf,
+    /// The folder itself (device, inode): nothing is deleted in a directory that is no
+    /// longer this one (swapped for another between the run and its rollback).
+    identity: Identity,
     /// The run creates the folder: undoing it removes the folder.
     created: bool,
-    files: HashSet<PathBuf>,
-    /// Files virtnbdbackup rewrites in place, with their content before the run.
-    rewritten: Vec<(PathBuf, Vec<u8>)>,
+    /// Files as `name` or `checkpoints/name`.
+    files: HashSet<String>,
+    /// Files virtnbdbackup rewrites in place (`<domain>.cpt`), with their content before.
+    rewritten: Vec<(String, Vec<u8>)>,
 }
 
 /// Where the records of runs in progress are kept.
@@ -33,29 +39,55 @@ fn pending_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("rollback")
 }
 
-/// The files of `folder` and of its `checkpoints/` (virtnbdbackup writes no deeper).
-fn files_of(folder: &Path) -> Vec<PathBuf> {
-    [folder.to_path_buf(), folder.join("checkpoints")]
-        .iter()
-        .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten())
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.path())
-        .collect()
+/// The regular files of the folder and of its `checkpoints/` (virtnbdbackup writes no
+/// deeper), as `name` and `checkpoints/name`, each with the directory that holds it.
+fn files_of(folder: &Dir) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let top = folder.entries().unwrap_or_default();
+    out.extend(
+        top.iter()
+            .filter(|e| e.kind == Kind::File)
+            .map(|e| (String::new(), e.name.clone())),
+    );
+    if let Ok(Some(cps)) = folder.open_dir_if_exists("checkpoints") {
+        out.extend(
+            cps.entries()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| e.kind == Kind::File)
+                .map(|e| ("checkpoints".to_string(), e.name)),
+        );
+    }
+    out
+}
+
+fn joined(sub: &str, name: &str) -> String {
+    match sub {
+        "" => name.to_string(),
+        sub => format!("{sub}/{name}"),
+    }
 }
 
 impl FolderBefore {
-    /// Records `folder` before a run; `created` when the run is about to create it.
+    /// Records `folder` before a run; `created` when the run has just created it.
     pub fn record(folder: &Path, created: bool) -> std::io::Result<Self> {
-        let files: HashSet<PathBuf> = files_of(folder).into_iter().collect();
+        let dir = Dir::open(folder)?;
+        let files: HashSet<String> = files_of(&dir)
+            .iter()
+            .map(|(sub, name)| joined(sub, name))
+            .collect();
         let mut rewritten = Vec::new();
         for f in &files {
-            if f.extension().is_some_and(|x| x == "cpt") {
-                rewritten.push((f.clone(), std::fs::read(f)?));
+            if f.ends_with(".cpt") && !f.contains('/') {
+                let content = dir
+                    .read(f, safe_fs::cap::SMALL)
+                    .map_err(std::io::Error::other)?;
+                rewritten.push((f.clone(), content));
             }
         }
         Ok(FolderBefore {
             folder: folder.to_path_buf(),
+            identity: dir.identity()?,
             created,
             files,
             rewritten,
@@ -80,52 +112,84 @@ impl FolderBefore {
     /// Rolls back every run a killed instance left unfinished, and forgets the records.
     pub fn roll_back_pending(state_dir: &Path) {
         let dir = pending_dir(state_dir);
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|x| x == "json") {
-                match std::fs::read(&path)
+        let Ok(Some(records)) = Dir::open_if_exists(&dir) else {
+            return;
+        };
+        for entry in records.entries().unwrap_or_default() {
+            if entry.kind == Kind::File && entry.name.ends_with(".json") {
+                let parsed = records
+                    .read(&entry.name, safe_fs::cap::MEDIUM)
                     .map_err(|e| e.to_string())
                     .and_then(|b| {
                         serde_json::from_slice::<FolderBefore>(&b).map_err(|e| e.to_string())
-                    }) {
+                    });
+                match parsed {
                     Ok(before) => {
                         tracing::warn!(folder = %before.folder.display(), "rolling back a backup the previous vmsnapd did not finish");
                         before.roll_back();
                     }
                     Err(e) => {
-                        tracing::error!(file = %path.display(), error = %e, "unreadable rollback record")
+                        tracing::error!(file = %dir.join(&entry.name).display(), error = %e, "unreadable rollback record")
                     }
                 }
             }
-            let _ = std::fs::remove_file(&path);
+            let _ = records.remove_file(&entry.name);
         }
     }
 
-    /// Puts the folder back as it was, keeping the failed run's logs.
+    /// Puts the folder back as it was, keeping the failed run's logs. Works on the folder by
+    /// handle and only when it is still the recorded directory.
     pub fn roll_back(&self) {
-        if self.created {
-            if let Err(e) = std::fs::remove_dir_all(&self.folder) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(folder = %self.folder.display(), error = %e, "could not remove a failed run's folder");
-                }
-            }
-            return;
+        if let Err(e) = self.try_roll_back() {
+            tracing::error!(folder = %self.folder.display(), error = %e, "rollback refused or incomplete");
         }
-        for f in files_of(&self.folder) {
-            let is_log = f.extension().is_some_and(|x| x == "log");
-            if !self.files.contains(&f) && !is_log {
-                if let Err(e) = std::fs::remove_file(&f) {
-                    tracing::warn!(file = %f.display(), error = %e, "could not remove a failed run's file");
-                }
+    }
+
+    fn try_roll_back(&self) -> std::io::Result<()> {
+        if self.created {
+            let (Some(parent), Some(name)) = (
+                self.folder.parent(),
+                self.folder.file_name().and_then(|n| n.to_str()),
+            ) else {
+                return Ok(());
+            };
+            return match Dir::open(parent).and_then(|p| p.remove_tree(name, Some(self.identity))) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            };
+        }
+        let dir = match Dir::open(&self.folder) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            other => other?,
+        };
+        if dir.identity()? != self.identity {
+            return Err(std::io::Error::other(
+                "the folder was replaced since the run started; nothing deleted",
+            ));
+        }
+        let checkpoints = dir.open_dir_if_exists("checkpoints")?;
+        for (sub, name) in files_of(&dir) {
+            let is_log = name.ends_with(".log");
+            if self.files.contains(&joined(&sub, &name)) || is_log {
+                continue;
+            }
+            let holder = match (sub.as_str(), &checkpoints) {
+                ("", _) => &dir,
+                (_, Some(cps)) => cps,
+                _ => continue,
+            };
+            if let Err(e) = holder.remove_file(&name) {
+                tracing::warn!(file = %joined(&sub, &name), error = %e, "could not remove a failed run's file");
             }
         }
         for (f, content) in &self.rewritten {
-            if std::fs::read(f).ok().as_deref() != Some(content.as_slice()) {
-                if let Err(e) = std::fs::write(f, content) {
-                    tracing::error!(file = %f.display(), error = %e, "could not restore the chain's checkpoint list");
+            if dir.read(f, safe_fs::cap::SMALL).ok().as_deref() != Some(content.as_slice()) {
+                if let Err(e) = dir.write(f, content, 0o644) {
+                    tracing::error!(file = %f, error = %e, "could not restore the chain's checkpoint list");
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -170,9 +234,9 @@ mod tests {
             .next()
             .is_none());
         std::fs::remove_dir_all(&state).unwrap();
-        let mut left: Vec<String> = files_of(&dir)
+        let mut left: Vec<String> = files_of(&Dir::open(&dir).unwrap())
             .iter()
-            .map(|p| p.strip_prefix(&dir).unwrap().display().to_string())
+            .map(|(sub, name)| joined(sub, name))
             .collect();
         left.sort();
         assert_eq!(
@@ -190,5 +254,39 @@ mod tests {
             r#"["virtnbdbackup.0"]"#
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_folder_replaced_since_the_record_is_left_alone() {
+        let base =
+            std::env::temp_dir().join(format!("vmsnap-rollback-swap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let dir = base.join("chain");
+        std::fs::create_dir_all(dir.join("checkpoints")).unwrap();
+        std::fs::write(dir.join("vm.cpt"), "[]").unwrap();
+        let before = FolderBefore::record(&dir, false).unwrap();
+        let created = FolderBefore::record(&dir, true).unwrap();
+        // Another directory under the same name, holding files the run never wrote.
+        std::fs::rename(&dir, base.join("moved")).unwrap();
+        std::fs::create_dir_all(dir.join("checkpoints")).unwrap();
+        std::fs::write(dir.join("precious"), "keep").unwrap();
+        std::fs::write(dir.join("vm.cpt"), "theirs").unwrap();
+        before.roll_back();
+        created.roll_back();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("precious")).unwrap(),
+            "keep"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("vm.cpt")).unwrap(),
+            "theirs"
+        );
+        // A link in its place is not followed either.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(base.join("moved"), &dir).unwrap();
+        std::fs::write(base.join("moved/new-file"), "x").unwrap();
+        before.roll_back();
+        assert!(base.join("moved/new-file").exists());
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

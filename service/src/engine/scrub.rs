@@ -173,10 +173,11 @@ impl Engine {
                     let Some(path) = disk.source.as_deref() else {
                         continue;
                     };
-                    let info = qemu_img::info(qemu_img, path, timeout).await?;
+                    let fmt = disk.format.as_deref().unwrap_or("qcow2");
+                    let info = qemu_img::info(qemu_img, path, fmt, timeout).await?;
                     for b in info.bitmaps.iter().filter(|b| selected(&b.name)) {
                         if !request.dry_run {
-                            qemu_img::bitmap_remove(qemu_img, path, &b.name, timeout).await?;
+                            qemu_img::bitmap_remove(qemu_img, path, fmt, &b.name, timeout).await?;
                         }
                         report.bitmaps.push(format!("{}:{}", disk.target, b.name));
                     }

@@ -90,7 +90,7 @@ impl Engine {
     pub async fn status(&self, request: &StatusRequest) -> Result<Vec<DomainReport>, Error> {
         let programs = tools::require(&[Tool::QemuImg])?;
         let ctx = Context {
-            libvirt: &self.libvirt,
+            libvirt: &self.reads,
             qemu_img: programs[0].clone(),
             engine: self,
             request,
@@ -222,6 +222,7 @@ impl Context<'_> {
         let timeout = self.engine.config.command_timeout;
         let infos = futures_util::future::join_all(eligible.iter().map(|disk| {
             let path = disk.source.clone().unwrap_or_default();
+            let fmt = disk.format.clone().unwrap_or_else(|| "qcow2".into());
             let open = live
                 .as_deref()
                 .and_then(|devices| device_of(devices, disk, &path))
@@ -235,7 +236,7 @@ impl Context<'_> {
                         actual_size: image.actual_size,
                         bitmaps: Vec::new(),
                     }),
-                    None => qemu_img::info(&qemu_img, &path, timeout).await,
+                    None => qemu_img::info(&qemu_img, &path, &fmt, timeout).await,
                 }
             }
         }))

@@ -5,18 +5,19 @@
 //! `qemu-img check` of the result. A point that fails makes every later point of its chain fail
 //! too: they cannot be restored without it.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use vmsnap_dbus::job::JobState;
 
+use super::access::Use;
 use super::catalog::{self, Chain};
 use super::jobs::Job;
 use super::{Engine, Error};
+use crate::host::safe_fs::Dir;
 use crate::host::tools::{self, Tool};
-use crate::host::{checksums, command, Error as HostError};
+use crate::host::{checksums, command, qemu_img, Error as HostError};
 
 use super::restore::vmsnap_checkpoints;
 use crate::paths::BackupRoot;
@@ -38,6 +39,14 @@ impl Engine {
     ) -> Result<Arc<Job>, Error> {
         tools::require(&[Tool::Virsh, Tool::QemuImg, Tool::Virtnbdbackup])?;
         let domains = self.resolve_existing(&request.selectors).await?;
+        for domain in &domains {
+            // Each chain is checked again before it is rebuilt (verify_domain).
+            self.require_trusted(
+                uid,
+                &request.root.as_path().join(domain.as_str()),
+                Use::Destination,
+            )?;
+        }
         self.jobs.create("verify", domains, uid)
     }
 
@@ -95,6 +104,13 @@ impl Engine {
         let mut all_ok = true;
         let live_disks = self.live_disks_if_shut_off(domain.as_str()).await;
         for chain in &chains {
+            if let Err(e) = self.require_trusted(job.uid, &chain.path, Use::Source) {
+                all_ok = false;
+                job.update(index, |d| {
+                    d.checks.push(format!("{}: refused: {e}", chain.folder))
+                });
+                continue;
+            }
             let sums = checksums::read(&chain.path)?;
             let mut broken: Option<String> = None;
             for point in &chain.points {
@@ -156,23 +172,30 @@ impl Engine {
                 None => note = " (no checksum recorded)".into(),
             }
         }
-        let scratch = self
-            .config
-            .scratch_dir
-            .join(format!("vmsnapd-verify-{}-{job}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&scratch);
+        // mkdtemp-style: a new 0700 directory with a random name in the service's scratch
+        // area, reached and removed by handle.
+        std::fs::create_dir_all(&self.config.scratch_dir)
+            .map_err(|e| format!("{}: {e}", self.config.scratch_dir.display()))?;
+        let scratch_root = Dir::open(&self.config.scratch_dir)
+            .map_err(|e| HostError::at(&self.config.scratch_dir, e).to_string())?;
+        let scratch = scratch_root
+            .create_unique_dir(&format!("verify-{job}-"))
+            .map_err(|e| format!("{}: {e}", self.config.scratch_dir.display()))?;
         let until = (point.level != "copy").then_some(point.checkpoint.as_str());
         let result = self
-            .run_restore(&chain.path, &scratch, until, None, None)
+            .run_restore(&chain.path, scratch.path(), until, None, None)
             .await;
         let checked = match result {
-            Ok(()) => self.check_images(&scratch).await,
+            Ok(()) => self.check_images(scratch.path()).await,
             Err(e) => Err(e),
         };
         if checked.is_ok() && !compare.is_empty() {
-            note.push_str(&self.compare_with_live(&scratch, compare).await);
+            note.push_str(&self.compare_with_live(scratch.path(), compare).await);
         }
-        let _ = std::fs::remove_dir_all(&scratch);
+        let identity = scratch.identity().ok();
+        if let Err(e) = scratch_root.remove_tree(scratch.name().unwrap_or_default(), identity) {
+            tracing::warn!(scratch = %scratch.path().display(), error = %e, "scratch not removed");
+        }
         checked.map(|()| note)
     }
 
@@ -204,12 +227,8 @@ impl Engine {
         let mut differ = Vec::new();
         for disk in disks {
             let image = rebuilt.join(disk.file_name().unwrap_or_default());
-            let args: Vec<OsString> = vec![
-                "compare".into(),
-                "-U".into(),
-                image.into(),
-                disk.clone().into(),
-            ];
+            // Both are qcow2: the rebuild is virtnbdrestore's, and only qcow2 disks are compared.
+            let args = qemu_img::argv::compare(&image, "qcow2", disk, "qcow2");
             match command::run(&qemu_img, &args, Duration::from_secs(3600)).await {
                 Ok(out) if out.success => same += 1,
                 _ => differ.push(
@@ -247,7 +266,7 @@ impl Engine {
             return Err("the rebuild produced no disk image".into());
         }
         for image in images {
-            let args: Vec<OsString> = vec!["check".into(), image.clone().into()];
+            let args = qemu_img::argv::check(&image, "qcow2");
             let out = command::run(&qemu_img, &args, Duration::from_secs(3600))
                 .await
                 .map_err(|e| e.to_string())?;

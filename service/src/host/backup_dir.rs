@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::safe_fs::{Dir, Kind};
 use super::{Error, Result};
 
 /// How deep below the period folder files are counted; virtnbdbackup writes two levels.
@@ -26,81 +27,60 @@ pub struct FolderStats {
 /// Reads the statistics of `path`. A missing folder is not an error: it is what a period looks
 /// like before its first backup.
 pub fn stats(path: &Path) -> Result<FolderStats> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
+    let Some(dir) = Dir::open_if_exists(path).map_err(|e| Error::at(path, e))? else {
+        return Ok(FolderStats {
+            path: path.to_path_buf(),
+            ..Default::default()
+        });
     };
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(FolderStats {
-                path: path.to_path_buf(),
-                ..Default::default()
-            })
-        }
-        Err(e) => return Err(io(e)),
-    };
-    if !meta.is_dir() {
-        return Err(io(std::io::Error::other("is not a directory")));
-    }
     let mut stats = FolderStats {
         path: path.to_path_buf(),
         exists: true,
         ..Default::default()
     };
-    walk(path, 0, &mut stats)?;
-    stats.checkpoints = checkpoint_names(&path.join("checkpoints"))?;
+    walk(&dir, 0, &mut stats)?;
+    stats.checkpoints = match dir.open_dir_if_exists("checkpoints") {
+        Ok(Some(cps)) => checkpoint_names(&cps)?,
+        Ok(None) => Vec::new(),
+        Err(e) => return Err(Error::at(&path.join("checkpoints"), e)),
+    };
     Ok(stats)
 }
 
-fn walk(dir: &Path, depth: usize, stats: &mut FolderStats) -> Result<()> {
+fn walk(dir: &Dir, depth: usize, stats: &mut FolderStats) -> Result<()> {
     if depth > MAX_DEPTH {
         return Ok(());
     }
-    let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    for entry in entries {
-        let entry = entry.map_err(|source| Error::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let meta = entry.metadata().map_err(|source| Error::Io {
-            path: entry.path(),
-            source,
-        })?;
-        if meta.is_dir() {
-            walk(&entry.path(), depth + 1, stats)?;
-        } else if meta.is_file() {
-            stats.total_files += 1;
-            stats.total_size += meta.len();
+    let at = |name: &str| dir.path().join(name);
+    for entry in dir.entries().map_err(|e| Error::at(dir.path(), e))? {
+        match entry.kind {
+            Kind::Dir => {
+                let sub = dir
+                    .open_dir(&entry.name)
+                    .map_err(|e| Error::at(&at(&entry.name), e))?;
+                walk(&sub, depth + 1, stats)?;
+            }
+            Kind::File => {
+                let meta = dir
+                    .meta_of(&entry.name)
+                    .map_err(|e| Error::at(&at(&entry.name), e))?;
+                stats.total_files += 1;
+                stats.total_size += meta.len;
+            }
+            Kind::Other => {}
         }
     }
     Ok(())
 }
 
-/// Names of `*.xml` files in a chain's checkpoint folder, ordered by their number.
-pub fn checkpoint_names(dir: &Path) -> Result<Vec<String>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(Error::Io {
-                path: dir.to_path_buf(),
-                source,
-            })
-        }
-    };
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|n| n.strip_suffix(".xml"))
-                .map(String::from)
-        })
+/// Names of the `*.xml` files in a chain's open checkpoint folder, ordered by their number.
+pub fn checkpoint_names(dir: &Dir) -> Result<Vec<String>> {
+    let mut names: Vec<String> = dir
+        .entries()
+        .map_err(|e| Error::at(dir.path(), e))?
+        .into_iter()
+        .filter(|e| e.kind == Kind::File)
+        .filter_map(|e| e.name.strip_suffix(".xml").map(String::from))
         .collect();
     names.sort_by_key(|n| (checkpoint_index(n), n.clone()));
     Ok(names)

@@ -13,17 +13,22 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::safe_fs::{cap, Dir, Kind};
 use super::{Error, Result};
 
 pub const FILE: &str = "vmsnap.sha256";
 
 /// Recorded checksums of a chain folder: file name → hex digest.
 pub fn read(folder: &Path) -> Result<BTreeMap<String, String>> {
-    let path = folder.join(FILE);
-    let text = match std::fs::read_to_string(&path) {
+    let dir = Dir::open(folder).map_err(|e| Error::at(folder, e))?;
+    read_in(&dir)
+}
+
+fn read_in(dir: &Dir) -> Result<BTreeMap<String, String>> {
+    let text = match dir.read_text(FILE, cap::MEDIUM) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(source) => return Err(Error::Io { path, source }),
+        Err(e) if e.is_not_found() => return Ok(BTreeMap::new()),
+        Err(e) => return Err(e.into()),
     };
     Ok(text
         .lines()
@@ -32,13 +37,23 @@ pub fn read(folder: &Path) -> Result<BTreeMap<String, String>> {
         .collect())
 }
 
+/// Opens the regular file `path` by handle (no symlink anywhere, no FIFO).
+fn open_regular(path: &Path) -> Result<std::fs::File> {
+    let (parent, name) = match (path.parent(), path.file_name().and_then(|n| n.to_str())) {
+        (Some(p), Some(n)) => (p, n),
+        _ => return Err(Error::Rejected(format!("{} is not a file", path.display()))),
+    };
+    let dir = Dir::open(parent).map_err(|e| Error::at(parent, e))?;
+    Ok(dir.open_file(name)?.0)
+}
+
 /// SHA-256 of a file, as lowercase hex.
 pub fn digest(path: &Path) -> Result<String> {
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut file = open_regular(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -93,7 +108,7 @@ impl TailHasher {
     /// exists.
     pub fn catch_up(&mut self, buf: &mut [u8]) {
         if self.file.is_none() {
-            self.file = std::fs::File::open(&self.partial).ok();
+            self.file = open_regular(&self.partial).ok();
         }
         if let Some(file) = self.file.as_mut() {
             while let Ok(n) = file.read(buf) {
@@ -217,18 +232,16 @@ pub fn record_new_with(
     folder: &Path,
     known_digests: &BTreeMap<String, String>,
 ) -> Result<Vec<String>> {
-    let known = read(folder)?;
-    let io = |source| Error::Io {
-        path: folder.to_path_buf(),
-        source,
-    };
+    let dir = Dir::open(folder).map_err(|e| Error::at(folder, e))?;
+    let known = read_in(&dir)?;
     let mut added = Vec::new();
     let mut lines = String::new();
-    let mut names: Vec<String> = std::fs::read_dir(folder)
-        .map_err(io)?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
-        .filter_map(|e| e.file_name().to_str().map(String::from))
+    let mut names: Vec<String> = dir
+        .entries()
+        .map_err(|e| Error::at(folder, e))?
+        .into_iter()
+        .filter(|e| e.kind == Kind::File)
+        .map(|e| e.name)
         .filter(|n| n.ends_with(".data") && !known.contains_key(n))
         .collect();
     names.sort();
@@ -241,14 +254,8 @@ pub fn record_new_with(
         added.push(name);
     }
     if !lines.is_empty() {
-        use std::io::Write;
-        let path = folder.join(FILE);
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|source| Error::Io { path, source })?;
-        f.write_all(lines.as_bytes()).map_err(io)?;
+        dir.append(FILE, lines.as_bytes(), 0o644)
+            .map_err(|e| Error::at(&folder.join(FILE), e))?;
     }
     Ok(added)
 }

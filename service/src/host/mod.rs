@@ -9,14 +9,17 @@ pub mod checkpoint_xml;
 pub mod checksums;
 pub mod command;
 pub mod domain_xml;
+pub mod fs_access;
 pub mod libvirt;
 pub mod libvirt_rpc;
 pub mod period;
 pub mod qemu_img;
 pub mod qmp;
+pub mod safe_fs;
 pub mod tools;
 pub mod virsh;
 pub mod virtnbdbackup;
+pub mod virtnbdrestore;
 pub mod xdr;
 
 use std::path::PathBuf;
@@ -46,11 +49,39 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A file or folder the service will not use: a symlink in the way, not a regular file,
+    /// over its size cap, or (for callers other than root) not written by the service.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+impl From<safe_fs::ReadError> for Error {
+    fn from(e: safe_fs::ReadError) -> Self {
+        match e {
+            safe_fs::ReadError::Io { path, source } => Error::Io { path, source },
+            other => Error::Rejected(other.to_string()),
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// An I/O error at `path`; a refused symlink becomes [`Error::Rejected`].
+    pub fn at(path: &std::path::Path, source: std::io::Error) -> Self {
+        if safe_fs::is_symlink_refusal(&source) {
+            Error::Rejected(format!(
+                "{}: a symlink is in the way (the service never follows one here)",
+                path.display()
+            ))
+        } else {
+            Error::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    }
+
     pub fn parse(what: impl Into<String>, detail: impl ToString) -> Self {
         Error::Parse {
             what: what.into(),

@@ -4,7 +4,6 @@
 //! VMSnap silently lost every disk of a running domain. For shut-off domains this is where the
 //! persistent bitmaps are read from.
 
-use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
 
@@ -82,12 +81,83 @@ pub fn parse_info(json: &str) -> Result<ImageInfo> {
     })
 }
 
-/// Runs `qemu-img info --force-share --output=json -- <image>`.
-pub async fn info(qemu_img: &Path, image: &str, timeout: Duration) -> Result<ImageInfo> {
-    let args: Vec<OsString> = ["info", "--force-share", "--output=json", image]
+/// The argument vectors of every `qemu-img` call the service makes, in one place. Each names
+/// the image's format (`-f`, so that an image is never probed: a raw image that looks like
+/// qcow2 with a backing file would make qemu-img open that file) and ends the options with
+/// `--`, so an image name cannot be read as an option. Images are absolute paths, so qemu-img
+/// never reads a `protocol:` prefix from them either.
+pub mod argv {
+    use std::ffi::OsString;
+    use std::path::Path;
+
+    fn format(f: &str) -> &str {
+        // A format comes from libvirt's domain XML or is ours; anything odd is not probed
+        // for but passed as a format qemu-img will reject.
+        if !f.is_empty() && f.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            f
+        } else {
+            "invalid-format"
+        }
+    }
+
+    pub fn info(image: &Path, fmt: &str) -> Vec<OsString> {
+        let mut v: Vec<OsString> = [
+            "info",
+            "--force-share",
+            "--output=json",
+            "-f",
+            format(fmt),
+            "--",
+        ]
         .into_iter()
         .map(OsString::from)
         .collect();
+        v.push(image.into());
+        v
+    }
+
+    pub fn bitmap_remove(image: &Path, fmt: &str, bitmap: &str) -> Vec<OsString> {
+        let mut v: Vec<OsString> = ["bitmap", "--remove", "-f", format(fmt), "--"]
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+        v.push(image.into());
+        v.push(bitmap.into());
+        v
+    }
+
+    pub fn check(image: &Path, fmt: &str) -> Vec<OsString> {
+        let mut v: Vec<OsString> = ["check", "-f", format(fmt), "--"]
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+        v.push(image.into());
+        v
+    }
+
+    /// `compare` of `a` (format `a_fmt`) with `b`, sharing locks (`-U`) with a running user.
+    pub fn compare(a: &Path, a_fmt: &str, b: &Path, b_fmt: &str) -> Vec<OsString> {
+        let mut v: Vec<OsString> = [
+            "compare",
+            "-U",
+            "-f",
+            format(a_fmt),
+            "-F",
+            format(b_fmt),
+            "--",
+        ]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
+        v.push(a.into());
+        v.push(b.into());
+        v
+    }
+}
+
+/// Runs `qemu-img info --force-share --output=json -f FMT -- <image>`.
+pub async fn info(qemu_img: &Path, image: &str, fmt: &str, timeout: Duration) -> Result<ImageInfo> {
+    let args = argv::info(Path::new(image), fmt);
     let out = command::run(qemu_img, &args, timeout).await?;
     if !out.success {
         return Err(Error::CommandFailed {
@@ -102,13 +172,11 @@ pub async fn info(qemu_img: &Path, image: &str, timeout: Duration) -> Result<Ima
 pub async fn bitmap_remove(
     qemu_img: &Path,
     image: &str,
+    fmt: &str,
     bitmap: &str,
     timeout: Duration,
 ) -> Result<()> {
-    let args: Vec<OsString> = ["bitmap", "--remove", image, bitmap]
-        .into_iter()
-        .map(OsString::from)
-        .collect();
+    let args = argv::bitmap_remove(Path::new(image), fmt, bitmap);
     let out = command::run(qemu_img, &args, timeout).await?;
     if out.success {
         Ok(())
@@ -150,6 +218,22 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn every_call_names_the_format_and_ends_options_before_the_image() {
+        let image = Path::new("/b/-rf x");
+        for v in [
+            argv::info(image, "qcow2"),
+            argv::check(image, "qcow2"),
+            argv::bitmap_remove(image, "qcow2", "-b"),
+            argv::compare(image, "qcow2", Path::new("/d"), "raw"),
+        ] {
+            let f = v.iter().position(|a| a == "-f").unwrap();
+            let end = v.iter().position(|a| a == "--").unwrap();
+            assert!(f < end && v[end + 1] == *"/b/-rf x", "{v:?}");
+        }
+        assert_eq!(argv::info(image, "qcow2; x")[4], "invalid-format");
     }
 
     #[test]

@@ -21,6 +21,11 @@ pub struct Virsh {
     timeout: Duration,
 }
 
+/// `--domain=NAME`: one argument, so a name starting with `-` is never read as an option.
+fn domain_arg(domain: &str) -> String {
+    format!("--domain={domain}")
+}
+
 impl Virsh {
     pub fn new(program: PathBuf, uri: impl Into<String>, timeout: Duration) -> Self {
         Virsh {
@@ -33,14 +38,14 @@ impl Virsh {
     /// Starts a shut-off domain with its CPUs stopped: QEMU then owns the disks and their
     /// bitmaps, so a backup is an online one and the guest never runs.
     pub async fn start_paused(&self, domain: &str) -> Result<()> {
-        self.call(Some(domain), &["start", "--domain", domain, "--paused"])
+        self.call(Some(domain), &["start", &domain_arg(domain), "--paused"])
             .await
             .map(drop)
     }
 
     /// Stops the domain's QEMU. QEMU still closes the images, so bitmaps are stored.
     pub async fn destroy(&self, domain: &str) -> Result<()> {
-        self.call(Some(domain), &["destroy", "--domain", domain])
+        self.call(Some(domain), &["destroy", &domain_arg(domain)])
             .await
             .map(drop)
     }
@@ -55,7 +60,11 @@ impl Virsh {
         let out = self
             .call(
                 Some(domain),
-                &["qemu-monitor-command", "--domain", domain, "--cmd", &cmd],
+                &[
+                    "qemu-monitor-command",
+                    &domain_arg(domain),
+                    &format!("--cmd={cmd}"),
+                ],
             )
             .await?;
         if out.stdout.contains("\"error\"") {
@@ -71,7 +80,7 @@ impl Virsh {
     /// `None` when no job is active.
     pub async fn active_job_operation(&self, domain: &str) -> Result<Option<String>> {
         let out = self
-            .call(Some(domain), &["domjobinfo", "--domain", domain])
+            .call(Some(domain), &["domjobinfo", &domain_arg(domain)])
             .await?;
         Ok(job_operation(&out.stdout))
     }
@@ -79,7 +88,7 @@ impl Virsh {
     /// Aborts libvirt's running job on the domain, if there is one.
     pub async fn abort_job(&self, domain: &str) -> Result<()> {
         match self
-            .call(Some(domain), &["domjobabort", "--domain", domain])
+            .call(Some(domain), &["domjobabort", &domain_arg(domain)])
             .await
         {
             Ok(_) => Ok(()),
@@ -89,7 +98,7 @@ impl Virsh {
     }
 
     async fn call(&self, domain: Option<&str>, args: &[&str]) -> Result<Output> {
-        let mut argv: Vec<OsString> = vec!["-c".into(), self.uri.clone().into()];
+        let mut argv: Vec<OsString> = vec![format!("--connect={}", self.uri).into()];
         argv.extend(args.iter().map(OsString::from));
         let out = command::run(&self.program, &argv, self.timeout)
             .await

@@ -58,17 +58,20 @@ pub struct BackupSpec {
 impl BackupSpec {
     /// The argument vector, in the dialect of the installed version.
     pub fn argv(&self) -> Vec<OsString> {
+        // `--option=value` throughout: a value that starts with `-` (a domain named "-vm")
+        // stays a value; with `-d NAME`, argparse would take it for an option.
+        let with = |option: &str, value: &std::ffi::OsStr| {
+            let mut arg = OsString::from(option);
+            arg.push("=");
+            arg.push(value);
+            arg
+        };
         let mut argv: Vec<OsString> = vec![
-            "-d".into(),
-            self.domain.clone().into(),
-            "-l".into(),
-            self.level.as_str().into(),
-            "-o".into(),
-            self.output.clone().into(),
-            "-U".into(),
-            self.uri.clone().into(),
-            "-f".into(),
-            self.socket.clone().into(),
+            with("--domain", self.domain.as_ref()),
+            with("--level", self.level.as_str().as_ref()),
+            with("--output", self.output.as_os_str()),
+            with("--uri", self.uri.as_ref()),
+            with("--socketfile", self.socket.as_os_str()),
             // Also makes it log "Backup of disk [..] finished".
             "--noprogress".into(),
         ];
@@ -427,7 +430,7 @@ mod tests {
             .iter()
             .map(|a| a.to_string_lossy().into())
             .collect();
-        assert_eq!(&old[..4], ["-d", "-vm; x", "-l", "inc"]);
+        assert_eq!(&old[..2], ["--domain=-vm; x", "--level=inc"]);
         assert!(old.contains(&"--raw".to_string()));
         assert!(!old.iter().any(|a| a == "--nocolor" || a == "-S"));
         let new = BackupSpec {

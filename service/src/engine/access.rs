@@ -1,0 +1,103 @@
+//! What a caller other than root may read, hand over and write, decided before any work.
+//!
+//! Root is entitled to everything. Any other caller:
+//! - reads backup folders (ListBackups, Status's `backupDirStats`) only where its own file
+//!   permissions would let it list them; beyond that the bus layer asks polkit for
+//!   `org.vmsnap.read` ([`Engine::unlistable`] says which folders need it);
+//! - writes (Backup's output, Restore's target) and reads chains for Verify and Restore only
+//!   inside a configured backup root, and only chains whose every file is root's alone: such
+//!   a chain was written by the service, so virtnbdrestore never acts on a caller's domain
+//!   XML or metadata.
+//!
+//! For every caller, root included, the way to a folder the service works in by path (root
+//! programs write and read there: virtnbdbackup, virtnbdrestore, qemu-img) must be root's
+//! alone from `/` down ([`fs_access::check_trusted`]), so no other user can swap a directory
+//! for a symlink while they work.
+
+use std::path::{Path, PathBuf};
+
+use super::{Engine, Error};
+
+/// How an operation uses a folder it is handed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// Written into (created where missing): a backup's output, a restore's target.
+    Destination,
+    /// Read by a root program: a chain to verify or restore.
+    Source,
+}
+use crate::host::fs_access;
+use crate::paths;
+use crate::selection::Selector;
+
+impl Engine {
+    /// Refuses a folder the service would work in by path as root (a backup's output, a
+    /// restore's target, a chain to rebuild) unless no user but root can change the way to
+    /// it ([`fs_access::check_trusted`]); for a caller other than root it must also lie in a
+    /// configured root, and a `source` chain must be root's alone inside as well.
+    /// `allow_missing`: parts the operation will create.
+    pub(crate) fn require_trusted(&self, uid: u32, path: &Path, use_as: Use) -> Result<(), Error> {
+        let (allow_missing, contents) = match use_as {
+            Use::Destination => (true, false),
+            Use::Source => (false, uid != 0),
+        };
+        let path = if uid == 0 {
+            path.to_path_buf()
+        } else {
+            paths::confine(path, &self.config.backup_roots)?.path
+        };
+        fs_access::check_trusted(&path, allow_missing, contents).map_err(|why| {
+            Error::Untrusted(format!(
+                "{why}: the service works only in folders that root alone can change (see \
+                 the README's authorization section)"
+            ))
+        })
+    }
+
+    /// The folders under `root` of the selected domains that `uid` could not list itself:
+    /// reading them for that caller needs `org.vmsnap.read`. `chains`: also each chain
+    /// folder (ListBackups); otherwise the domain folders (Status's statistics).
+    pub async fn unlistable(
+        &self,
+        uid: u32,
+        root: &Path,
+        selectors: &[Selector],
+        chains: bool,
+    ) -> Result<Vec<PathBuf>, Error> {
+        if uid == 0 {
+            return Ok(Vec::new());
+        }
+        let existing = self.reads.list_all().await?;
+        let domains = match crate::selection::resolve(selectors, &existing) {
+            crate::selection::Resolved::Domains(d) => d,
+            crate::selection::Resolved::NotFound(missing) => {
+                return Err(Error::NoSuchDomain(missing))
+            }
+        };
+        let root = root.to_path_buf();
+        let names: Vec<String> = domains.iter().map(|d| d.to_string()).collect();
+        let check = move || -> Vec<PathBuf> {
+            let hidden = |f: &Path| !fs_access::may_list(f, uid).unwrap_or(false);
+            if hidden(&root) {
+                return vec![root];
+            }
+            let mut out = Vec::new();
+            for name in &names {
+                let dir = root.join(name);
+                if hidden(&dir) {
+                    // Only what the caller named: the names inside are not its to learn.
+                    out.push(dir);
+                } else if chains {
+                    let inside = super::catalog::chains(&dir)
+                        .map(|c| c.into_iter().map(|c| c.path).collect::<Vec<_>>())
+                        .unwrap_or_default();
+                    out.extend(inside.into_iter().filter(|c| hidden(c)));
+                }
+            }
+            out
+        };
+        tokio::task::spawn_blocking(check)
+            .await
+            .map_err(|e| Error::InvalidArgument(e.to_string()))
+    }
+}
