@@ -40,7 +40,7 @@ def log(*args):
 def run(argv, **kw):
     done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
     if done.returncode != 0:
-        raise RuntimeError(f"{argv} exited with {done.returncode}:\n{done.stderr}")
+        raise RuntimeError(f"{argv} exited with {done.returncode}:\n{done.stdout}\n{done.stderr}")
     return done
 
 

@@ -69,8 +69,11 @@ struct Args {
 
 fn main() -> ExitCode {
     vmsnapd::memory::limit_arenas();
+    // Blocking work (folder walks for status and listings) gets at most 64 threads, well
+    // inside the unit's TasksMax= (README, "Installation"): tokio's default is 512.
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(64)
         .build()
     {
         Ok(runtime) => runtime.block_on(serve()),

@@ -16,12 +16,12 @@ use super::catalog::{self, Chain};
 use super::jobs::Job;
 use super::{Engine, Error};
 use crate::host::backup_dir::checkpoint_index;
-use crate::host::command;
 use crate::host::libvirt::CheckpointFact;
 use crate::host::safe_fs::Dir;
 use crate::host::tools::{self, Tool};
 use crate::host::virtnbdrestore::RestoreSpec;
 use crate::host::Error as HostError;
+use crate::host::{command, qemu_img};
 use crate::paths::{self, BackupRoot};
 use crate::selection::{DomainName, Selector};
 
@@ -29,6 +29,21 @@ use crate::selection::{DomainName, Selector};
 /// (`.vmsnap-restore-<job>`); one a crashed restore left behind does not make a target
 /// "not empty".
 const STAGING_PREFIX: &str = ".vmsnap-restore-";
+
+/// The disk images virtnbdrestore wrote into `dir` (everything but its XML, logs and JSON).
+pub(super) fn disk_images(dir: &Path) -> Result<Vec<std::path::PathBuf>, String> {
+    let handle = Dir::open(dir).map_err(|e| HostError::at(dir, e).to_string())?;
+    Ok(handle
+        .entries()
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .into_iter()
+        .filter(|e| e.kind == crate::host::safe_fs::Kind::File)
+        .filter(|e| {
+            !(e.name.ends_with(".xml") || e.name.ends_with(".log") || e.name.ends_with(".json"))
+        })
+        .map(|e| dir.join(e.name))
+        .collect())
+}
 
 /// A chain as listed, with whether it is the domain's live one.
 pub struct Listed {
@@ -124,11 +139,22 @@ impl Engine {
             .await
             .map_err(|e| e.to_string())?;
         let _ = std::fs::remove_file(&log);
-        if result.success {
-            Ok(())
-        } else {
-            Err(result.error_line())
+        if !result.success {
+            return Err(result.error_line());
         }
+        // Done means closed: the qemu-nbd virtnbdrestore wrote through may still be exiting.
+        let qemu_img = tools::require(&[Tool::QemuImg])
+            .map_err(|e| e.to_string())?
+            .remove(0);
+        for image in disk_images(out)? {
+            if !qemu_img::wait_closed(&qemu_img, &image, "qcow2", Duration::from_secs(120)).await {
+                return Err(format!(
+                    "{} is still held open by another process after the restore",
+                    image.display()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Checks a restore request and creates its job; refuses before anything is written.

@@ -253,15 +253,7 @@ impl Engine {
         let qemu_img = tools::require(&[Tool::QemuImg])
             .map_err(|e| e.to_string())?
             .remove(0);
-        let images: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| e.to_string())?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| {
-                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                !(name.ends_with(".xml") || name.ends_with(".log") || name.ends_with(".json"))
-            })
-            .collect();
+        let images = super::restore::disk_images(dir)?;
         if images.is_empty() {
             return Err("the rebuild produced no disk image".into());
         }

@@ -168,6 +168,36 @@ pub async fn info(qemu_img: &Path, image: &str, fmt: &str, timeout: Duration) ->
     parse_info(&out.stdout)
 }
 
+/// Waits until no process holds `image` open for writing, at most `limit`: virtnbdrestore
+/// returns while the qemu-nbd it wrote the image through may still be closing it (seen with
+/// four 1 GiB rebuilds in `bench/run`: the image still locked, then, read past the lock, with
+/// refcounts not yet written). `qemu-img info` without `-U` takes the image's lock, so it
+/// succeeds only once the writer is gone. Returns whether it was released.
+pub async fn wait_closed(qemu_img: &Path, image: &Path, fmt: &str, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    let args = {
+        let mut v = argv::info(image, fmt);
+        v.retain(|a| a != "--force-share");
+        v
+    };
+    loop {
+        match command::run(qemu_img, &args, Duration::from_secs(60)).await {
+            Ok(out) if out.success => return true,
+            Ok(out) if !is_lock_conflict(&out.stderr) => return true,
+            _ => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// qemu's message when another process holds an image's lock.
+fn is_lock_conflict(stderr: &str) -> bool {
+    stderr.contains("another process using the image") || stderr.contains("Failed to get")
+}
+
 /// Removes a persistent bitmap from a closed image (`qemu-img bitmap --remove`).
 pub async fn bitmap_remove(
     qemu_img: &Path,
