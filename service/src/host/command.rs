@@ -73,11 +73,16 @@ pub async fn run(program: &Path, args: &[OsString], timeout: Duration) -> Result
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     tracing::debug!(program = %name, ?args, "running");
-    let child = command.spawn().map_err(|source| Error::Spawn {
+    let mut child = command.spawn().map_err(|source| Error::Spawn {
         program: name.clone(),
         source,
     })?;
-    let output = tokio::time::timeout(timeout, child.wait_with_output())
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let finished = async {
+        let (out, err, status) = tokio::join!(capture(stdout), capture(stderr), child.wait());
+        status.map(|status| (out, err, status))
+    };
+    let (stdout, stderr, status) = tokio::time::timeout(timeout, finished)
         .await
         .map_err(|_| Error::Timeout {
             program: name.clone(),
@@ -88,11 +93,26 @@ pub async fn run(program: &Path, args: &[OsString], timeout: Duration) -> Result
             source,
         })?;
     Ok(Output {
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        success: output.status.success(),
-        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        success: status.success(),
+        code: status.code(),
     })
+}
+
+/// Most bytes kept of one stream of a program's output; the rest is read and dropped, so
+/// the program never blocks on a full pipe and the service's memory stays bounded.
+pub const MAX_CAPTURE: u64 = 4 * 1024 * 1024;
+
+async fn capture(stream: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let Some(mut stream) = stream else {
+        return Vec::new();
+    };
+    let mut kept = Vec::new();
+    let _ = (&mut stream).take(MAX_CAPTURE).read_to_end(&mut kept).await;
+    let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
+    kept
 }
 
 pub fn program_name(program: &Path) -> String {
@@ -105,6 +125,19 @@ pub fn program_name(program: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn output_beyond_the_cap_is_dropped_and_the_program_still_finishes() {
+        let out = run(
+            Path::new("/usr/bin/head"),
+            &args(&["-c", "20000000", "/dev/zero"]),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        assert!(out.success, "head was blocked or killed: {out:?}");
+        assert_eq!(out.stdout.len() as u64, MAX_CAPTURE);
+    }
 
     fn args(list: &[&str]) -> Vec<OsString> {
         list.iter().map(OsString::from).collect()
