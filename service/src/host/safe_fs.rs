@@ -4,11 +4,15 @@
 //! later by name can be redirected in between (a directory swapped for a symlink), and a file
 //! read whole can be a 1 GiB sparse file or a FIFO that blocks forever. So every file the
 //! service itself touches under a backup root, a restore target or a scratch area is reached
-//! here: a directory is opened with `openat2(RESOLVE_NO_SYMLINKS)` — no symlink anywhere in the
-//! path, so a swapped-in link fails instead of leading elsewhere — and everything below it
-//! from that handle with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`. Files are opened
-//! non-blocking, must be regular files, and are read up to a cap. A destructive step compares
-//! the folder's [`Identity`] (device and inode) with the one it recorded before it deletes.
+//! here: a path is walked one component at a time from `/`, each opened with `openat(…,
+//! O_NOFOLLOW)` relative to the handle of its parent — no symlink anywhere in the path is
+//! followed, so a swapped-in link fails (`ELOOP`) instead of leading elsewhere — and
+//! everything below a directory is reached from its handle by single names (never `..`).
+//! That is what `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` promises, without `openat2`
+//! itself: seccomp filters that predate it (systemd-nspawn 252's, found by the system
+//! containers) answer it with `ENOSYS`. Files are opened non-blocking, must be regular files,
+//! and are read up to a cap. A destructive step compares the folder's [`Identity`] (device
+//! and inode) with the one it recorded before it deletes.
 
 use std::ffi::OsStr;
 use std::io::Read;
@@ -16,7 +20,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
 /// Caps of the files the service reads, by kind. A checkpoint XML is a few KiB; a domain XML
@@ -105,13 +109,9 @@ pub struct Dir {
     path: PathBuf,
 }
 
-/// `ELOOP` from a `RESOLVE_NO_SYMLINKS` open: a symlink is where a directory or file was.
+/// `ELOOP` from an `O_NOFOLLOW` open: a symlink is where a directory or file was.
 pub fn is_symlink_refusal(e: &std::io::Error) -> bool {
     e.raw_os_error() == Some(libc::ELOOP)
-}
-
-fn io_at(_path: &Path) -> impl Fn(rustix::io::Errno) -> std::io::Error + '_ {
-    |e| std::io::Error::from(e)
 }
 
 fn kind_of(t: FileType) -> Kind {
@@ -148,21 +148,50 @@ fn check_name(name: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-const BENEATH: ResolveFlags = ResolveFlags::BENEATH
-    .union(ResolveFlags::NO_SYMLINKS)
-    .union(ResolveFlags::NO_MAGICLINKS);
+/// Opens the single name `name` in `dir`, never following a symlink: with `O_NOFOLLOW` a
+/// link there is `ELOOP`, and a name is never more than one component.
+fn open_at(
+    dir: impl AsFd,
+    name: &str,
+    flags: OFlags,
+    mode: Mode,
+) -> Result<OwnedFd, rustix::io::Errno> {
+    rustix::fs::openat(dir, name, flags | OFlags::NOFOLLOW | OFlags::CLOEXEC, mode)
+}
+
+const DIR_FLAGS: OFlags = OFlags::DIRECTORY.union(OFlags::RDONLY);
 
 impl Dir {
     /// Opens the absolute directory `path`, refusing a symlink anywhere in it.
     pub fn open(path: &Path) -> std::io::Result<Dir> {
-        let fd = rustix::fs::openat2(
+        use std::path::Component;
+        if !path.is_absolute() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is not absolute", path.display()),
+            ));
+        }
+        let mut fd = rustix::fs::openat(
             rustix::fs::CWD,
-            path,
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            "/",
+            DIR_FLAGS | OFlags::CLOEXEC,
             Mode::empty(),
-            ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
         )
-        .map_err(io_at(path))?;
+        .map_err(std::io::Error::from)?;
+        for component in path.components() {
+            let name = match component {
+                Component::Normal(n) => n,
+                Component::ParentDir => OsStr::new(".."),
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => continue,
+            };
+            fd = rustix::fs::openat(
+                &fd,
+                name,
+                DIR_FLAGS | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(std::io::Error::from)?;
+        }
         Ok(Dir {
             fd,
             path: path.to_path_buf(),
@@ -187,14 +216,7 @@ impl Dir {
     pub fn open_dir(&self, name: &str) -> std::io::Result<Dir> {
         check_name(name)?;
         let path = self.path.join(name);
-        let fd = rustix::fs::openat2(
-            &self.fd,
-            name,
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-            BENEATH,
-        )
-        .map_err(io_at(&path))?;
+        let fd = open_at(&self.fd, name, DIR_FLAGS, Mode::empty()).map_err(std::io::Error::from)?;
         Ok(Dir { fd, path })
     }
 
@@ -211,7 +233,7 @@ impl Dir {
     pub fn create_dir(&self, name: &str, mode: u32) -> std::io::Result<Dir> {
         check_name(name)?;
         rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(mode))
-            .map_err(io_at(&self.path.join(name)))?;
+            .map_err(std::io::Error::from)?;
         self.open_dir(name)
     }
 
@@ -289,14 +311,13 @@ impl Dir {
             }
         };
         check_name(name).map_err(io)?;
-        let fd = rustix::fs::openat2(
+        let fd = open_at(
             &self.fd,
             name,
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY,
             Mode::empty(),
-            BENEATH,
         )
-        .map_err(|e| io(io_at(&path)(e)))?;
+        .map_err(|e| io(e.into()))?;
         let st = rustix::fs::fstat(&fd).map_err(|e| io(e.into()))?;
         let meta = meta_of(&st);
         if meta.kind != Kind::File {
@@ -349,19 +370,13 @@ impl Dir {
         use std::io::Write;
         check_name(name)?;
         let path = self.path.join(name);
-        let fd = rustix::fs::openat2(
+        let fd = open_at(
             &self.fd,
             name,
-            OFlags::WRONLY
-                | OFlags::CREATE
-                | how
-                | OFlags::CLOEXEC
-                | OFlags::NOFOLLOW
-                | OFlags::NONBLOCK,
+            OFlags::WRONLY | OFlags::CREATE | how | OFlags::NONBLOCK,
             Mode::from_raw_mode(mode),
-            BENEATH,
         )
-        .map_err(io_at(&path))?;
+        .map_err(std::io::Error::from)?;
         let mut file = std::fs::File::from(fd);
         if !file.metadata()?.is_file() {
             return Err(std::io::Error::other(format!(
