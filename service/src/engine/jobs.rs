@@ -132,6 +132,12 @@ impl Job {
     }
 
     pub fn set_state(&self, state: JobState) {
+        if state.is_final() {
+            // Before the end is visible: a client that sees the job finished and starts the
+            // next one for the same domains must not find them still locked (found by
+            // trust.rs's loop of jobs, which got AlreadyRunning during the journal's fsync).
+            lock(&self.locks).take();
+        }
         {
             let mut d = lock(&self.data);
             d.state = state;
@@ -142,7 +148,6 @@ impl Job {
         self.journal_write();
         if state.is_final() {
             self.log_end(None, state, "");
-            lock(&self.locks).take();
         }
         let _ = self.events.send(if state.is_final() {
             JobEvent::Finished(state)
