@@ -28,27 +28,16 @@ pub fn check_inside(path: &Path, roots: &[PathBuf]) -> Result<(), InvalidPath> {
     confine(path, roots).map(|_| ())
 }
 
-/// A caller's path inside a configured root: the root and the path, both with the symlinks
-/// of their existing parts resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Confined {
-    pub root: PathBuf,
-    pub path: PathBuf,
-}
-
-/// [`check_inside`], returning the root that holds `path`.
-pub fn confine(path: &Path, roots: &[PathBuf]) -> Result<Confined, InvalidPath> {
+/// [`check_inside`], returning `path` with the symlinks of its existing part resolved.
+pub fn confine(path: &Path, roots: &[PathBuf]) -> Result<PathBuf, InvalidPath> {
     let resolved = resolve(path)?;
-    let root = roots
+    let inside = roots
         .iter()
         .filter_map(|r| std::fs::canonicalize(r).ok())
-        .find(|root| resolved.starts_with(root));
-    match root {
-        Some(root) => Ok(Confined {
-            root,
-            path: resolved,
-        }),
-        None => Err(InvalidPath::OutsideRoots {
+        .any(|root| resolved.starts_with(&root));
+    match inside {
+        true => Ok(resolved),
+        false => Err(InvalidPath::OutsideRoots {
             path: path.display().to_string(),
             roots: roots
                 .iter()

@@ -44,7 +44,7 @@ impl Engine {
         let path = if uid == 0 {
             path.to_path_buf()
         } else {
-            paths::confine(path, &self.config.backup_roots)?.path
+            paths::confine(path, &self.config.backup_roots)?
         };
         fs_access::check_trusted(&path, allow_missing, contents).map_err(|why| {
             Error::Untrusted(format!(

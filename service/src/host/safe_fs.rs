@@ -55,15 +55,6 @@ impl ReadError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, ReadError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }
-
-    pub fn path(&self) -> &Path {
-        match self {
-            ReadError::Io { path, .. }
-            | ReadError::TooLarge { path, .. }
-            | ReadError::NotRegular { path }
-            | ReadError::Symlink { path } => path,
-        }
-    }
 }
 
 /// Device and inode of a directory: what a destructive step checks before it deletes.
@@ -393,13 +384,6 @@ impl Dir {
         rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()).map_err(std::io::Error::from)
     }
 
-    /// Renames `from` to `to` inside this directory.
-    pub fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
-        check_name(from)?;
-        check_name(to)?;
-        rustix::fs::renameat(&self.fd, from, &self.fd, to).map_err(std::io::Error::from)
-    }
-
     /// Moves `from` in this directory to `to` in `dest` (same file system).
     pub fn rename_into(&self, from: &str, dest: &Dir, to: &str) -> std::io::Result<()> {
         check_name(from)?;
@@ -453,11 +437,6 @@ impl Dir {
             }
         }
         Ok(())
-    }
-
-    /// fsync of the directory itself (after renames in it).
-    pub fn sync(&self) -> std::io::Result<()> {
-        rustix::fs::fsync(self.fd.as_fd()).map_err(std::io::Error::from)
     }
 }
 
