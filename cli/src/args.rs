@@ -103,6 +103,10 @@ pub enum Command {
         /// Domains (names, `*`, globs; comma lists allowed). None: all domains.
         #[arg(value_name = "DOMAIN")]
         names: Vec<String>,
+        /// Also ask QEMU itself for every bitmap. libvirt then marks running domains
+        /// "tainted: custom monitor control commands issued"; needs the backup right.
+        #[arg(long)]
+        deep: bool,
     },
     /// Back up domains: a full backup starts the period's chain, later ones are incremental.
     Backup {

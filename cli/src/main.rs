@@ -53,7 +53,7 @@ pub type Failure = (u8, String);
 
 /// What the command line asks for, once both spellings are merged.
 enum Action {
-    Status,
+    Status { deep: bool },
     Backup,
     Scrub(String),
     Prune,
@@ -79,9 +79,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     // The original's --domains and the subcommand's positional names are one selection.
     let mut items = cli.domains.clone();
     let action = match &cli.command {
-        Some(Command::Status { names }) => {
+        Some(Command::Status { names, deep }) => {
             items.extend(names.iter().cloned());
-            Action::Status
+            Action::Status { deep: *deep }
         }
         Some(Command::Backup { names }) => {
             items.extend(names.iter().cloned());
@@ -108,7 +108,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Some(Command::Cancel { job }) => Action::Cancel(job.clone()),
         None if cli.backup => Action::Backup,
         None if cli.scrub => Action::Scrub(cli.scrub_type.clone().unwrap_or_default()),
-        None => Action::Status,
+        None => Action::Status { deep: false },
     };
     let explicit = !items.is_empty();
     let domains = split_domains(&items);
@@ -121,7 +121,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         return Err((exit::SELECTION, "No domains specified".into()));
     }
     match action {
-        Action::Status => status(&cli, &domains).await,
+        Action::Status { deep } => status(&cli, &domains, deep).await,
         Action::Backup => backup(&cli, &domains).await,
         Action::Scrub(kind) => admin::scrub(&cli, &domains, &kind).await,
         Action::Prune => admin::prune(&cli, &domains).await,
@@ -268,13 +268,16 @@ async fn cancel(cli: &Cli, job: &str) -> Result<u8, Failure> {
     }
 }
 
-async fn status(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
+async fn status(cli: &Cli, domains: &[String], deep: bool) -> Result<u8, Failure> {
     if cli.format.verbose {
         eprintln!("Starting status check...");
     }
     let (_connection, manager) =
         client::connect(Duration::from_secs(cli.common.timeout.max(1))).await?;
-    let opts = common_options(cli);
+    let mut opts = common_options(cli);
+    if deep {
+        opts.insert(options::DEEP, Value::from(true));
+    }
     let names: Vec<&str> = domains.iter().map(String::as_str).collect();
     let report = manager
         .status(&names, opts)

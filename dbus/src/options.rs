@@ -19,8 +19,14 @@ pub const GROUP_BY: &str = "group_by";
 /// wrong one.
 pub const CONNECT: &str = "connect";
 
+/// `b`: Status also asks QEMU's monitor for the bitmaps of running domains, which shows
+/// bitmaps without a checkpoint (orphans) that libvirt's API cannot. libvirt then marks those
+/// domains "tainted: custom monitor control commands issued" for as long as they run, so it
+/// needs the right to back up (`org.vmsnap.backup`), and is off by default.
+pub const DEEP: &str = "deep";
+
 /// The keys Status accepts.
-pub const STATUS_KEYS: &[&str] = &[OUTPUT, GROUP_BY, CONNECT];
+pub const STATUS_KEYS: &[&str] = &[OUTPUT, GROUP_BY, CONNECT, DEEP];
 
 /// `b`: after a domain's backup succeeded, prune its older period folders (see Prune).
 pub const PRUNE: &str = "prune";

@@ -33,7 +33,7 @@ struct Args {
     #[arg(long = "backup-root", value_name = "DIR")]
     backup_roots: Vec<PathBuf>,
 
-    /// Seconds one virsh or qemu-img call may take before libvirt counts as unreachable.
+    /// Seconds one libvirt call or qemu-img run may take before it counts as hung.
     #[arg(long)]
     command_timeout: Option<u64>,
 

@@ -9,7 +9,7 @@
 use proptest::prelude::*;
 use proptest::sample::Index;
 use vmsnapd::host::libvirt::{reply, DomainRef};
-use vmsnapd::host::libvirt_rpc::{parse_error, parse_header};
+use vmsnapd::host::libvirt_rpc::wire::{parse_error, parse_header};
 use vmsnapd::host::period::{GroupBy, Period};
 use vmsnapd::host::tools::ToolVersion;
 use vmsnapd::host::virtnbdbackup::{event, parse_line};

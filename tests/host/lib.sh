@@ -190,3 +190,33 @@ host_remove_faketime_leftovers() {
         kill -0 "$pid" 2>/dev/null || rm -f -- "$f"
     done
 }
+
+# Fetches the RPC protocol files of Debian's libvirt source package, which the table of
+# procedures the service calls is checked against (tests/tests/protocol.rs), into
+# /var/cache/vmsnap-test/libvirt-src once, and exports VMSNAP_LIBVIRT_PROTOCOL. Adds a
+# deb-src entry for the machine's release when apt has none.
+host_libvirt_protocol() {
+    local dir=/var/cache/vmsnap-test/libvirt-src tmp codename
+    if [ ! -f "$dir/remote_protocol.x" ]; then
+        if ! grep -rqsE '^(deb-src|Types:.*deb-src)' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+            codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+            log "adding a deb-src entry for $codename (libvirt's protocol files)"
+            printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+                "$codename" > /etc/apt/sources.list.d/vmsnap-test-src.sources
+            apt-get update -qq || die "apt-get update failed"
+        fi
+        tmp=$(mktemp -d)
+        (cd "$tmp" && apt-get source --download-only -qq libvirt >&2) \
+            || { rm -rf "$tmp"; die "cannot fetch Debian's libvirt source package"; }
+        tar -xJf "$tmp"/libvirt_*.orig.tar.xz -C "$tmp" --wildcards \
+            '*/src/remote/remote_protocol.x' '*/src/remote/qemu_protocol.x' \
+            '*/src/rpc/virkeepaliveprotocol.x' \
+            || { rm -rf "$tmp"; die "libvirt's source package has no protocol files"; }
+        mkdir -p "$dir"
+        cp "$tmp"/libvirt-*/src/remote/remote_protocol.x "$tmp"/libvirt-*/src/remote/qemu_protocol.x \
+            "$tmp"/libvirt-*/src/rpc/virkeepaliveprotocol.x "$dir"/
+        ls "$tmp" | grep '\.dsc$' > "$dir/SOURCE"
+        rm -rf "$tmp"
+    fi
+    export VMSNAP_LIBVIRT_PROTOCOL="$dir"
+}

@@ -166,8 +166,11 @@ impl Manager {
     /// domains: names, "*", or globs with "*" and "?"; empty selects all. A name that does
     /// not exist or a pattern that matches nothing fails with Error.NoSuchDomain naming it.
     /// options: "output" s (absolute backup root; adds backupDirStats), "group_by" s
-    /// (month|quarter|bi-annual|year, default month), "connect" s (must equal LibvirtUri).
-    /// Unknown keys or wrong types fail with Error.InvalidArgument.
+    /// (month|quarter|bi-annual|year, default month), "connect" s (must equal LibvirtUri),
+    /// "deep" b (also ask QEMU itself for every bitmap through libvirt's monitor pass-through:
+    /// libvirt then marks each running domain "tainted: custom monitor control commands
+    /// issued", so it needs org.vmsnap.backup). Unknown keys or wrong types fail with
+    /// Error.InvalidArgument.
     ///
     /// report: one a{sv} per domain, in selection order, with the keys
     /// name s, state s, checkpoints as, overallStatus u (0 OK, 1 INCONSISTENT),
@@ -188,6 +191,12 @@ impl Manager {
         let uid = caller_uid(connection, &header).await;
         let _admitted = self.reads.admit(uid).await?;
         let details = Details::new("read", &domains).option(&options, keys::OUTPUT);
+        if options::wants_deep(&options) {
+            let details = details.as_operation("status-deep");
+            self.authority
+                .check(connection, &header, actions::BACKUP, &details)
+                .await?;
+        }
         let request = options::status_request(&domains, options, self.engine.config())?;
         if let Some(root) = &request.backup_root {
             let reading = Reading {

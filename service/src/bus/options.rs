@@ -53,7 +53,9 @@ pub fn status_request(
             )));
         }
     }
+    let deep = take_bool(&mut options, keys::DEEP)?.unwrap_or(false);
     Ok(StatusRequest {
+        deep,
         selectors,
         backup_root,
         group_by,
@@ -93,8 +95,19 @@ pub fn backup_request(
 
 /// Whether a Backup call asks for pruning (which needs its own authorization).
 pub fn wants_prune(options: &HashMap<String, OwnedValue>) -> bool {
+    flag(options, keys::PRUNE)
+}
+
+/// Whether a Status asks for the deep check (QEMU's own view of the bitmaps, through the
+/// monitor): that marks the domain tainted, so it needs the backup action, asked before
+/// anything else is looked at.
+pub fn wants_deep(options: &HashMap<String, OwnedValue>) -> bool {
+    flag(options, keys::DEEP)
+}
+
+fn flag(options: &HashMap<String, OwnedValue>, key: &str) -> bool {
     options
-        .get(keys::PRUNE)
+        .get(key)
         .and_then(|v| bool::try_from(v).ok())
         .unwrap_or(false)
 }

@@ -26,11 +26,10 @@ use crate::host::checksums;
 use crate::host::domain_xml::{self, DiskDefinition};
 use crate::host::libvirt::{CheckpointFact, DomainState, Libvirt};
 use crate::host::period::{GroupBy, Period};
-use crate::host::qmp::{self, BlockDevice};
+use crate::host::qmp;
 use crate::host::tools::{self, Tool, ToolVersion};
-use crate::host::virsh::Virsh;
 use crate::host::virtnbdbackup::{self, BackupSpec, Level, Outcome, Progress};
-use crate::host::{self};
+use crate::host::{self, qemu_img};
 use crate::paths::{self, BackupRoot};
 use crate::selection::{self, DomainName, Resolved, Selector};
 
@@ -50,7 +49,7 @@ pub struct BackupRequest {
 pub struct PreparedBackup {
     pub job: Arc<Job>,
     request: BackupRequest,
-    virsh: Virsh,
+    qemu_img: PathBuf,
     virtnbdbackup: (std::path::PathBuf, ToolVersion),
 }
 
@@ -81,13 +80,8 @@ impl Engine {
         }
         self.require_trusted(uid, request.root.as_path(), Use::Destination)?;
         paths::check_writable(request.root.as_path())?;
-        let programs = tools::require(&[Tool::Virsh, Tool::QemuImg, Tool::Virtnbdbackup])?;
+        let programs = tools::require(&[Tool::QemuImg, Tool::Virtnbdbackup])?;
         let version = self.versions.virtnbdbackup().await?;
-        let virsh = Virsh::new(
-            programs[0].clone(),
-            self.config.libvirt_uri.clone(),
-            self.config.command_timeout,
-        );
         let existing = self.libvirt.list_all().await?;
         let domains = match selection::resolve(&request.selectors, &existing) {
             Resolved::Domains(d) => d,
@@ -97,8 +91,8 @@ impl Engine {
         Ok(PreparedBackup {
             job,
             request,
-            virsh,
-            virtnbdbackup: (programs[2].clone(), version),
+            qemu_img: programs[0].clone(),
+            virtnbdbackup: (programs[1].clone(), version),
         })
     }
 
@@ -190,7 +184,7 @@ impl Engine {
                         "cannot record it in the state directory before starting it: {e}"
                     ));
                 }
-                if let Err(e) = p.virsh.start_paused(d).await {
+                if let Err(e) = self.libvirt.start_paused(d).await {
                     records.remove(d);
                     return DomainOutcome::failed(format!("could not start it paused: {e}"));
                 }
@@ -208,7 +202,7 @@ impl Engine {
         };
         if started_here {
             // Back to the state it had, whatever happened.
-            match p.virsh.destroy(d).await {
+            match self.libvirt.destroy(d).await {
                 Ok(()) => PausedRecords::new(&self.config.state_dir).remove(d),
                 Err(e) => {
                     outcome = DomainOutcome::failed(format!(
@@ -227,8 +221,8 @@ impl Engine {
         index: usize,
         d: &str,
     ) -> Result<DomainOutcome, host::Error> {
-        // One look through the API: the definition, the checkpoints with their times and
-        // QEMU's bitmaps (virsh would take a process for each, one more per checkpoint).
+        // One look through the API: the definition, and the checkpoints with their times and
+        // whether each disk's bitmap is usable (libvirt's own query of QEMU: no taint).
         let facts = self.libvirt.domain(d).await?;
         let disks = domain_xml::parse_disks(&facts.xml)?;
         let tool = Some(p.virtnbdbackup.1);
@@ -246,14 +240,13 @@ impl Engine {
                 why.join("; ")
             )));
         }
-        let Some(reply) = facts.query_block.as_deref() else {
+        if !facts.state.has_qemu() {
             return Ok(DomainOutcome::failed(format!(
                 "the domain is {} and QEMU cannot be asked for its bitmaps",
                 facts.state.as_str()
             )));
-        };
-        let devices = qmp::parse_query_block(reply)?;
-        let live = live_chain(&facts.checkpoints, &eligible, &devices)?;
+        }
+        let live = live_chain(&facts.checkpoints, &eligible)?;
         let domain_dir = p.request.root.as_path().join(d);
         let base = Period::current(p.request.group_by).folder_name();
         let latest = chain::period_folders(&domain_dir, &base)
@@ -265,7 +258,12 @@ impl Engine {
             Plan::Continue { folder } => (folder, Level::Inc, String::new()),
             Plan::NewChain { folder, reason } => {
                 tracing::info!(%reason, folder = %folder.display(), "starting a new chain");
-                remove_vmsnap_checkpoints(&p.virsh, &self.libvirt, d, &live).await?;
+                let cleanup = Cleanup {
+                    libvirt: &self.libvirt,
+                    qemu_img: &p.qemu_img,
+                    timeout: self.config.command_timeout,
+                };
+                cleanup.remove_vmsnap_state(d, &live, &eligible).await?;
                 (folder, Level::Full, reason)
             }
         };
@@ -338,7 +336,7 @@ impl Engine {
             Outcome::Failed(reason) => {
                 // A virtnbdbackup that died (killed, out of memory) leaves libvirt's backup
                 // job running, and the next backup of a running domain could not start.
-                abort_backup_job(&p.virsh, d).await;
+                abort_backup_job(&self.libvirt, d).await;
                 before.roll_back();
                 DomainOutcome::failed(reason)
             }
@@ -347,7 +345,7 @@ impl Engine {
                 if !clean {
                     tracing::warn!("virtnbdbackup did not stop cleanly");
                 }
-                abort_backup_job(&p.virsh, d).await;
+                abort_backup_job(&self.libvirt, d).await;
                 before.roll_back();
                 DomainOutcome {
                     state: JobState::Cancelled,
@@ -372,92 +370,107 @@ fn job_finish_domain(job: &Job, index: usize, outcome: &DomainOutcome) {
     });
 }
 
-fn device_of<'a>(devices: &'a [BlockDevice], disk: &DiskDefinition) -> Option<&'a BlockDevice> {
-    disk.alias
-        .as_deref()
-        .and_then(|alias| devices.iter().find(|d| d.has_alias(alias)))
-        .or_else(|| {
-            devices
-                .iter()
-                .find(|d| d.file.is_some() && d.file == disk.source)
-        })
-}
-
+/// What libvirt says of the domain's VMSnap chain: its checkpoints with their times, and for
+/// every eligible disk the checkpoints whose bitmap libvirt found usable there (a missing,
+/// inconsistent or non-recording bitmap gets no size in the checkpoint's XML).
 fn live_chain(
     checkpoints: &[CheckpointFact],
     eligible: &[&DiskDefinition],
-    devices: &[BlockDevice],
 ) -> Result<LiveChain, host::Error> {
     let mut live = LiveChain::default();
-    for cp in checkpoints {
-        if checkpoint_index(&cp.name).is_some() {
-            let time = cp.created.ok_or_else(|| {
-                host::Error::parse(
-                    format!("checkpoint {}", cp.name),
-                    "libvirt gave no creation time",
-                )
-            })?;
-            live.checkpoints.push((cp.name.clone(), time));
-        }
-    }
     for disk in eligible {
-        let bitmaps = device_of(devices, disk)
-            .map(|dev| {
-                dev.bitmaps
-                    .iter()
-                    .map(|b| (b.name.clone(), b.inconsistent))
-                    .collect()
-            })
-            .unwrap_or_default();
-        live.disks.insert(disk.target.clone(), bitmaps);
+        live.disks.insert(disk.target.clone(), Vec::new());
+    }
+    for cp in checkpoints {
+        if checkpoint_index(&cp.name).is_none() {
+            continue;
+        }
+        let time = cp.created.ok_or_else(|| {
+            host::Error::parse(
+                format!("checkpoint {}", cp.name),
+                "libvirt gave no creation time",
+            )
+        })?;
+        live.checkpoints.push((cp.name.clone(), time));
+        for d in cp.disks.iter().filter(|d| d.size.is_some()) {
+            if let (Some(bitmaps), Some(bitmap)) = (live.disks.get_mut(&d.disk), &d.bitmap) {
+                bitmaps.push((bitmap.clone(), false));
+            }
+        }
     }
     Ok(live)
 }
 
-/// Before a new chain: removes the domain's VMSnap checkpoints *with* their bitmaps, and any
-/// VMSnap bitmap left without a checkpoint. Deleting only libvirt's metadata (what the original
-/// did) leaves QEMU's bitmaps behind and every later full fails with "Bitmap already exists".
-/// Only libvirt's and QEMU's state changes; no backup folder is touched.
-async fn remove_vmsnap_checkpoints(
-    virsh: &Virsh,
-    libvirt: &Libvirt,
-    d: &str,
-    live: &LiveChain,
-) -> Result<(), host::Error> {
-    for (name, _) in live.checkpoints.iter().rev() {
-        if let Err(e) = libvirt.delete_checkpoint(d, name, false).await {
-            tracing::warn!(checkpoint = %name, error = %e, "deleting metadata only");
-            libvirt.delete_checkpoint(d, name, true).await?;
-        }
-    }
-    // Only a domain QEMU runs has bitmaps outside the image; backups run on such domains.
-    let Some(reply) = libvirt.domain(d).await?.query_block else {
-        return Ok(());
-    };
-    for device in qmp::parse_query_block(&reply)? {
-        let Some(node) = device.node_name.as_deref() else {
-            continue;
-        };
-        for bitmap in &device.bitmaps {
-            if checkpoint_index(&bitmap.name).is_some() {
-                tracing::info!(bitmap = %bitmap.name, node, "removing orphaned bitmap");
-                virsh.remove_live_bitmap(d, node, &bitmap.name).await?;
+/// Removing a domain's VMSnap checkpoints and bitmaps before a new chain.
+struct Cleanup<'a> {
+    libvirt: &'a Libvirt,
+    qemu_img: &'a Path,
+    timeout: std::time::Duration,
+}
+
+impl Cleanup<'_> {
+    /// Removes the domain's VMSnap checkpoints *with* their bitmaps, and any VMSnap bitmap
+    /// left without a checkpoint. Deleting only libvirt's metadata (what the original did)
+    /// leaves QEMU's bitmaps behind and every later full fails with "Bitmap already exists".
+    /// Only libvirt's and QEMU's state changes; no backup folder is touched.
+    ///
+    /// Orphans are looked for in the images (bitmaps QEMU loaded at start; one removed since
+    /// is gone from the image at once) and where a delete could drop only the metadata; only
+    /// when there is one is QEMU's monitor used, which taints the domain, to remove it.
+    async fn remove_vmsnap_state(
+        &self,
+        d: &str,
+        live: &LiveChain,
+        eligible: &[&DiskDefinition],
+    ) -> Result<(), host::Error> {
+        let mut suspects = Vec::new();
+        for (name, _) in live.checkpoints.iter().rev() {
+            if let Err(e) = self.libvirt.delete_checkpoint(d, name, false).await {
+                tracing::warn!(checkpoint = %name, error = %e, "deleting metadata only");
+                self.libvirt.delete_checkpoint(d, name, true).await?;
+                suspects.push(name.clone());
             }
         }
+        for disk in eligible {
+            let (Some(path), Some(fmt)) = (disk.source.as_deref(), disk.format.as_deref()) else {
+                continue;
+            };
+            match qemu_img::info(self.qemu_img, path, fmt, self.timeout).await {
+                Ok(info) => suspects.extend(
+                    info.bitmaps
+                        .into_iter()
+                        .map(|b| b.name)
+                        .filter(|n| checkpoint_index(n).is_some()),
+                ),
+                Err(e) => tracing::warn!(disk = %disk.target, error = %e, "image not readable"),
+            }
+        }
+        if suspects.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(?suspects, "orphaned bitmaps possible: asking QEMU");
+        let reply = self.libvirt.monitor_query_block(d).await?;
+        for device in qmp::parse_query_block(&reply)? {
+            let Some(node) = device.node_name.as_deref() else {
+                continue;
+            };
+            for bitmap in &device.bitmaps {
+                if checkpoint_index(&bitmap.name).is_some() {
+                    tracing::info!(bitmap = %bitmap.name, node, "removing orphaned bitmap");
+                    self.libvirt
+                        .monitor_remove_bitmap(d, node, &bitmap.name)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Aborts libvirt's job on the domain if it is a backup (ours: the domain is locked).
-async fn abort_backup_job(virsh: &Virsh, d: &str) {
-    match virsh.active_job_operation(d).await {
-        Ok(Some(op)) if op.eq_ignore_ascii_case("backup") => {
-            if let Err(e) = virsh.abort_job(d).await {
-                tracing::warn!(error = %e, "could not abort libvirt's backup job");
-            }
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot read libvirt's job state"),
+async fn abort_backup_job(libvirt: &Libvirt, d: &str) {
+    if let Err(e) = libvirt.abort_backup_job(d).await {
+        tracing::warn!(error = %e, "could not abort libvirt's backup job");
     }
 }
 

@@ -30,7 +30,7 @@ use crate::selection::InvalidName;
 pub struct Config {
     /// libvirt URI every host call uses (`qemu:///system`).
     pub libvirt_uri: String,
-    /// Deadline for one virsh or qemu-img call.
+    /// Deadline for one libvirt call or qemu-img run.
     pub command_timeout: Duration,
     /// How many domains are backed up at the same time.
     pub parallel_backups: usize,
@@ -106,8 +106,7 @@ pub struct Engine {
     config: Config,
     versions: VersionCache,
     jobs: jobs::JobRegistry,
-    /// The jobs' connection to libvirtd: their reads and checkpoint deletes (the other
-    /// changes go through virsh).
+    /// The jobs' connection to libvirtd: their reads and every change they make.
     libvirt: host::libvirt::Libvirt,
     /// A second connection for Status and ListBackups, which any caller can make: libvirtd
     /// serves a bounded number of calls per connection at once, and a flood of status calls
@@ -156,16 +155,6 @@ impl Engine {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-
-    /// virsh bound to the configured URI, or which program is missing.
-    pub(crate) fn virsh(&self) -> Result<host::virsh::Virsh, Error> {
-        let programs = host::tools::require(&[host::tools::Tool::Virsh])?;
-        Ok(host::virsh::Virsh::new(
-            programs[0].clone(),
-            self.config.libvirt_uri.clone(),
-            self.config.command_timeout,
-        ))
     }
 
     /// Resolves a selection against libvirt's domains: every name must exist, every pattern

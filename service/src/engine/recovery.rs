@@ -78,19 +78,15 @@ impl Engine {
     /// Aborts libvirt's backup job on the domains of an interrupted backup. Only a job libvirt
     /// reports as a backup is aborted: a migration someone else started is left alone.
     async fn abort_backup_jobs(&self, job: &Job) {
-        let Ok(virsh) = self.virsh() else {
-            return;
-        };
         for domain in &job.domains {
-            match virsh.active_job_operation(domain.as_str()).await {
-                Ok(Some(op)) if op.eq_ignore_ascii_case("backup") => {
-                    tracing::warn!(domain = %domain, job = job.id, "aborting the backup job an interrupted vmsnapd left running");
-                    if let Err(e) = virsh.abort_job(domain.as_str()).await {
-                        tracing::error!(domain = %domain, error = %e, "could not abort it");
-                    }
+            match self.libvirt.abort_backup_job(domain.as_str()).await {
+                Ok(true) => {
+                    tracing::warn!(domain = %domain, job = job.id, "aborted the backup job an interrupted vmsnapd left running");
                 }
-                Ok(_) => {}
-                Err(e) => tracing::info!(domain = %domain, error = %e, "no job state"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(domain = %domain, error = %e, "could not abort its backup job")
+                }
             }
         }
     }
@@ -101,17 +97,14 @@ impl Engine {
         if names.is_empty() {
             return;
         }
-        let Ok(virsh) = self.virsh() else {
-            return;
-        };
         for name in names {
             match self.libvirt.state(&name).await {
                 Ok(DomainState::Paused) => {
                     tracing::warn!(domain = %name, "a previous vmsnapd left it paused: shutting it off");
-                    if let Err(e) = virsh.abort_job(&name).await {
+                    if let Err(e) = self.libvirt.abort_job(&name).await {
                         tracing::warn!(domain = %name, error = %e, "could not abort its backup job");
                     }
-                    if let Err(e) = virsh.destroy(&name).await {
+                    if let Err(e) = self.libvirt.destroy(&name).await {
                         tracing::error!(domain = %name, error = %e, "could not shut it off");
                         continue;
                     }

@@ -163,7 +163,7 @@ impl Engine {
         request: &RestoreRequest,
         uid: u32,
     ) -> Result<Arc<Job>, Error> {
-        tools::require(&[Tool::Virsh, Tool::QemuImg, Tool::Virtnbdbackup])?;
+        tools::require(&[Tool::QemuImg, Tool::Virtnbdbackup])?;
         if uid != 0 {
             paths::check_inside(request.target.as_path(), &self.config.backup_roots)?;
         }

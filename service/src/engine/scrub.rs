@@ -11,8 +11,8 @@ use wildmatch::WildMatch;
 use super::{Engine, Error};
 use crate::host::backup_dir::checkpoint_index;
 use crate::host::domain_xml::{self, DiskDefinition};
+use crate::host::libvirt::CheckpointFact;
 use crate::host::tools::{self, Tool};
-use crate::host::virsh::Virsh;
 use crate::host::{self, qemu_img, qmp};
 use crate::selection::{DomainName, Selector};
 
@@ -68,15 +68,10 @@ pub struct ScrubReport {
 
 impl Engine {
     pub async fn scrub(&self, request: &ScrubRequest, uid: u32) -> Result<Vec<ScrubReport>, Error> {
-        let programs = tools::require(&[Tool::Virsh, Tool::QemuImg])?;
+        let programs = tools::require(&[Tool::QemuImg])?;
         let domains = self.resolve_existing(&request.selectors).await?;
         // Never under a running backup.
         let _job = self.jobs.create("scrub", domains.clone(), uid)?;
-        let virsh = Virsh::new(
-            programs[0].clone(),
-            self.config.libvirt_uri.clone(),
-            self.config.command_timeout,
-        );
         let mut reports = Vec::new();
         for domain in &domains {
             let mut report = ScrubReport {
@@ -84,7 +79,7 @@ impl Engine {
                 ..Default::default()
             };
             if let Err(e) = self
-                .scrub_domain(&virsh, &programs[1], request, domain, &mut report)
+                .scrub_domain(&programs[0], request, domain, &mut report)
                 .await
             {
                 if let host::Error::HostUnavailable(_) = e {
@@ -100,7 +95,6 @@ impl Engine {
 
     async fn scrub_domain(
         &self,
-        virsh: &Virsh,
         qemu_img: &std::path::Path,
         request: &ScrubRequest,
         domain: &DomainName,
@@ -130,7 +124,7 @@ impl Engine {
                         Ok(()) => {}
                         // The bitmap is already gone (scrubbed, or lost in a crash): libvirt
                         // refuses the full delete, so only its metadata is left to drop.
-                        Err(host::Error::CommandFailed { message, .. })
+                        Err(host::Error::Libvirt { message, .. })
                             if live && message.contains("not found") =>
                         {
                             self.libvirt.delete_checkpoint(d, &name, true).await?;
@@ -149,23 +143,15 @@ impl Engine {
                 .iter()
                 .filter(|x| x.device == "disk" && x.format.as_deref() == Some("qcow2"))
                 .collect();
-            if let Some(reply) = facts.query_block.filter(|_| live) {
-                for device in qmp::parse_query_block(&reply)? {
-                    let (Some(node), Some(disk)) = (
-                        device.node_name.as_deref(),
-                        disks.iter().find(|x| {
-                            x.alias.as_deref().is_some_and(|a| device.has_alias(a))
-                                || (device.file.is_some() && device.file == x.source)
-                        }),
-                    ) else {
-                        continue;
-                    };
-                    for b in device.bitmaps.iter().filter(|b| selected(&b.name)) {
-                        if !request.dry_run {
-                            virsh.remove_live_bitmap(d, node, &b.name).await?;
-                        }
-                        report.bitmaps.push(format!("{}:{}", disk.target, b.name));
-                    }
+            if live {
+                let found = self
+                    .live_bitmaps(qemu_img, &facts.checkpoints, &disks, &selected)
+                    .await;
+                if !request.dry_run && !found.is_empty() {
+                    self.remove_live_bitmaps(d, &disks, &found).await?;
+                }
+                for (target, bitmap) in found {
+                    report.bitmaps.push(format!("{target}:{bitmap}"));
                 }
             } else {
                 let timeout = self.config.command_timeout;
@@ -183,6 +169,79 @@ impl Engine {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// The selected VMSnap bitmaps of a domain QEMU runs, as `(disk, bitmap)`, without asking
+    /// QEMU's monitor (which would taint it): those of its checkpoints that libvirt found on
+    /// the disk, and those in the images (QEMU loaded them at start; removed ones are gone
+    /// from the image at once).
+    async fn live_bitmaps(
+        &self,
+        qemu_img: &std::path::Path,
+        checkpoints: &[CheckpointFact],
+        disks: &[&DiskDefinition],
+        selected: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Vec<(String, String)> {
+        let mut found: Vec<(String, String)> = Vec::new();
+        let mut add = |target: &str, bitmap: &str| {
+            let entry = (target.to_string(), bitmap.to_string());
+            if selected(bitmap) && !found.contains(&entry) {
+                found.push(entry);
+            }
+        };
+        for cp in checkpoints {
+            for disk in cp.disks.iter().filter(|x| x.size.is_some()) {
+                if let Some(bitmap) = &disk.bitmap {
+                    if disks.iter().any(|x| x.target == disk.disk) {
+                        add(&disk.disk, bitmap);
+                    }
+                }
+            }
+        }
+        let timeout = self.config.command_timeout;
+        for disk in disks {
+            let Some(path) = disk.source.as_deref() else {
+                continue;
+            };
+            let fmt = disk.format.as_deref().unwrap_or("qcow2");
+            match qemu_img::info(qemu_img, path, fmt, timeout).await {
+                Ok(info) => info.bitmaps.iter().for_each(|b| add(&disk.target, &b.name)),
+                Err(e) => tracing::warn!(disk = %disk.target, error = %e, "image not readable"),
+            }
+        }
+        found
+    }
+
+    /// Removes bitmaps from a running domain through QEMU's monitor: libvirt has no API for
+    /// a bitmap, and scrubbing one changes the domain anyway (this taints it).
+    async fn remove_live_bitmaps(
+        &self,
+        d: &str,
+        disks: &[&DiskDefinition],
+        found: &[(String, String)],
+    ) -> Result<(), host::Error> {
+        let reply = self.libvirt.monitor_query_block(d).await?;
+        let devices = qmp::parse_query_block(&reply)?;
+        for (target, bitmap) in found {
+            let Some(disk) = disks.iter().find(|x| &x.target == target) else {
+                continue;
+            };
+            let device = devices.iter().find(|dev| {
+                disk.alias.as_deref().is_some_and(|a| dev.has_alias(a))
+                    || (dev.file.is_some() && dev.file == disk.source)
+            });
+            let Some(device) = device else { continue };
+            let (Some(node), true) = (
+                device.node_name.as_deref(),
+                device.bitmaps.iter().any(|b| &b.name == bitmap),
+            ) else {
+                continue;
+            };
+            self.libvirt.monitor_remove_bitmap(d, node, bitmap).await?;
         }
         Ok(())
     }

@@ -2,6 +2,9 @@
 //!
 //! libvirt and QEMU are asked through libvirt's API on the service's open connection
 //! ([`crate::host::libvirt`]); only the images of shut-off domains need a `qemu-img` process.
+//! Nothing here uses QEMU's monitor pass-through, which would taint the guest, unless the
+//! caller asked for a `deep` look: then QEMU's own list of bitmaps also shows orphans of a
+//! running domain, which libvirt's API cannot.
 //! Domains are queried concurrently, and one domain's failure becomes a problem in its own
 //! report instead of aborting everyone else's.
 //! Only an unreachable libvirt aborts the whole call, because then no report would be true.
@@ -17,7 +20,7 @@ use super::{Engine, Error};
 use crate::host::backup_dir::{self, FolderStats};
 use crate::host::domain_xml::{self, DiskDefinition};
 use crate::host::libvirt::DomainState;
-use crate::host::libvirt::{DomainFacts, Libvirt};
+use crate::host::libvirt::{CheckpointFact, DomainFacts, Libvirt};
 use crate::host::period::GroupBy;
 use crate::host::qmp::{self, BlockDevice};
 use crate::host::tools::{self, Tool};
@@ -36,6 +39,8 @@ pub struct StatusRequest {
     pub selectors: Vec<Selector>,
     pub backup_root: Option<BackupRoot>,
     pub group_by: GroupBy,
+    /// Also ask QEMU's monitor for the bitmaps of running domains (taints them).
+    pub deep: bool,
 }
 
 /// Status of one domain.
@@ -142,7 +147,6 @@ impl Context<'_> {
             state,
             xml,
             checkpoints,
-            query_block,
         } = match self.libvirt.domain(d).await {
             Ok(facts) => facts,
             Err(e @ host::Error::HostUnavailable(_)) => return Err(e),
@@ -153,9 +157,9 @@ impl Context<'_> {
             }
         };
         report.state = state;
-        report.checkpoints = checkpoints.into_iter().map(|c| c.name).collect();
+        report.checkpoints = checkpoints.iter().map(|c| c.name.clone()).collect();
         match domain_xml::parse_disks(&xml) {
-            Ok(disks) => self.fill_disks(&mut report, disks, query_block).await,
+            Ok(disks) => self.fill_disks(&mut report, disks, &checkpoints).await,
             Err(e) => report.problems.push(e.to_string()),
         }
         let bitmaps: Vec<DiskBitmaps<'_>> = report
@@ -178,14 +182,14 @@ impl Context<'_> {
         Ok(report)
     }
 
-    /// Disk reports: for a running or paused domain all from QEMU's `query-block` (live
-    /// bitmaps and the open image's sizes); for a shut-off one from `qemu-img info` of each
-    /// image, all at once.
+    /// Disk reports: for a domain QEMU runs, sizes from libvirt's block info and bitmaps
+    /// from its checkpoints (or all from QEMU's `query-block` when asked to look deep); for a
+    /// shut-off one from `qemu-img info` of each image, all at once.
     async fn fill_disks(
         &self,
         report: &mut DomainReport,
         disks: Vec<DiskDefinition>,
-        query_block: Option<String>,
+        checkpoints: &[CheckpointFact],
     ) {
         let tool = if eligibility::needs_tool_version(&disks) {
             self.engine.virtnbdbackup_version().await
@@ -207,36 +211,49 @@ impl Context<'_> {
         if eligible.is_empty() {
             return;
         }
-        // QEMU holds the live bitmaps of a running or paused domain; the image's copy is stale.
-        let live: Option<Vec<BlockDevice>> =
-            query_block.and_then(|reply| match qmp::parse_query_block(&reply) {
-                Ok(devices) => Some(devices),
-                Err(e) => {
-                    // Fall back to the image's copy, but never call that OK.
-                    report
-                        .problems
-                        .push(format!("QEMU could not be asked for live bitmaps: {e}"));
-                    None
-                }
-            });
+        let d = report.name.as_str().to_string();
+        let running = report.state.has_qemu();
+        let deep: Option<Vec<BlockDevice>> = match running && self.request.deep {
+            false => None,
+            true => match self.libvirt.monitor_query_block(&d).await {
+                Ok(reply) => qmp::parse_query_block(&reply).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+            .map_err(|e| {
+                // Fall back to libvirt's view, but never call that OK.
+                report
+                    .problems
+                    .push(format!("QEMU could not be asked for live bitmaps: {e}"))
+            })
+            .ok(),
+        };
         let timeout = self.engine.config.command_timeout;
         let infos = futures_util::future::join_all(eligible.iter().map(|disk| {
             let path = disk.source.clone().unwrap_or_default();
             let fmt = disk.format.clone().unwrap_or_else(|| "qcow2".into());
-            let open = live
+            let open = deep
                 .as_deref()
                 .and_then(|devices| device_of(devices, disk, &path))
-                .and_then(|d| d.image.clone());
-            let qemu_img = self.qemu_img.clone();
+                .and_then(|dev| dev.image.clone());
+            let (qemu_img, d) = (self.qemu_img.clone(), d.as_str());
             async move {
-                match open {
-                    Some(image) => Ok(qemu_img::ImageInfo {
+                match (open, running) {
+                    (Some(image), _) => Ok(qemu_img::ImageInfo {
                         format: image.format,
                         virtual_size: image.virtual_size,
                         actual_size: image.actual_size,
                         bitmaps: Vec::new(),
                     }),
-                    None => qemu_img::info(&qemu_img, &path, &fmt, timeout).await,
+                    (None, true) => {
+                        let info = self.libvirt.block_info(d, &disk.target).await?;
+                        Ok(qemu_img::ImageInfo {
+                            format: fmt,
+                            virtual_size: info.capacity,
+                            actual_size: info.allocation,
+                            bitmaps: Vec::new(),
+                        })
+                    }
+                    (None, false) => qemu_img::info(&qemu_img, &path, &fmt, timeout).await,
                 }
             }
         }))
@@ -253,9 +270,10 @@ impl Context<'_> {
                     continue;
                 }
             };
-            let bitmaps = match &live {
-                Some(devices) => live_bitmaps(devices, &disk, &path),
-                None => info
+            let bitmaps = match (&deep, running) {
+                (Some(devices), _) => live_bitmaps(devices, &disk, &path),
+                (None, true) => checkpoint_bitmaps(checkpoints, &disk.target),
+                (None, false) => info
                     .bitmaps
                     .iter()
                     .map(|b| BitmapReport {
@@ -304,7 +322,24 @@ impl Context<'_> {
     }
 }
 
-/// The bitmaps QEMU reports for `disk`, matched by alias and then by file.
+/// The bitmaps of a running domain's disk as libvirt reports them: each checkpoint's bitmap
+/// that libvirt found usable (it gives the bytes dirtied since only for those).
+fn checkpoint_bitmaps(checkpoints: &[CheckpointFact], target: &str) -> Vec<BitmapReport> {
+    checkpoints
+        .iter()
+        .flat_map(|cp| cp.disks.iter())
+        .filter(|disk| disk.disk == target)
+        .filter_map(|disk| {
+            Some(BitmapReport {
+                name: disk.bitmap.clone()?,
+                dirty_bytes: Some(disk.size?),
+                recording: Some(true),
+                inconsistent: false,
+            })
+        })
+        .collect()
+}
+
 /// QEMU's device for a libvirt disk: by alias, else by the file it has open.
 fn device_of<'a>(
     devices: &'a [BlockDevice],

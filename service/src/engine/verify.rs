@@ -37,7 +37,7 @@ impl Engine {
         request: &VerifyRequest,
         uid: u32,
     ) -> Result<Arc<Job>, Error> {
-        tools::require(&[Tool::Virsh, Tool::QemuImg, Tool::Virtnbdbackup])?;
+        tools::require(&[Tool::QemuImg, Tool::Virtnbdbackup])?;
         let domains = self.resolve_existing(&request.selectors).await?;
         for domain in &domains {
             // Each chain is checked again before it is rebuilt (verify_domain).

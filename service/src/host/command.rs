@@ -1,7 +1,7 @@
 //! Running host programs from an argument vector, with a deadline.
 //!
 //! This is the only place the service starts processes. There is no shell anywhere on the path:
-//! a domain called `vm1;touch /tmp/x` is one argv element that virsh receives verbatim.
+//! a domain called `vm1;touch /tmp/x` is one argv element that qemu-img receives verbatim.
 //! Every run has a timeout, so a wedged libvirtd turns into an error instead of a call that
 //! never returns, and the child is killed when the future is dropped (a cancelled call leaves
 //! no orphan behind).
@@ -61,8 +61,8 @@ pub fn host_command(program: &Path) -> Command {
 }
 
 /// Runs `program args…` and captures its output. A non-zero exit is *not* an error here: the
-/// caller decides what a failure means (virsh's "domain not found" is a different thing from
-/// "cannot connect").
+/// caller decides what a failure means (qemu-img's "image is locked" is a different thing from
+/// "no such file").
 pub async fn run(program: &Path, args: &[OsString], timeout: Duration) -> Result<Output> {
     let name = program_name(program);
     let mut command = host_command(program);

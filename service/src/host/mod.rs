@@ -17,7 +17,6 @@ pub mod qemu_img;
 pub mod qmp;
 pub mod safe_fs;
 pub mod tools;
-pub mod virsh;
 pub mod virtnbdbackup;
 pub mod virtnbdrestore;
 pub mod xdr;
@@ -37,6 +36,9 @@ pub enum Error {
     Timeout { program: String, seconds: u64 },
     #[error("{program} failed: {message}")]
     CommandFailed { program: String, message: String },
+    /// libvirt's own error for a call, with its `virterror.h` code.
+    #[error("libvirt: {message}")]
+    Libvirt { code: i32, message: String },
     #[error("could not start {program}: {source}")]
     Spawn {
         program: String,

@@ -2,7 +2,7 @@
 //!
 //! Programs are resolved through the absolute entries of `PATH` only: a relative entry (or an
 //! empty one, which means the working directory) would let whoever controls the current
-//! directory plant a `virsh` that root then runs.
+//! directory plant a `qemu-img` that root then runs.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,6 @@ use super::{Error, Result};
 /// A host program VMSnap needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tool {
-    Virsh,
     QemuImg,
     Virtnbdbackup,
     Virtnbdrestore,
@@ -24,7 +23,6 @@ pub enum Tool {
 impl Tool {
     pub fn name(self) -> &'static str {
         match self {
-            Tool::Virsh => "virsh",
             Tool::QemuImg => "qemu-img",
             Tool::Virtnbdbackup => "virtnbdbackup",
             Tool::Virtnbdrestore => "virtnbdrestore",
@@ -167,15 +165,15 @@ mod tests {
         // A directory below the working directory, named relatively and absolutely.
         let relative = PathBuf::from(format!(".vmsnap-tools-test-{}", std::process::id()));
         std::fs::create_dir_all(&relative).unwrap();
-        let fake = relative.join("virsh");
+        let fake = relative.join("qemu-img");
         std::fs::write(&fake, "#!/bin/sh\n").unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
         let absolute = std::fs::canonicalize(&relative).unwrap();
-        let via_relative = find(Tool::Virsh, Some(relative.as_os_str()));
-        let via_absolute = find(Tool::Virsh, Some(absolute.as_os_str()));
+        let via_relative = find(Tool::QemuImg, Some(relative.as_os_str()));
+        let via_absolute = find(Tool::QemuImg, Some(absolute.as_os_str()));
         std::fs::remove_dir_all(&relative).unwrap();
         assert_eq!(via_relative, None);
-        assert_eq!(via_absolute, Some(absolute.join("virsh")));
+        assert_eq!(via_absolute, Some(absolute.join("qemu-img")));
     }
 }

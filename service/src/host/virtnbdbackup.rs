@@ -6,7 +6,7 @@
 //!
 //! Cancellation is SIGINT: virtnbdbackup then aborts libvirt's backup job itself. SIGTERM or
 //! SIGKILL would leave that job running and block the domain's next backup, so they are only a
-//! last resort after a grace period, followed by `virsh domjobabort` (the caller's job).
+//! last resort after a grace period, followed by libvirt's job abort (the caller's job).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

@@ -32,6 +32,11 @@ impl Encoder {
         self
     }
 
+    pub fn u64(&mut self, v: u64) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+
     /// A variable-length string or opaque.
     pub fn string(&mut self, s: &str) -> &mut Self {
         self.u32(s.len() as u32);
@@ -76,6 +81,17 @@ impl<'a> Decoder<'a> {
 
     pub fn i32(&mut self) -> Result<i32, XdrError> {
         self.u32().map(|v| v as i32)
+    }
+
+    /// An unsigned or signed `hyper` (8 bytes); a `double` is read as its bits.
+    pub fn u64(&mut self) -> Result<u64, XdrError> {
+        let high = self.u32()? as u64;
+        Ok(high << 32 | self.u32()? as u64)
+    }
+
+    /// Whether every byte of the body has been read.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
     }
 
     /// A string of at most `max` bytes. libvirt sends UTF-8; anything else is replaced
