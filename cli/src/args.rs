@@ -374,7 +374,9 @@ mod tests {
         .unwrap();
         assert!(backup.backup && backup.backup_opts.raw && !backup.backup_opts.prune);
         let modern = Cli::try_parse_from(["vmsnapctl", "status", "vm1", "vm2", "--yml"]).unwrap();
-        assert!(matches!(modern.command, Some(Command::Status { ref names }) if names.len() == 2));
+        assert!(
+            matches!(modern.command, Some(Command::Status { ref names, .. }) if names.len() == 2)
+        );
         assert!(modern.format.yaml);
     }
 }
