@@ -28,7 +28,6 @@ import time
 import xml.etree.ElementTree as ET
 
 import libvirt
-import libvirt_qemu
 
 URI = "qemu:///system"
 
@@ -100,18 +99,23 @@ class Host:
 
 
 def floor_api(names, with_qemu_img):
-    """The facts a status report holds, asked directly: one libvirt connection, calls one after
-    another; qemu-img info of shut-off disks (libvirt cannot tell their bitmaps) run all at once."""
+    """The facts a status report holds, asked directly without tainting a guest: one libvirt
+    connection, calls one after another; for running domains each checkpoint's XML with its
+    bitmap sizes (VIR_DOMAIN_CHECKPOINT_XML_SIZE) and each disk's block info; qemu-img info of
+    shut-off disks (libvirt cannot tell their bitmaps) run all at once."""
     conn = libvirt.open(URI)
     shut_off_disks = []
     for name in names:
         dom = conn.lookupByName(name)
         state, _ = dom.state()
         tree = ET.fromstring(dom.XMLDesc())
+        running = state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED)
+        flags = libvirt.VIR_DOMAIN_CHECKPOINT_XML_SIZE if running else 0
         for cp in dom.listAllCheckpoints():
-            cp.getXMLDesc()
-        if state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED):
-            libvirt_qemu.qemuMonitorCommand(dom, '{"execute":"query-block"}', 0)
+            cp.getXMLDesc(flags)
+        if running:
+            for target in tree.findall("./devices/disk/target"):
+                dom.blockInfo(target.get("dev"))
         else:
             for source in tree.findall("./devices/disk/source"):
                 shut_off_disks.append(source.get("file"))

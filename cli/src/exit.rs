@@ -18,6 +18,7 @@
 //! | 14 | the service may not write to the backup root or restore target (its sandbox) |
 //! | 15 | the service will not use a folder or file (not root's alone, a symlink, too large) |
 //! | 16 | too many calls or jobs under way for this user (or the service); try again later |
+//! | 17 | the job cannot be cancelled: it has ended, or was cancelled already |
 
 use std::process::ExitCode;
 
@@ -39,6 +40,7 @@ pub const TARGET_EXISTS: u8 = 13;
 pub const NOT_WRITABLE: u8 = 14;
 pub const UNTRUSTED: u8 = 15;
 pub const BUSY: u8 = 16;
+pub const NOT_CANCELABLE: u8 = 17;
 
 /// The exit code for an error the service (or the bus) returned.
 pub fn for_error(e: &Error) -> u8 {
@@ -51,6 +53,7 @@ pub fn for_error(e: &Error) -> u8 {
         Error::NotWritable(_) => NOT_WRITABLE,
         Error::Untrusted(_) => UNTRUSTED,
         Error::Busy(_) => BUSY,
+        Error::AlreadyCancelled(_) | Error::NotCancelable(_) => NOT_CANCELABLE,
         Error::HostUnavailable(_) | Error::Failed(_) | Error::AlreadyRunning(_) => FAILURE,
         Error::ZBus(z) if crate::client::is_unreachable(z) => UNREACHABLE,
         Error::ZBus(zbus::Error::MethodError(name, _, _))

@@ -85,6 +85,10 @@ pub async fn verify(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
             .await
             .map_err(|e| client::failure(&e))?;
     drop(agent);
+    if cli.backup_opts.no_wait {
+        println!("{}", path.as_str());
+        return Ok(exit::OK);
+    }
     let (state, results) = watch::wait(&connection, path).await?;
     print_job_result(cli, "verify", state, &results);
     Ok(watch::exit_code(state))
@@ -131,6 +135,10 @@ pub async fn restore(cli: &Cli) -> Result<u8, Failure> {
     .await
     .map_err(|e| client::failure(&e))?;
     drop(agent);
+    if cli.backup_opts.no_wait {
+        println!("{}", path.as_str());
+        return Ok(exit::OK);
+    }
     let (state, results) = watch::wait(&connection, path).await?;
     print_job_result(cli, "restore", state, &results);
     Ok(watch::exit_code(state))

@@ -43,6 +43,10 @@ pub enum Error {
     /// The caller has too many calls or jobs under way (or the service as a whole has); try
     /// again when some have finished. The message says which limit.
     Busy(String),
+    /// Cancel was asked for this job before; it is stopping.
+    AlreadyCancelled(String),
+    /// The job cannot be cancelled: it has ended (the message says how).
+    NotCancelable(String),
 }
 
 impl Error {
@@ -78,7 +82,9 @@ impl Error {
             | Error::TargetExists(m)
             | Error::NotWritable(m)
             | Error::Untrusted(m)
-            | Error::Busy(m) => m.clone(),
+            | Error::Busy(m)
+            | Error::AlreadyCancelled(m)
+            | Error::NotCancelable(m) => m.clone(),
         }
     }
 }

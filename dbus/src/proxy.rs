@@ -108,8 +108,14 @@ pub trait Manager {
     gen_blocking = false
 )]
 pub trait Job {
-    /// Stops the job: running work is interrupted the safe way, queued work never starts.
+    /// Stops the job, whatever its kind: running work is interrupted the safe way, queued work
+    /// never starts. [`Error::AlreadyCancelled`] when asked before, [`Error::NotCancelable`]
+    /// once the job has ended.
     fn cancel(&self) -> Result<(), Error>;
+
+    /// Whether `Cancel` would be taken now.
+    #[zbus(property)]
+    fn cancelable(&self) -> zbus::Result<bool>;
 
     /// Throttled progress of one disk: bytes copied so far and bytes to copy.
     #[zbus(signal)]
@@ -119,7 +125,7 @@ pub trait Job {
     #[zbus(signal)]
     fn completed(&self, state: String, results: Vec<DomainResult>) -> zbus::Result<()>;
 
-    /// `backup`.
+    /// `backup`, `verify` or `restore`.
     #[zbus(property)]
     fn operation(&self) -> zbus::Result<String>;
 

@@ -18,7 +18,7 @@ use vmsnap_integration::{host, vmsnapctl_on};
 fn taint(g: &Guest) -> Vec<String> {
     virsh(&["dominfo", "--domain", &g.name])
         .lines()
-        .filter(|l| l.contains("tainted"))
+        .filter(|l| l.contains("tainted:"))
         .map(|l| l.trim().to_string())
         .collect()
 }
@@ -34,7 +34,7 @@ fn logged_taint(g: &Guest) -> Vec<String> {
             )
         })
         .lines()
-        .filter(|l| l.contains("tainted"))
+        .filter(|l| l.contains("tainted:"))
         .map(String::from)
         .collect()
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use vmsnap_dbus::actions;
 use vmsnap_dbus::job::{DiskProgress, DomainResult, JobState};
 use vmsnap_dbus::names::{JOB_PATH_PREFIX, MANAGER_PATH};
+use vmsnap_dbus::Error;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection};
@@ -19,7 +20,7 @@ use super::authority::Authority;
 use super::details::Details;
 use super::error::CallError;
 use super::manager::{caller_uid, Manager};
-use crate::engine::jobs::{DomainProgress, Job, JobEvent};
+use crate::engine::jobs::{CancelRefusal, DomainProgress, Job, JobEvent};
 
 pub struct JobObject {
     job: Arc<Job>,
@@ -64,9 +65,12 @@ fn results(domains: &[DomainProgress]) -> Vec<DomainResult> {
 
 #[interface(name = "org.vmsnap.VMSnap1.Job")]
 impl JobObject {
-    /// Stops the job. Running backups are interrupted the safe way (SIGINT to virtnbdbackup,
-    /// then libvirt's job is aborted); queued domains never start. The user who started the
-    /// job may cancel it; anyone else needs the org.vmsnap.cancel action.
+    /// Stops the job, whatever its kind. Running backups are interrupted the safe way (SIGINT
+    /// to virtnbdbackup, then libvirt's job is aborted); a verify or restore stops its
+    /// virtnbdrestore and qemu-img with their helpers and removes its scratch or staging
+    /// directory; queued domains never start. The user who started the job may cancel it;
+    /// anyone else needs the org.vmsnap.cancel action. Errors: AlreadyCancelled (asked
+    /// before; the job is stopping), NotCancelable (the job has ended).
     async fn cancel(
         &self,
         #[zbus(header)] header: Header<'_>,
@@ -81,9 +85,21 @@ impl JobObject {
                 .check(connection, &header, actions::CANCEL, &details)
                 .await?;
         }
-        tracing::info!(job = self.job.id, uid, "cancel requested");
-        self.job.cancel();
-        Ok(())
+        let job = self.job.id;
+        match self.job.request_cancel() {
+            Ok(()) => {
+                tracing::info!(job, uid, "cancel requested");
+                Ok(())
+            }
+            Err(CancelRefusal::AlreadyCancelled) => {
+                Err(Error::AlreadyCancelled(format!("job {job} is already being cancelled")).into())
+            }
+            Err(CancelRefusal::Ended(state)) => Err(Error::NotCancelable(format!(
+                "job {job} has ended ({})",
+                state.as_str()
+            ))
+            .into()),
+        }
     }
 
     /// Throttled progress of one disk (at most a few signals per second).
@@ -104,10 +120,10 @@ impl JobObject {
         results: Vec<DomainResult>,
     ) -> zbus::Result<()>;
 
-    /// What the job does: `backup`.
+    /// What the job does: `backup`, `verify` or `restore`.
     #[zbus(property(emits_changed_signal = "const"))]
     fn operation(&self) -> String {
-        self.job.operation.to_string()
+        self.job.operation.as_str().to_string()
     }
 
     /// The domains, in order.
@@ -126,6 +142,12 @@ impl JobObject {
     #[zbus(property)]
     fn state(&self) -> String {
         self.job.state().as_str().to_string()
+    }
+
+    /// Whether Cancel would be taken now: true until the job ends or is asked to stop.
+    #[zbus(property)]
+    fn cancelable(&self) -> bool {
+        self.job.is_cancelable()
     }
 
     /// Bytes copied so far, all domains and disks (use the Progress signal to follow it).
@@ -219,6 +241,7 @@ pub async fn export(
                 Ok(JobEvent::Changed) => {
                     let obj = iface.get().await;
                     let _ = obj.state_changed(&emitter).await;
+                    let _ = obj.cancelable_changed(&emitter).await;
                     let _ = obj.results_changed(&emitter).await;
                 }
                 Ok(JobEvent::Finished(state)) => break state,
@@ -229,6 +252,7 @@ pub async fn export(
         {
             let obj = iface.get().await;
             let _ = obj.state_changed(&emitter).await;
+            let _ = obj.cancelable_changed(&emitter).await;
             let _ = obj.results_changed(&emitter).await;
             let _ = obj.end_time_changed(&emitter).await;
         }

@@ -63,8 +63,8 @@ impl Manager {
         let path = exported.path.clone();
         self.keep(exported);
         let names: Vec<String> = job.domains.iter().map(|d| d.to_string()).collect();
-        tracing::info!(uid = job.uid, job = job.id, operation = job.operation, domains = ?names, "job created");
-        Manager::job_new(emitter, path.as_ref(), job.operation, names).await?;
+        tracing::info!(uid = job.uid, job = job.id, operation = job.operation.as_str(), domains = ?names, "job created");
+        Manager::job_new(emitter, path.as_ref(), job.operation.as_str(), names).await?;
         Ok(path)
     }
 

@@ -87,7 +87,9 @@ impl Engine {
             Resolved::Domains(d) => d,
             Resolved::NotFound(missing) => return Err(Error::NoSuchDomain(missing)),
         };
-        let job = self.jobs.create("backup", domains, uid)?;
+        let job = self
+            .jobs
+            .create(super::jobs::Operation::Backup, domains, uid)?;
         Ok(PreparedBackup {
             job,
             request,

@@ -46,6 +46,14 @@ impl Chain {
     }
 }
 
+/// [`chains`] on a blocking thread: a domain folder with years of chains is thousands of
+/// directory reads, which must not hold up the runtime's workers.
+pub async fn chains_of(domain_dir: PathBuf) -> Result<Vec<Chain>> {
+    tokio::task::spawn_blocking(move || chains(&domain_dir))
+        .await
+        .map_err(|e| crate::host::Error::Rejected(format!("listing the chains failed: {e}")))?
+}
+
 /// The chains in `<root>/<domain>/`, oldest first.
 pub fn chains(domain_dir: &Path) -> Result<Vec<Chain>> {
     let entries = match crate::host::safe_fs::Dir::open_if_exists(domain_dir) {

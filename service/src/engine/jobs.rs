@@ -22,6 +22,56 @@ use super::journal::{DomainRecord, JobJournal, JobRecord};
 use super::Error;
 use crate::selection::DomainName;
 
+/// What a job does. Its name is what the journal records and the bus shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Backup,
+    Verify,
+    Restore,
+    /// Scrub and prune take a job only for its domain locks; they run within their call.
+    Scrub,
+    Prune,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 5] = [
+        Operation::Backup,
+        Operation::Verify,
+        Operation::Restore,
+        Operation::Scrub,
+        Operation::Prune,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Operation::Backup => "backup",
+            Operation::Verify => "verify",
+            Operation::Restore => "restore",
+            Operation::Scrub => "scrub",
+            Operation::Prune => "prune",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Operation> {
+        Operation::ALL.into_iter().find(|o| o.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a cancel request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelRefusal {
+    /// Cancel was asked before; the job is stopping.
+    AlreadyCancelled,
+    /// The job has ended, in this state.
+    Ended(JobState),
+}
+
 /// Progress and results of one domain within a job.
 #[derive(Debug, Clone, Default)]
 pub struct DomainProgress {
@@ -71,7 +121,7 @@ pub struct JobData {
 /// One job.
 pub struct Job {
     pub id: u64,
-    pub operation: &'static str,
+    pub operation: Operation,
     pub domains: Vec<DomainName>,
     pub uid: u32,
     pub start_time: u64,
@@ -104,7 +154,7 @@ impl Job {
         let (state, end_time, domains) = self.snapshot();
         JobRecord {
             id: self.id,
-            operation: self.operation.to_string(),
+            operation: self.operation.as_str().to_string(),
             domains: self.domains.iter().map(|d| d.to_string()).collect(),
             uid: self.uid,
             start_time: self.start_time,
@@ -121,6 +171,31 @@ impl Job {
     /// Asks the job to stop. Running work is interrupted the safe way; queued work never starts.
     pub fn cancel(&self) {
         self.cancel.send_replace(true);
+    }
+
+    /// A client's cancel: refused for a job that has ended or was cancelled already, so the
+    /// caller learns that nothing it asked for will happen.
+    pub fn request_cancel(&self) -> Result<(), CancelRefusal> {
+        let state = self.state();
+        if state.is_final() {
+            return Err(CancelRefusal::Ended(state));
+        }
+        if self.cancel.send_replace(true) {
+            return Err(CancelRefusal::AlreadyCancelled);
+        }
+        let _ = self.events.send(JobEvent::Changed);
+        Ok(())
+    }
+
+    /// Whether a cancel request would be taken now.
+    pub fn is_cancelable(&self) -> bool {
+        !self.state().is_final() && !self.is_cancelled()
+    }
+
+    /// Resolves once the job is asked to stop (at once if it was already).
+    pub async fn cancelled(&self) {
+        let mut receiver = self.cancel.subscribe();
+        let _ = receiver.wait_for(|cancelled| *cancelled).await;
     }
 
     pub fn cancel_receiver(&self) -> watch::Receiver<bool> {
@@ -156,8 +231,8 @@ impl Job {
         });
     }
 
-    /// Changes one domain's record and tells the watchers. A domain's end is journaled at
-    /// once, so a crash later in the job does not turn a finished backup into a failed one.
+    /// Changes one domain's record and tells the watchers. A domain's end goes to the journal
+    /// at once, so a crash later in the job does not turn a finished backup into a failed one.
     pub fn update(&self, index: usize, change: impl FnOnce(&mut DomainProgress)) {
         let ended = {
             let mut d = lock(&self.data);
@@ -182,7 +257,8 @@ impl Job {
     /// administrator filters on (`journalctl -u vmsnapd JOB=12`, `DOMAIN=web1`, and
     /// `-p err` for failures).
     fn log_end(&self, domain: Option<&str>, state: JobState, error: &str) {
-        let (job, operation, uid, result) = (self.id, self.operation, self.uid, state.as_str());
+        let (job, operation, uid, result) =
+            (self.id, self.operation.as_str(), self.uid, state.as_str());
         match (domain, state) {
             (Some(domain), JobState::Failed) => {
                 tracing::error!(
@@ -230,9 +306,7 @@ impl Job {
 
     fn journal_write(&self) {
         if let Some(journal) = &self.journal {
-            if let Err(e) = journal.write(&self.record()) {
-                tracing::warn!(job = self.id, error = %e, "cannot write the job record");
-            }
+            journal.write(&self.record());
         }
     }
 
@@ -316,6 +390,14 @@ impl JobRegistry {
         journal.trim(&records);
         let mut adopted = Vec::new();
         for record in records.into_iter().filter(|r| !r.is_final()) {
+            let Some(operation) = Operation::parse(&record.operation) else {
+                tracing::warn!(
+                    job = record.id,
+                    operation = record.operation,
+                    "an unknown job in the journal"
+                );
+                continue;
+            };
             let domains: Vec<DomainName> = record
                 .domains
                 .iter()
@@ -343,7 +425,7 @@ impl JobRegistry {
                 .collect();
             let job = Arc::new(Job {
                 id: record.id,
-                operation: operation_name(&record.operation),
+                operation,
                 domains,
                 uid: record.uid,
                 start_time: record.start_time,
@@ -360,7 +442,7 @@ impl JobRegistry {
             job.set_state(JobState::Failed);
             tracing::warn!(
                 job = job.id,
-                operation = job.operation,
+                operation = job.operation.as_str(),
                 "a job was interrupted by the end of the previous vmsnapd: recorded as failed"
             );
             lock(&self.all).push(Arc::downgrade(&job));
@@ -372,7 +454,7 @@ impl JobRegistry {
     /// Creates a job for `domains`, locking them all or none.
     pub fn create(
         &self,
-        operation: &'static str,
+        operation: Operation,
         domains: Vec<DomainName>,
         uid: u32,
     ) -> Result<Arc<Job>, Error> {
@@ -434,6 +516,13 @@ impl JobRegistry {
         Ok(job)
     }
 
+    /// Waits until every job record handed to the journal is on disk.
+    pub async fn flush_journal(&self) {
+        if let Some(journal) = self.journal.clone() {
+            let _ = tokio::task::spawn_blocking(move || journal.flush()).await;
+        }
+    }
+
     /// Jobs that have not finished yet.
     pub fn unfinished(&self) -> Vec<Arc<Job>> {
         lock(&self.all)
@@ -453,14 +542,6 @@ pub const MAX_JOBS_ROOT: usize = 256;
 /// Why a job found unfinished in the journal failed.
 pub const INTERRUPTED: &str =
     "vmsnapd stopped during this job (killed or crashed); nothing it wrote counts as a backup";
-
-/// The operation names are a fixed set; a record's is matched back to its static name.
-fn operation_name(name: &str) -> &'static str {
-    ["backup", "verify", "restore", "scrub", "prune"]
-        .into_iter()
-        .find(|o| *o == name)
-        .unwrap_or("unknown")
-}
 
 /// Runs a job's work as its own task. A panic in it is caught: the job ends as failed with an
 /// internal-error reason and its domains are unlocked, and the service goes on serving.
@@ -515,29 +596,32 @@ mod tests {
     #[test]
     fn one_job_per_domain_and_locks_die_with_the_job() {
         let reg = JobRegistry::new(2, None);
-        let a = reg.create("backup", names(&["vm1", "vm2"]), 0).unwrap();
-        match reg.create("backup", names(&["vm3", "vm2"]), 0) {
+        let a = reg
+            .create(Operation::Backup, names(&["vm1", "vm2"]), 0)
+            .unwrap();
+        match reg.create(Operation::Backup, names(&["vm3", "vm2"]), 0) {
             Err(Error::AlreadyRunning(m)) => assert_eq!(m, "vm2"),
             _ => panic!("expected AlreadyRunning"),
         }
         // vm3 was not left locked by the refused job.
-        let c = reg.create("backup", names(&["vm3"]), 0).unwrap();
+        let c = reg.create(Operation::Backup, names(&["vm3"]), 0).unwrap();
         // The end of a job frees its domains while the job stays readable.
         a.set_state(JobState::Failed);
-        reg.create("backup", names(&["vm1", "vm2"]), 0).unwrap();
+        reg.create(Operation::Backup, names(&["vm1", "vm2"]), 0)
+            .unwrap();
         drop(c);
-        reg.create("backup", names(&["vm3"]), 0).unwrap();
+        reg.create(Operation::Backup, names(&["vm3"]), 0).unwrap();
     }
 
     #[test]
     fn interrupted_jobs_are_adopted_as_failed_and_numbers_go_on() {
         let dir = std::env::temp_dir().join(format!("vmsnap-jobs-{}", std::process::id()));
         let first = JobRegistry::new(2, Some(JobJournal::new(&dir)));
-        let done = first.create("backup", names(&["vm1"]), 0).unwrap();
+        let done = first.create(Operation::Backup, names(&["vm1"]), 0).unwrap();
         done.set_state(JobState::Running);
         done.set_state(JobState::Succeeded);
         let cut = first
-            .create("backup", names(&["vm2", "vm3"]), 1000)
+            .create(Operation::Backup, names(&["vm2", "vm3"]), 1000)
             .unwrap();
         cut.set_state(JobState::Running);
         cut.update(0, |d| d.state = Some(JobState::Succeeded));
@@ -546,7 +630,10 @@ mod tests {
         let adopted = second.adopt_interrupted();
         assert_eq!(adopted.len(), 1);
         let job = &adopted[0];
-        assert_eq!((job.id, job.uid, job.operation), (cut.id, 1000, "backup"));
+        assert_eq!(
+            (job.id, job.uid, job.operation),
+            (cut.id, 1000, Operation::Backup)
+        );
         let (state, end, domains) = job.snapshot();
         assert_eq!(state, JobState::Failed);
         assert!(end > 0);
@@ -554,7 +641,9 @@ mod tests {
         assert_eq!(domains[1].state, Some(JobState::Failed));
         assert_eq!(domains[1].error, INTERRUPTED);
         // Nothing stays locked, and numbers are never reused.
-        let next = second.create("backup", names(&["vm2"]), 0).unwrap();
+        let next = second
+            .create(Operation::Backup, names(&["vm2"]), 0)
+            .unwrap();
         assert!(next.id > cut.id);
         // Reported once: a third instance finds nothing unfinished.
         assert!(JobRegistry::new(1, Some(JobJournal::new(&dir)))
@@ -566,7 +655,7 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_job_task_fails_its_job_and_frees_its_domains() {
         let reg = JobRegistry::new(1, None);
-        let job = reg.create("backup", names(&["vm1"]), 0).unwrap();
+        let job = reg.create(Operation::Backup, names(&["vm1"]), 0).unwrap();
         let task = job.clone();
         spawn_guarded(job.clone(), tracing::Span::none(), async move {
             task.set_state(JobState::Running);
@@ -578,13 +667,15 @@ mod tests {
         let (state, _, domains) = job.snapshot();
         assert_eq!(state, JobState::Failed);
         assert!(domains[0].error.contains("boom"), "{}", domains[0].error);
-        reg.create("backup", names(&["vm1"]), 0).unwrap();
+        reg.create(Operation::Backup, names(&["vm1"]), 0).unwrap();
     }
 
     #[test]
     fn progress_and_state_reach_subscribers() {
         let reg = JobRegistry::new(1, None);
-        let job = reg.create("backup", names(&["vm1"]), 1000).unwrap();
+        let job = reg
+            .create(Operation::Backup, names(&["vm1"]), 1000)
+            .unwrap();
         let mut rx = job.subscribe();
         job.progress(0, "vda", 10, 100);
         job.set_state(JobState::Succeeded);

@@ -7,7 +7,9 @@
 //! what they left on the host (see [`super::recovery`]). The records also keep job numbers from
 //! being reused across restarts, so a job path always means one job.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 use vmsnap_dbus::job::JobState;
@@ -17,6 +19,10 @@ use super::jobs::DomainProgress;
 /// How many finished records are kept; older ones are deleted at start-up and, while the
 /// service runs, each time a job ends.
 const KEEP: usize = 200;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// What is remembered of one job.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -60,25 +66,94 @@ impl JobRecord {
 }
 
 /// The directory of job records.
+///
+/// Records are written by a thread of their own: each is fsynced, which takes milliseconds
+/// to tens of milliseconds on a busy disk, and the job updates that ask for a write happen
+/// on the async runtime that also answers every Status call. Only the newest record of a job
+/// waits to be written; an older one still queued is simply replaced.
 #[derive(Debug, Clone)]
 pub struct JobJournal {
     dir: PathBuf,
     /// Ids of the finished records on disk, oldest first: trimmed to [`KEEP`] as jobs end, so
     /// a loop of failing jobs cannot fill the state directory.
-    finished: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<u64>>>,
+    finished: Arc<Mutex<std::collections::BTreeSet<u64>>>,
+    queue: Arc<Queue>,
+}
+
+/// Records waiting for the writer thread.
+#[derive(Debug, Default)]
+struct Queue {
+    pending: Mutex<Pending>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    records: BTreeMap<u64, JobRecord>,
+    writing: bool,
 }
 
 impl JobJournal {
     pub fn new(state_dir: &Path) -> Self {
-        JobJournal {
+        let journal = JobJournal {
             dir: state_dir.join("jobs"),
             finished: Default::default(),
+            queue: Default::default(),
+        };
+        let writer = journal.clone();
+        std::thread::Builder::new()
+            .name("job-journal".into())
+            .spawn(move || writer.write_queued())
+            .expect("cannot start the job journal's thread");
+        journal
+    }
+
+    /// Queues a record for the writer thread and returns at once.
+    pub fn write(&self, record: &JobRecord) {
+        let mut pending = lock(&self.queue.pending);
+        pending.records.insert(record.id, record.clone());
+        self.queue.changed.notify_all();
+    }
+
+    /// Waits until every record queued so far is on disk (before the service exits).
+    pub fn flush(&self) {
+        let mut pending = lock(&self.queue.pending);
+        while !pending.records.is_empty() || pending.writing {
+            pending = self
+                .queue
+                .changed
+                .wait(pending)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn write_queued(&self) {
+        loop {
+            let batch = {
+                let mut pending = lock(&self.queue.pending);
+                while pending.records.is_empty() {
+                    pending = self
+                        .queue
+                        .changed
+                        .wait(pending)
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+                pending.writing = true;
+                std::mem::take(&mut pending.records)
+            };
+            for record in batch.values() {
+                if let Err(e) = self.write_now(record) {
+                    tracing::warn!(job = record.id, error = %e, "cannot write the job record");
+                }
+            }
+            lock(&self.queue.pending).writing = false;
+            self.queue.changed.notify_all();
         }
     }
 
     /// Writes a record atomically (temporary file, fsync, rename), so a crash leaves the old
     /// record or the new one, never half of one.
-    pub fn write(&self, record: &JobRecord) -> std::io::Result<()> {
+    fn write_now(&self, record: &JobRecord) -> std::io::Result<()> {
         use std::io::Write;
         std::fs::create_dir_all(&self.dir)?;
         let file = self.dir.join(format!("{}.json", record.id));
@@ -88,7 +163,7 @@ impl JobJournal {
         f.sync_all()?;
         std::fs::rename(&tmp, &file)?;
         if record.is_final() {
-            let mut finished = self.finished.lock().expect("poisoned");
+            let mut finished = lock(&self.finished);
             finished.insert(record.id);
             while finished.len() > KEEP {
                 let Some(oldest) = finished.pop_first() else {
@@ -128,7 +203,7 @@ impl JobJournal {
             )
             .collect();
         records.sort_by_key(|r| r.id);
-        let mut finished = self.finished.lock().expect("poisoned");
+        let mut finished = lock(&self.finished);
         finished.extend(records.iter().filter(|r| r.is_final()).map(|r| r.id));
         records
     }
@@ -136,7 +211,7 @@ impl JobJournal {
     /// Deletes all but the newest [`KEEP`] records.
     pub fn trim(&self, records: &[JobRecord]) {
         let excess = records.len().saturating_sub(KEEP);
-        let mut finished = self.finished.lock().expect("poisoned");
+        let mut finished = lock(&self.finished);
         for r in &records[..excess] {
             finished.remove(&r.id);
             let _ = std::fs::remove_file(self.dir.join(format!("{}.json", r.id)));
@@ -169,9 +244,10 @@ mod tests {
     fn records_round_trip_replace_and_skip_junk() {
         let dir = std::env::temp_dir().join(format!("vmsnap-journal-{}", std::process::id()));
         let journal = JobJournal::new(&dir);
-        journal.write(&record(3, "running")).unwrap();
-        journal.write(&record(12, "running")).unwrap();
-        journal.write(&record(3, "succeeded")).unwrap();
+        journal.write(&record(3, "running"));
+        journal.write(&record(12, "running"));
+        journal.write(&record(3, "succeeded"));
+        journal.flush();
         std::fs::write(dir.join("jobs/99.json"), b"{ not json").unwrap();
         let loaded = journal.load();
         assert_eq!(loaded.iter().map(|r| r.id).collect::<Vec<_>>(), [3, 12]);

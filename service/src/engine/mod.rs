@@ -136,6 +136,12 @@ impl Engine {
     /// ended (domains started paused are shut off again, libvirt jobs aborted), at most
     /// `limit`. Backups that were running end as `cancelled`, never half-written.
     pub async fn shutdown(&self, limit: Duration) {
+        self.stop_jobs(limit).await;
+        // The ends just recorded must be on disk, or the next start reports them interrupted.
+        self.jobs.flush_journal().await;
+    }
+
+    async fn stop_jobs(&self, limit: Duration) {
         let jobs = self.jobs.unfinished();
         if jobs.is_empty() {
             return;
@@ -145,10 +151,9 @@ impl Engine {
             job.cancel();
         }
         let deadline = tokio::time::Instant::now() + limit;
-        while jobs.iter().any(|j| {
-            // Scrub and prune hold no cancel point; they end on their own.
-            !j.state().is_final() && j.operation == "backup"
-        }) {
+        // Every kind is waited for: backups, verifies and restores stop at their cancel points;
+        // scrub and prune run within their call and end on their own.
+        while jobs.iter().any(|j| !j.state().is_final()) {
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!("jobs still running at the stop deadline");
                 return;

@@ -60,7 +60,9 @@ impl Engine {
             paths::check_inside(request.root.as_path(), &self.config.backup_roots)?;
         }
         let domains = self.resolve_existing(&request.selectors).await?;
-        let _job = self.jobs.create("prune", domains.clone(), uid)?;
+        let _job = self
+            .jobs
+            .create(super::jobs::Operation::Prune, domains.clone(), uid)?;
         let today = chrono::Local::now().date_naive();
         let mut reports = Vec::new();
         for domain in &domains {

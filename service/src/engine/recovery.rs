@@ -67,7 +67,10 @@ impl Engine {
     pub async fn recover(&self) -> Vec<Arc<Job>> {
         self.shut_off_paused().await;
         let interrupted = self.jobs.adopt_interrupted();
-        for job in interrupted.iter().filter(|j| j.operation == "backup") {
+        for job in interrupted
+            .iter()
+            .filter(|j| j.operation == super::jobs::Operation::Backup)
+        {
             self.abort_backup_jobs(job).await;
         }
         // After the jobs are known to be dead: their folders go back to their state before.

@@ -17,7 +17,7 @@ use super::jobs::Job;
 use super::{Engine, Error};
 use crate::host::backup_dir::checkpoint_index;
 use crate::host::libvirt::CheckpointFact;
-use crate::host::safe_fs::Dir;
+use crate::host::safe_fs::{Dir, Kind};
 use crate::host::tools::{self, Tool};
 use crate::host::virtnbdrestore::RestoreSpec;
 use crate::host::Error as HostError;
@@ -100,7 +100,7 @@ impl Engine {
                 Ok(facts) => vmsnap_checkpoints(&facts.checkpoints),
                 Err(_) => Vec::new(),
             };
-            for chain in catalog::chains(&root.as_path().join(d.as_str()))? {
+            for chain in catalog::chains_of(root.as_path().join(d.as_str())).await? {
                 out.push(Listed {
                     domain: d.to_string(),
                     live: chain.is_live(&live),
@@ -112,8 +112,11 @@ impl Engine {
     }
 
     /// Runs virtnbdrestore from `chain` into `out` (which must not exist yet).
+    /// Rebuilds `chain` (up to `until`) into `out` with virtnbdrestore; stopped with its
+    /// qemu-nbd when `job` is cancelled.
     pub(super) async fn run_restore(
         &self,
+        job: &Job,
         chain: &Path,
         out: &Path,
         until: Option<&str>,
@@ -135,9 +138,13 @@ impl Engine {
             define_as: define_as.map(String::from),
         }
         .argv();
-        let result = command::run(&program, &args, Duration::from_secs(24 * 3600))
-            .await
-            .map_err(|e| e.to_string())?;
+        let run = command::run_cancellable(
+            &program,
+            &args,
+            Duration::from_secs(24 * 3600),
+            job.cancelled(),
+        );
+        let result = run.await.map_err(|e| e.to_string())?;
         let _ = std::fs::remove_file(&log);
         if !result.success {
             return Err(result.error_line());
@@ -211,12 +218,16 @@ impl Engine {
                 )));
             }
         }
-        self.jobs
-            .create("restore", vec![request.domain.clone()], uid)
+        self.jobs.create(
+            super::jobs::Operation::Restore,
+            vec![request.domain.clone()],
+            uid,
+        )
     }
 
     async fn restore_chain(&self, request: &RestoreRequest) -> Result<Chain, Error> {
-        let chains = catalog::chains(&request.root.as_path().join(request.domain.as_str()))?;
+        let chains =
+            catalog::chains_of(request.root.as_path().join(request.domain.as_str())).await?;
         let chosen = match &request.folder {
             Some(f) => chains.into_iter().find(|c| &c.folder == f),
             None => {
@@ -299,7 +310,6 @@ impl Engine {
             .until
             .as_deref()
             .filter(|_| chain.points[0].level != "copy");
-        let mut cancel = job.cancel_receiver();
         if let Some(name) = &request.define_as {
             // Defining needs the final paths in the adjusted configuration: restore in place,
             // in a directory QEMU (another user; libvirt hands it the image) can traverse.
@@ -307,16 +317,29 @@ impl Engine {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(target, std::fs::Permissions::from_mode(0o711))
                 .map_err(|e| format!("{}: {e}", target.display()))?;
+            let target_dir = Dir::open(target).map_err(|e| HostError::at(target, e).to_string())?;
+            let before: Vec<String> = names(&target_dir)?;
             let run = self.run_restore(
+                job,
                 &chain.path,
                 target,
                 until,
                 request.disk.as_deref(),
                 Some(name.as_str()),
             );
-            tokio::select! {
-                r = run => r?,
-                _ = cancel.changed() => return Err("cancelled".into()),
+            if let Err(e) = run.await {
+                // Only what this run wrote goes; what the target held before stays.
+                let entries = target_dir.entries().map_err(|e| e.to_string())?;
+                for written in entries.iter().filter(|n| !before.contains(&n.name)) {
+                    let removed = match written.kind {
+                        Kind::Dir => target_dir.remove_tree(&written.name, None),
+                        _ => target_dir.remove_file(&written.name),
+                    };
+                    if let Err(e) = removed {
+                        tracing::warn!(file = %target.join(&written.name).display(), error = %e, "not removed");
+                    }
+                }
+                return Err(e);
             }
         } else {
             let created = !target.exists();
@@ -328,17 +351,16 @@ impl Engine {
                 .map_err(|e| format!("{}: {e}", target.display()))?;
             let staging_name = staging.name().unwrap_or_default().to_string();
             let staging_id = staging.identity().map_err(|e| e.to_string())?;
-            let run = self.run_restore(
-                &chain.path,
-                staging.path(),
-                until,
-                request.disk.as_deref(),
-                None,
-            );
-            let result = tokio::select! {
-                r = run => r,
-                _ = cancel.changed() => Err("cancelled".into()),
-            };
+            let result = self
+                .run_restore(
+                    job,
+                    &chain.path,
+                    staging.path(),
+                    until,
+                    request.disk.as_deref(),
+                    None,
+                )
+                .await;
             let discard = || {
                 if let Err(e) = target_dir.remove_tree(&staging_name, Some(staging_id)) {
                     tracing::warn!(staging = %staging.path().display(), error = %e, "staging not removed");
@@ -361,4 +383,14 @@ impl Engine {
         job.progress(0, disk, total, total);
         Ok(())
     }
+}
+
+/// The names in a directory reached by handle.
+fn names(dir: &Dir) -> Result<Vec<String>, String> {
+    Ok(dir
+        .entries()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|e| e.name)
+        .collect())
 }

@@ -71,7 +71,9 @@ impl Engine {
         let programs = tools::require(&[Tool::QemuImg])?;
         let domains = self.resolve_existing(&request.selectors).await?;
         // Never under a running backup.
-        let _job = self.jobs.create("scrub", domains.clone(), uid)?;
+        let _job = self
+            .jobs
+            .create(super::jobs::Operation::Scrub, domains.clone(), uid)?;
         let mut reports = Vec::new();
         for domain in &domains {
             let mut report = ScrubReport {

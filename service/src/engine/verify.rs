@@ -6,6 +6,7 @@
 //! too: they cannot be restored without it.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,7 +48,8 @@ impl Engine {
                 Use::Destination,
             )?;
         }
-        self.jobs.create("verify", domains, uid)
+        self.jobs
+            .create(super::jobs::Operation::Verify, domains, uid)
     }
 
     pub fn spawn_verify(self: &Arc<Self>, job: Arc<Job>, request: VerifyRequest) {
@@ -57,26 +59,33 @@ impl Engine {
             job.set_state(JobState::Running);
             let mut all_ok = true;
             for (index, domain) in job.domains.clone().iter().enumerate() {
-                job.update(index, |d| d.state = Some(JobState::Running));
-                let (ok, error) = match engine.verify_domain(&job, index, domain, &request).await {
-                    Ok(ok) => (ok, String::new()),
-                    Err(e) => (false, e.to_string()),
-                };
-                all_ok &= ok;
-                job.update(index, |d| {
-                    d.state = Some(if ok {
-                        JobState::Succeeded
-                    } else {
-                        JobState::Failed
+                if job.is_cancelled() {
+                    job.update(index, |d| {
+                        d.state = Some(JobState::Cancelled);
+                        d.error = "cancelled before it started".into();
                     });
-                    if !error.is_empty() {
-                        d.error = error;
-                    } else if !ok {
-                        d.error = "some points failed verification (see checks)".into();
-                    }
+                    continue;
+                }
+                job.update(index, |d| d.state = Some(JobState::Running));
+                let (state, error) = match engine.verify_domain(&job, index, domain, &request).await
+                {
+                    Ok(true) => (JobState::Succeeded, String::new()),
+                    Ok(false) => (
+                        JobState::Failed,
+                        "some points failed verification (see checks)".into(),
+                    ),
+                    Err(HostError::Cancelled { .. }) => (JobState::Cancelled, "cancelled".into()),
+                    Err(e) => (JobState::Failed, e.to_string()),
+                };
+                all_ok &= state == JobState::Succeeded;
+                job.update(index, |d| {
+                    d.state = Some(state);
+                    d.error = error;
                 });
             }
-            job.set_state(if all_ok {
+            job.set_state(if job.is_cancelled() {
+                JobState::Cancelled
+            } else if all_ok {
                 JobState::Succeeded
             } else {
                 JobState::Failed
@@ -84,6 +93,8 @@ impl Engine {
         });
     }
 
+    /// Verifies every chain of one domain; `Err(Cancelled)` when the job was cancelled, with
+    /// the point under way left out of the checks (it was neither good nor bad).
     async fn verify_domain(
         &self,
         job: &Job,
@@ -91,7 +102,8 @@ impl Engine {
         domain: &DomainName,
         request: &VerifyRequest,
     ) -> Result<bool, HostError> {
-        let chains: Vec<Chain> = catalog::chains(&request.root.as_path().join(domain.as_str()))?
+        let chains: Vec<Chain> = catalog::chains_of(request.root.as_path().join(domain.as_str()))
+            .await?
             .into_iter()
             .filter(|c| request.folder.as_deref().is_none_or(|f| f == c.folder))
             .collect();
@@ -126,11 +138,13 @@ impl Engine {
                 };
                 let verdict = match &broken {
                     Some(first) => Err(format!("follows the failed point {first}")),
-                    None => {
-                        self.verify_point(chain, point, &sums, job.id, compare)
-                            .await
-                    }
+                    None => self.verify_point(chain, point, &sums, job, compare).await,
                 };
+                if job.is_cancelled() {
+                    return Err(HostError::Cancelled {
+                        program: "verify".into(),
+                    });
+                }
                 let line = match &verdict {
                     Ok(note) => format!("{} {}: ok{note}", chain.folder, point.checkpoint),
                     Err(reason) => {
@@ -156,15 +170,14 @@ impl Engine {
         chain: &Chain,
         point: &catalog::Point,
         sums: &std::collections::BTreeMap<String, String>,
-        job: u64,
+        job: &Job,
         compare: &[PathBuf],
     ) -> Result<String, String> {
         let mut note = String::new();
         for file in &point.files {
             match sums.get(file) {
                 Some(expected) => {
-                    let actual =
-                        checksums::digest(&chain.path.join(file)).map_err(|e| e.to_string())?;
+                    let actual = digest(chain.path.join(file), job).await?;
                     if &actual != expected {
                         return Err(format!("checksum mismatch in {file}"));
                     }
@@ -179,18 +192,18 @@ impl Engine {
         let scratch_root = Dir::open(&self.config.scratch_dir)
             .map_err(|e| HostError::at(&self.config.scratch_dir, e).to_string())?;
         let scratch = scratch_root
-            .create_unique_dir(&format!("verify-{job}-"))
+            .create_unique_dir(&format!("verify-{}-", job.id))
             .map_err(|e| format!("{}: {e}", self.config.scratch_dir.display()))?;
         let until = (point.level != "copy").then_some(point.checkpoint.as_str());
         let result = self
-            .run_restore(&chain.path, scratch.path(), until, None, None)
+            .run_restore(job, &chain.path, scratch.path(), until, None, None)
             .await;
         let checked = match result {
-            Ok(()) => self.check_images(scratch.path()).await,
+            Ok(()) => self.check_images(job, scratch.path()).await,
             Err(e) => Err(e),
         };
         if checked.is_ok() && !compare.is_empty() {
-            note.push_str(&self.compare_with_live(scratch.path(), compare).await);
+            note.push_str(&self.compare_with_live(job, scratch.path(), compare).await);
         }
         let identity = scratch.identity().ok();
         if let Err(e) = scratch_root.remove_tree(scratch.name().unwrap_or_default(), identity) {
@@ -219,7 +232,7 @@ impl Engine {
 
     /// `qemu-img compare` of the rebuilt images with the shut-off domain's disks. A difference
     /// is reported, not failed: the disk may have been written since the backup.
-    async fn compare_with_live(&self, rebuilt: &Path, disks: &[PathBuf]) -> String {
+    async fn compare_with_live(&self, job: &Job, rebuilt: &Path, disks: &[PathBuf]) -> String {
         let Ok(qemu_img) = tools::require(&[Tool::QemuImg]).map(|mut p| p.remove(0)) else {
             return String::new();
         };
@@ -229,7 +242,13 @@ impl Engine {
             let image = rebuilt.join(disk.file_name().unwrap_or_default());
             // Both are qcow2: the rebuild is virtnbdrestore's, and only qcow2 disks are compared.
             let args = qemu_img::argv::compare(&image, "qcow2", disk, "qcow2");
-            match command::run(&qemu_img, &args, Duration::from_secs(3600)).await {
+            let run = command::run_cancellable(
+                &qemu_img,
+                &args,
+                Duration::from_secs(3600),
+                job.cancelled(),
+            );
+            match run.await {
                 Ok(out) if out.success => same += 1,
                 _ => differ.push(
                     disk.file_name()
@@ -249,7 +268,7 @@ impl Engine {
         }
     }
 
-    async fn check_images(&self, dir: &Path) -> Result<(), String> {
+    async fn check_images(&self, job: &Job, dir: &Path) -> Result<(), String> {
         let qemu_img = tools::require(&[Tool::QemuImg])
             .map_err(|e| e.to_string())?
             .remove(0);
@@ -259,9 +278,14 @@ impl Engine {
         }
         for image in images {
             let args = qemu_img::argv::check(&image, "qcow2");
-            let out = command::run(&qemu_img, &args, Duration::from_secs(3600))
-                .await
-                .map_err(|e| e.to_string())?;
+            let out = command::run_cancellable(
+                &qemu_img,
+                &args,
+                Duration::from_secs(3600),
+                job.cancelled(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             if !out.success {
                 return Err(format!(
                     "qemu-img check {}: {}",
@@ -275,5 +299,28 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// SHA-256 of a chain file on a blocking thread (a whole image takes seconds, and the
+/// runtime's workers serve every other call meanwhile), stopped within one read when the job
+/// is cancelled.
+async fn digest(path: PathBuf, job: &Job) -> Result<String, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_reading = stop.clone();
+    let hashing = tokio::task::spawn_blocking(move || {
+        checksums::digest_unless(&path, &|| stop_reading.load(Ordering::Relaxed))
+    });
+    tokio::select! {
+        hashed = hashing => match hashed {
+            Ok(Ok(Some(digest))) => Ok(digest),
+            Ok(Ok(None)) => Err("cancelled".into()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("hashing failed: {e}")),
+        },
+        () = job.cancelled() => {
+            stop.store(true, Ordering::Relaxed);
+            Err("cancelled".into())
+        }
     }
 }

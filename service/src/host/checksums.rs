@@ -49,6 +49,13 @@ fn open_regular(path: &Path) -> Result<std::fs::File> {
 
 /// SHA-256 of a file, as lowercase hex.
 pub fn digest(path: &Path) -> Result<String> {
+    digest_unless(path, &|| false).map(|d| d.unwrap_or_default())
+}
+
+/// SHA-256 of a file, or `None` as soon as `stop` says so (it is asked between reads of
+/// 1 MiB): whole-image hashing runs on a blocking thread, and a cancelled job must not leave
+/// that thread reading a large file to the end.
+pub fn digest_unless(path: &Path, stop: &dyn Fn() -> bool) -> Result<Option<String>> {
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -57,17 +64,22 @@ pub fn digest(path: &Path) -> Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
+        if stop() {
+            return Ok(None);
+        }
         let n = file.read(&mut buf).map_err(io)?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(Some(
+        hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    ))
 }
 
 /// Hashes a file while another process appends to it, so that its checksum is ready the

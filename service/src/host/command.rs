@@ -64,6 +64,22 @@ pub fn host_command(program: &Path) -> Command {
 /// caller decides what a failure means (qemu-img's "image is locked" is a different thing from
 /// "no such file").
 pub async fn run(program: &Path, args: &[OsString], timeout: Duration) -> Result<Output> {
+    run_cancellable(program, args, timeout, std::future::pending()).await
+}
+
+/// How long a cancelled program and its helpers get between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Like [`run`], but stops the program when `cancelled` resolves first, with
+/// [`Error::Cancelled`]. The program runs in a process group of its own, and the whole group
+/// is stopped (SIGTERM, then SIGKILL after a grace period) and waited for: helpers it started
+/// — virtnbdrestore's qemu-nbd — go with it, so nothing holds a scratch image open after.
+pub async fn run_cancellable(
+    program: &Path,
+    args: &[OsString],
+    timeout: Duration,
+    cancelled: impl std::future::Future<Output = ()>,
+) -> Result<Output> {
     let name = program_name(program);
     let mut command = host_command(program);
     command
@@ -71,33 +87,67 @@ pub async fn run(program: &Path, args: &[OsString], timeout: Duration) -> Result
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
     tracing::debug!(program = %name, ?args, "running");
     let mut child = command.spawn().map_err(|source| Error::Spawn {
         program: name.clone(),
         source,
     })?;
+    let group = child.id().map(|pid| pid as i32);
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let captured = async { tokio::join!(capture(stdout), capture(stderr)) };
     let finished = async {
-        let (out, err, status) = tokio::join!(capture(stdout), capture(stderr), child.wait());
+        let ((out, err), status) = tokio::join!(captured, child.wait());
         status.map(|status| (out, err, status))
     };
-    let (stdout, stderr, status) = tokio::time::timeout(timeout, finished)
-        .await
-        .map_err(|_| Error::Timeout {
-            program: name.clone(),
-            seconds: timeout.as_secs(),
-        })?
-        .map_err(|source| Error::Spawn {
+    let stopped = tokio::select! {
+        r = tokio::time::timeout(timeout, finished) => Some(r),
+        () = cancelled => None,
+    };
+    let Some(result) = stopped else {
+        stop_group(&mut child, group, &name).await;
+        return Err(Error::Cancelled { program: name });
+    };
+    let (stdout, stderr, status) = match result {
+        Ok(done) => done.map_err(|source| Error::Spawn {
             program: name.clone(),
             source,
-        })?;
+        })?,
+        Err(_) => {
+            stop_group(&mut child, group, &name).await;
+            return Err(Error::Timeout {
+                program: name.clone(),
+                seconds: timeout.as_secs(),
+            });
+        }
+    };
     Ok(Output {
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
         success: status.success(),
         code: status.code(),
     })
+}
+
+/// SIGTERM to the program's process group, SIGKILL to what is left after [`STOP_GRACE`], and
+/// waits for the program itself.
+async fn stop_group(child: &mut tokio::process::Child, group: Option<i32>, name: &str) {
+    use nix::sys::signal::{killpg, Signal};
+    use nix::unistd::Pid;
+    let Some(group) = group else {
+        return;
+    };
+    let _ = killpg(Pid::from_raw(group), Signal::SIGTERM);
+    if tokio::time::timeout(STOP_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(program = %name, "did not stop on SIGTERM, killing its process group");
+    }
+    // Helpers may outlive the program itself; the group goes in any case.
+    let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+    let _ = child.wait().await;
 }
 
 /// Most bytes kept of one stream of a program's output; the rest is read and dropped, so

@@ -34,6 +34,9 @@ pub enum Error {
     NoSuchDomain(String),
     #[error("{program} timed out after {seconds} s")]
     Timeout { program: String, seconds: u64 },
+    /// The caller's job was cancelled while the program ran; it was stopped.
+    #[error("{program} stopped: cancelled")]
+    Cancelled { program: String },
     #[error("{program} failed: {message}")]
     CommandFailed { program: String, message: String },
     /// libvirt's own error for a call, with its `virterror.h` code.

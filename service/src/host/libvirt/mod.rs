@@ -201,8 +201,10 @@ impl Libvirt {
     }
 
     /// libvirt's active job on the domain.
+    /// libvirt's active job on the domain. A domain that is not running has none (libvirt
+    /// says "domain is not running", `OPERATION_INVALID`).
     pub async fn active_job(&self, name: &str) -> Result<ActiveJob> {
-        self.call(Some(name), |c| async move {
+        let job = self.call(Some(name), |c| async move {
             let dom = lookup(&c, name).await?;
             let p = Procedure::DomainGetJobStats;
             let mut e = Encoder::new();
@@ -222,8 +224,13 @@ impl Libvirt {
                 Some(other) => ActiveJob::Other(other),
                 None => ActiveJob::Other(0),
             })
-        })
-        .await
+        });
+        match job.await {
+            Err(Error::Libvirt { code, .. }) if code == ERR_OPERATION_INVALID => {
+                Ok(ActiveJob::None)
+            }
+            other => other,
+        }
     }
 
     /// Aborts libvirt's job on the domain; no job at all is not an error.
