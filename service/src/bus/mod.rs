@@ -11,6 +11,8 @@ pub mod job;
 pub mod limits;
 pub mod manager;
 pub mod options;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;

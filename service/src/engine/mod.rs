@@ -132,6 +132,12 @@ impl Engine {
         &self.config
     }
 
+    /// The job registry, for the bus layer's tests, which create jobs without a host.
+    #[cfg(test)]
+    pub(crate) fn jobs(&self) -> &jobs::JobRegistry {
+        &self.jobs
+    }
+
     /// Stops for good: cancels every unfinished job the safe way and waits until they have
     /// ended (domains started paused are shut off again, libvirt jobs aborted), at most
     /// `limit`. Backups that were running end as `cancelled`, never half-written.
