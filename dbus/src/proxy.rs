@@ -75,19 +75,6 @@ pub trait Manager {
     /// Paths of the jobs the service knows: running ones and recently finished ones.
     fn list_jobs(&self) -> Result<Vec<OwnedObjectPath>, Error>;
 
-    /// A job was created.
-    #[zbus(signal)]
-    fn job_new(
-        &self,
-        job: OwnedObjectPath,
-        operation: String,
-        domains: Vec<String>,
-    ) -> zbus::Result<()>;
-
-    /// A finished job was removed from the bus; `state` is its final state.
-    #[zbus(signal)]
-    fn job_removed(&self, job: OwnedObjectPath, state: String) -> zbus::Result<()>;
-
     /// Version of the running service.
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;

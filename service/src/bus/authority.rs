@@ -22,9 +22,9 @@ use zbus::message::{Flags, Header};
 use zbus::Connection;
 use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
 
+use super::caller::caller_uid;
 use super::details::Details;
 use super::error::CallError;
-use super::manager::caller_uid;
 
 /// How long polkit may take to decide without a person involved (D-Bus's default timeout).
 const DECISION_LIMIT: Duration = Duration::from_secs(25);

@@ -9,6 +9,24 @@ use crate::engine::status::{DiskReport, DomainReport};
 use crate::engine::Error as EngineError;
 use crate::host::Error as HostError;
 
+/// The engine's job state as the contract names it.
+pub fn job_state(state: crate::engine::jobs::JobState) -> vmsnap_dbus::JobState {
+    use crate::engine::jobs::JobState as Engine;
+    use vmsnap_dbus::JobState as Wire;
+    match state {
+        Engine::Queued => Wire::Queued,
+        Engine::Running => Wire::Running,
+        Engine::Succeeded => Wire::Succeeded,
+        Engine::Failed => Wire::Failed,
+        Engine::Cancelled => Wire::Cancelled,
+    }
+}
+
+/// The word of a job state on the bus.
+pub fn job_state_word(state: crate::engine::jobs::JobState) -> &'static str {
+    job_state(state).as_str()
+}
+
 pub fn domain_status(report: DomainReport) -> DomainStatus {
     let overall = if report.is_ok() {
         OverallStatus::Ok

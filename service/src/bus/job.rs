@@ -4,12 +4,13 @@
 //! the `Progress` and `Completed` signals and property-change notifications, keeps the object
 //! exported for a retention period after the end, then removes it and announces that.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use vmsnap_dbus::actions;
-use vmsnap_dbus::job::{DiskProgress, DomainResult, JobState};
-use vmsnap_dbus::names::{JOB_PATH_PREFIX, MANAGER_PATH};
+use vmsnap_dbus::job::{DiskProgress, DomainResult};
+use vmsnap_dbus::names::JOB_PATH_PREFIX;
 use vmsnap_dbus::Error;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
@@ -17,10 +18,11 @@ use zbus::{interface, Connection};
 use zvariant::{ObjectPath, OwnedObjectPath};
 
 use super::authority::Authority;
+use super::caller::caller_uid;
+use super::convert::job_state_word;
 use super::details::Details;
 use super::error::CallError;
-use super::manager::{caller_uid, Manager};
-use crate::engine::jobs::{CancelRefusal, DomainProgress, Job, JobEvent};
+use crate::engine::jobs::{CancelRefusal, DomainProgress, Job, JobEvent, JobState};
 
 pub struct JobObject {
     job: Arc<Job>,
@@ -40,7 +42,7 @@ fn results(domains: &[DomainProgress]) -> Vec<DomainResult> {
             let (done, total) = d.bytes();
             DomainResult {
                 domain: d.domain.clone(),
-                state: d.state.unwrap_or(JobState::Queued).as_str().into(),
+                state: job_state_word(d.state.unwrap_or(JobState::Queued)).into(),
                 level: d.level.clone(),
                 folder: d.folder.clone(),
                 new_chain_reason: d.new_chain_reason.clone(),
@@ -96,7 +98,7 @@ impl JobObject {
             }
             Err(CancelRefusal::Ended(state)) => Err(Error::NotCancelable(format!(
                 "job {job} has ended ({})",
-                state.as_str()
+                job_state_word(state)
             ))
             .into()),
         }
@@ -141,7 +143,7 @@ impl JobObject {
     /// queued, running, succeeded, failed or cancelled.
     #[zbus(property)]
     fn state(&self) -> String {
-        self.job.state().as_str().to_string()
+        job_state_word(self.job.state()).to_string()
     }
 
     /// Whether Cancel would be taken now: true until the job ends or is asked to stop.
@@ -186,9 +188,17 @@ impl JobObject {
 pub struct Exported {
     pub path: OwnedObjectPath,
     pub job: Arc<Job>,
-    /// Ends the retention period early: the object goes (with `JobRemoved`) at once if the
-    /// job has finished, or as soon as it finishes.
+    /// Ends the retention period early: the object goes at once if the job has finished, or
+    /// as soon as it finishes.
     pub evict: Arc<tokio::sync::Notify>,
+    /// Set once the object has left the bus, so the Manager stops listing it.
+    removed: Arc<AtomicBool>,
+}
+
+impl Exported {
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
 }
 
 /// Exports `job`, then forwards its events until it ends and the retention period is over
@@ -202,6 +212,8 @@ pub async fn export(
 ) -> zbus::Result<Exported> {
     let evict = Arc::new(tokio::sync::Notify::new());
     let evicted = evict.clone();
+    let removed = Arc::new(AtomicBool::new(false));
+    let removed_flag = removed.clone();
     let listed = job.clone();
     let path = path_of(&job);
     let mut events = job.subscribe();
@@ -256,26 +268,24 @@ pub async fn export(
             let _ = obj.results_changed(&emitter).await;
             let _ = obj.end_time_changed(&emitter).await;
         }
-        let _ =
-            JobObject::completed(&emitter, final_state.as_str(), results(&job.snapshot().2)).await;
+        let _ = JobObject::completed(
+            &emitter,
+            job_state_word(final_state),
+            results(&job.snapshot().2),
+        )
+        .await;
         tokio::select! {
             () = tokio::time::sleep(retention) => {}
             () = evicted.notified() => {}
         }
         let _ = server.remove::<JobObject, _>(&task_path).await;
-        if let Ok(manager) = server.interface::<_, Manager>(MANAGER_PATH).await {
-            let _ = Manager::job_removed(
-                manager.signal_emitter(),
-                task_path.as_ref(),
-                final_state.as_str(),
-            )
-            .await;
-            manager.get().await.forget_job(&task_path);
-        }
+        // ObjectManager announces the removal (`InterfacesRemoved`).
+        removed_flag.store(true, Ordering::Release);
     });
     Ok(Exported {
         path,
         job: listed,
         evict,
+        removed,
     })
 }

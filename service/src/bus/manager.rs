@@ -11,11 +11,11 @@ use tracing::Instrument;
 use vmsnap_dbus::actions;
 use vmsnap_dbus::status::{BackupChain, DomainStatus, PruneResult, ScrubResult};
 use zbus::message::Header;
-use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection};
-use zvariant::{ObjectPath, OwnedObjectPath, OwnedValue};
+use zvariant::{OwnedObjectPath, OwnedValue};
 
 use super::authority::Authority;
+use super::caller::caller_uid;
 use super::details::Details;
 use super::error::CallError;
 use super::limits::ReadLimits;
@@ -45,11 +45,11 @@ pub struct Manager {
 }
 
 impl Manager {
-    /// Exports a new job, lists it and announces it; the caller then starts it.
+    /// Exports a new job (ObjectManager announces it with `InterfacesAdded`) and lists it;
+    /// the caller then starts it.
     async fn announce(
         &self,
         connection: &Connection,
-        emitter: &SignalEmitter<'_>,
         job: &std::sync::Arc<crate::engine::jobs::Job>,
     ) -> Result<OwnedObjectPath, CallError> {
         let exported = super::job::export(
@@ -64,7 +64,6 @@ impl Manager {
         self.keep(exported);
         let names: Vec<String> = job.domains.iter().map(|d| d.to_string()).collect();
         tracing::info!(uid = job.uid, job = job.id, operation = job.operation.as_str(), domains = ?names, "job created");
-        Manager::job_new(emitter, path.as_ref(), job.operation.as_str(), names).await?;
         Ok(path)
     }
 
@@ -115,7 +114,7 @@ impl Manager {
     }
 
     /// Lists a job a previous instance left unfinished (already failed): exported for the
-    /// retention period like any finished job, without a `JobNew` (it is not new).
+    /// retention period like any finished job.
     pub async fn adopt(
         &self,
         connection: &Connection,
@@ -132,6 +131,7 @@ impl Manager {
     /// service without bound.
     fn keep(&self, exported: super::job::Exported) {
         let mut jobs = self.jobs.lock().expect("poisoned");
+        jobs.retain(|j| !j.is_removed());
         // Room for the new job once it has finished too.
         let finished = jobs.iter().filter(|j| j.job.state().is_final()).count();
         let mut excess = (finished + 1).saturating_sub(MAX_FINISHED_JOBS);
@@ -146,14 +146,6 @@ impl Manager {
             }
         });
         jobs.push(exported);
-    }
-
-    /// Drops a removed job from [`Manager::list_jobs`].
-    pub fn forget_job(&self, path: &OwnedObjectPath) {
-        self.jobs
-            .lock()
-            .expect("poisoned")
-            .retain(|j| &j.path != path);
     }
 }
 
@@ -238,7 +230,6 @@ impl Manager {
         options: HashMap<String, OwnedValue>,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
-        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<OwnedObjectPath, CallError> {
         let details = Details::new("backup", &domains).option(&options, keys::OUTPUT);
         let caller = self
@@ -258,7 +249,7 @@ impl Manager {
             .prepare_backup(request, uid)
             .await
             .map_err(convert::error)?;
-        let path = self.announce(connection, &emitter, &prepared.job).await?;
+        let path = self.announce(connection, &prepared.job).await?;
         self.engine.spawn_backup(prepared);
         Ok(path)
     }
@@ -396,7 +387,6 @@ impl Manager {
         options: HashMap<String, OwnedValue>,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
-        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<OwnedObjectPath, CallError> {
         let details = Details::new("verify", &domains)
             .option(&options, keys::OUTPUT)
@@ -411,7 +401,7 @@ impl Manager {
             .prepare_verify(&request, caller.uid)
             .await
             .map_err(convert::error)?;
-        let path = self.announce(connection, &emitter, &job).await?;
+        let path = self.announce(connection, &job).await?;
         self.engine.spawn_verify(job, request);
         Ok(path)
     }
@@ -432,7 +422,6 @@ impl Manager {
         options: HashMap<String, OwnedValue>,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
-        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<OwnedObjectPath, CallError> {
         // Every restore needs the action (administrator every time by default), define_as
         // included: defining a domain makes libvirt run a program as root.
@@ -452,7 +441,7 @@ impl Manager {
             .prepare_restore(&request, caller.uid)
             .await
             .map_err(convert::error)?;
-        let path = self.announce(connection, &emitter, &job).await?;
+        let path = self.announce(connection, &job).await?;
         self.engine.spawn_restore(job, request);
         Ok(path)
     }
@@ -463,26 +452,10 @@ impl Manager {
             .lock()
             .expect("poisoned")
             .iter()
+            .filter(|j| !j.is_removed())
             .map(|j| j.path.clone())
             .collect()
     }
-
-    /// A job was created.
-    #[zbus(signal)]
-    async fn job_new(
-        emitter: &SignalEmitter<'_>,
-        job: ObjectPath<'_>,
-        operation: &str,
-        domains: Vec<String>,
-    ) -> zbus::Result<()>;
-
-    /// A finished job was removed from the bus; `state` is its final state.
-    #[zbus(signal)]
-    pub async fn job_removed(
-        emitter: &SignalEmitter<'_>,
-        job: ObjectPath<'_>,
-        state: &str,
-    ) -> zbus::Result<()>;
 
     /// Version of the running service.
     #[zbus(property(emits_changed_signal = "const"))]
@@ -506,18 +479,4 @@ impl Manager {
             .map(|v| v.to_string())
             .unwrap_or_default()
     }
-}
-
-/// The caller's uid as the bus daemon vouches for it, for logs (`u32::MAX` if unknown).
-pub async fn caller_uid(connection: &Connection, header: &Header<'_>) -> u32 {
-    let Some(sender) = header.sender() else {
-        return u32::MAX;
-    };
-    let bus = match zbus::fdo::DBusProxy::new(connection).await {
-        Ok(bus) => bus,
-        Err(_) => return u32::MAX,
-    };
-    bus.get_connection_unix_user(sender.clone().into())
-        .await
-        .unwrap_or(u32::MAX)
 }

@@ -18,10 +18,9 @@ use zvariant::Value;
 
 use super::authority::Authority;
 use super::manager::Manager;
-use crate::engine::jobs::Operation;
+use crate::engine::jobs::{JobState, Operation};
 use crate::engine::{Config, Engine};
 use crate::selection::DomainName;
-use vmsnap_dbus::JobState;
 
 /// A service and a client joined by a socket pair; the state directory goes on drop.
 struct Peer {
@@ -38,6 +37,11 @@ impl Drop for Peer {
 }
 
 async fn peer(name: &str) -> Peer {
+    peer_keeping(name, Duration::from_secs(60)).await
+}
+
+/// A peer whose finished jobs stay on the bus for `retention`.
+async fn peer_keeping(name: &str, retention: Duration) -> Peer {
     let state = std::env::temp_dir().join(format!("vmsnap-p2p-{name}-{}", std::process::id()));
     let engine = Arc::new(Engine::new(Config {
         state_dir: state.clone(),
@@ -45,7 +49,7 @@ async fn peer(name: &str) -> Peer {
         backup_roots: vec![state.join("roots")],
         ..Config::default()
     }));
-    let manager = Manager::new(engine.clone(), Duration::from_secs(60));
+    let manager = Manager::new(engine.clone(), retention);
     let (a, b) = tokio::net::UnixStream::pair().expect("a socket pair");
     let guid = zbus::Guid::generate();
     let server = Builder::unix_stream(a)
@@ -232,4 +236,65 @@ async fn cancel_is_taken_once_and_refused_after_with_typed_errors() {
         other => panic!("{other:?}"),
     }
     assert_eq!(proxy.state().await.unwrap(), "cancelled");
+}
+
+#[tokio::test]
+async fn jobs_are_announced_and_withdrawn_through_object_manager_alone() {
+    use futures_util::StreamExt;
+    let p = peer_keeping("objects", Duration::from_millis(50)).await;
+    let objects = zbus::fdo::ObjectManagerProxy::builder(&p.client)
+        .destination(vmsnap_dbus::names::BUS_NAME)
+        .unwrap()
+        .path(MANAGER_PATH)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let mut added = objects.receive_interfaces_added().await.unwrap();
+    let mut removed = objects.receive_interfaces_removed().await.unwrap();
+    let job = p
+        .engine
+        .jobs()
+        .create(Operation::Backup, vec![DomainName::new("vm1").unwrap()], 0)
+        .unwrap();
+    let manager = p
+        .server
+        .object_server()
+        .interface::<_, Manager>(MANAGER_PATH)
+        .await
+        .unwrap();
+    manager
+        .get()
+        .await
+        .adopt(&p.server, job.clone())
+        .await
+        .unwrap();
+    let bound = Duration::from_secs(20);
+    let signal = tokio::time::timeout(bound, added.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let args = signal.args().unwrap();
+    let path = args.object_path().to_string();
+    assert!(path.ends_with(&format!("/job/{}", job.id)), "{path}");
+    assert!(args
+        .interfaces_and_properties()
+        .keys()
+        .any(|i| i.as_str() == vmsnap_dbus::names::JOB_INTERFACE));
+    let listed = p.manager().await.list_jobs().await.unwrap();
+    let listed: Vec<String> = listed.iter().map(|o| o.to_string()).collect();
+    assert_eq!(listed, std::slice::from_ref(&path));
+
+    job.set_state(JobState::Failed);
+    let signal = tokio::time::timeout(bound, removed.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(signal.args().unwrap().object_path().to_string(), path);
+    // The Manager stops listing it once the object is gone.
+    let start = std::time::Instant::now();
+    while !p.manager().await.list_jobs().await.unwrap().is_empty() {
+        assert!(start.elapsed() < bound, "a removed job is still listed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -9,9 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::vocabulary::JobState;
 use futures_util::future::join_all;
 use tracing::Instrument;
-use vmsnap_dbus::job::JobState;
 
 use super::access::Use;
 use super::chain::{self, ChainFolder, LiveChain, Plan};

@@ -13,55 +13,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use super::vocabulary::{JobState, Operation};
 use futures_util::FutureExt;
 use tokio::sync::{broadcast, watch, Semaphore};
 use tracing::Instrument;
-use vmsnap_dbus::job::JobState;
 
 use super::journal::{DomainRecord, JobJournal, JobRecord};
 use super::Error;
 use crate::selection::DomainName;
-
-/// What a job does. Its name is what the journal records and the bus shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    Backup,
-    Verify,
-    Restore,
-    /// Scrub and prune take a job only for its domain locks; they run within their call.
-    Scrub,
-    Prune,
-}
-
-impl Operation {
-    pub const ALL: [Operation; 5] = [
-        Operation::Backup,
-        Operation::Verify,
-        Operation::Restore,
-        Operation::Scrub,
-        Operation::Prune,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Operation::Backup => "backup",
-            Operation::Verify => "verify",
-            Operation::Restore => "restore",
-            Operation::Scrub => "scrub",
-            Operation::Prune => "prune",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Operation> {
-        Operation::ALL.into_iter().find(|o| o.as_str() == name)
-    }
-}
-
-impl std::fmt::Display for Operation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Why a cancel request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +49,20 @@ pub struct DomainProgress {
 }
 
 impl DomainProgress {
+    /// What the journal keeps of it.
+    pub fn record(&self) -> DomainRecord {
+        DomainRecord {
+            domain: self.domain.clone(),
+            state: self
+                .state
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            level: self.level.clone(),
+            folder: self.folder.clone(),
+            error: self.error.clone(),
+        }
+    }
+
     pub fn bytes(&self) -> (u64, u64) {
         self.disks
             .iter()
@@ -160,7 +133,7 @@ impl Job {
             start_time: self.start_time,
             end_time,
             state: state.as_str().to_string(),
-            results: domains.iter().map(DomainRecord::of).collect(),
+            results: domains.iter().map(DomainProgress::record).collect(),
         }
     }
 
@@ -625,7 +598,9 @@ mod tests {
             .unwrap();
         cut.set_state(JobState::Running);
         cut.update(0, |d| d.state = Some(JobState::Succeeded));
-        // The process dies here; a new one reads the journal.
+        // What was handed to the journal's thread is on disk; the process dies here, and a
+        // new one reads the journal.
+        first.journal.as_ref().unwrap().flush();
         let second = JobRegistry::new(2, Some(JobJournal::new(&dir)));
         let adopted = second.adopt_interrupted();
         assert_eq!(adopted.len(), 1);
@@ -646,6 +621,7 @@ mod tests {
             .unwrap();
         assert!(next.id > cut.id);
         // Reported once: a third instance finds nothing unfinished.
+        second.journal.as_ref().unwrap().flush();
         assert!(JobRegistry::new(1, Some(JobJournal::new(&dir)))
             .adopt_interrupted()
             .is_empty());

@@ -11,10 +11,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use super::vocabulary::JobState;
 use serde::{Deserialize, Serialize};
-use vmsnap_dbus::job::JobState;
-
-use super::jobs::DomainProgress;
 
 /// How many finished records are kept; older ones are deleted at start-up and, while the
 /// service runs, each time a job ends.
@@ -45,18 +43,6 @@ pub struct DomainRecord {
     pub level: String,
     pub folder: String,
     pub error: String,
-}
-
-impl DomainRecord {
-    pub fn of(p: &DomainProgress) -> Self {
-        DomainRecord {
-            domain: p.domain.clone(),
-            state: p.state.map(|s| s.as_str().to_string()).unwrap_or_default(),
-            level: p.level.clone(),
-            folder: p.folder.clone(),
-            error: p.error.clone(),
-        }
-    }
 }
 
 impl JobRecord {

@@ -18,6 +18,7 @@ pub mod rollback;
 pub mod scrub;
 pub mod status;
 pub mod verify;
+pub mod vocabulary;
 
 use std::time::Duration;
 

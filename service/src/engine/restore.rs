@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vmsnap_dbus::job::JobState;
+use super::vocabulary::JobState;
 
 use super::access::Use;
 use super::catalog::{self, Chain};

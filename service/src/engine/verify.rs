@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use vmsnap_dbus::job::JobState;
+use super::vocabulary::JobState;
 
 use super::access::Use;
 use super::catalog::{self, Chain};

@@ -1,0 +1,86 @@
+//! The engine's words for what jobs do and where they stand. The journal stores them as these
+//! strings; the bus layer maps them to the contract's (`vmsnap_dbus::JobState`), so the
+//! engine depends on no D-Bus type and the two can only drift through a mapping the compiler
+//! checks.
+
+/// What a job does. Its name is what the journal records and the bus shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Backup,
+    Verify,
+    Restore,
+    /// Scrub and prune take a job only for its domain locks; they run within their call.
+    Scrub,
+    Prune,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 5] = [
+        Operation::Backup,
+        Operation::Verify,
+        Operation::Restore,
+        Operation::Scrub,
+        Operation::Prune,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Operation::Backup => "backup",
+            Operation::Verify => "verify",
+            Operation::Restore => "restore",
+            Operation::Scrub => "scrub",
+            Operation::Prune => "prune",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Operation> {
+        Operation::ALL.into_iter().find(|o| o.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Life cycle of a job, and of each domain within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(word: &str) -> Option<Self> {
+        JobState::ALL.into_iter().find(|s| s.as_str() == word)
+    }
+
+    pub const fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
