@@ -40,21 +40,6 @@ fn bus_address() -> String {
     std::env::var("DBUS_SYSTEM_BUS_ADDRESS").unwrap_or_else(|_| "the system bus".to_string())
 }
 
-/// Whether the error means the service (or the bus itself) is not there.
-pub fn is_unreachable(e: &zbus::Error) -> bool {
-    match e {
-        zbus::Error::MethodError(name, _, _) => matches!(
-            name.as_str(),
-            "org.freedesktop.DBus.Error.ServiceUnknown"
-                | "org.freedesktop.DBus.Error.NameHasNoOwner"
-                | "org.freedesktop.DBus.Error.NoReply"
-                | "org.freedesktop.DBus.Error.Spawn.ServiceNotFound"
-        ),
-        zbus::Error::InputOutput(_) | zbus::Error::Address(_) | zbus::Error::Handshake(_) => true,
-        _ => false,
-    }
-}
-
 /// One line for stderr that says what went wrong and what to do about it.
 pub fn describe(e: &Error) -> String {
     match e {

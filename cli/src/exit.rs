@@ -55,7 +55,7 @@ pub fn for_error(e: &Error) -> u8 {
         Error::Busy(_) => BUSY,
         Error::AlreadyCancelled(_) | Error::NotCancelable(_) => NOT_CANCELABLE,
         Error::HostUnavailable(_) | Error::Failed(_) | Error::AlreadyRunning(_) => FAILURE,
-        Error::ZBus(z) if crate::client::is_unreachable(z) => UNREACHABLE,
+        Error::ZBus(z) if is_unreachable(z) => UNREACHABLE,
         Error::ZBus(zbus::Error::MethodError(name, _, _))
             if name.as_str() == "org.freedesktop.DBus.Error.AccessDenied"
                 || name.as_str()
@@ -64,6 +64,21 @@ pub fn for_error(e: &Error) -> u8 {
             ACCESS_DENIED
         }
         Error::ZBus(_) => FAILURE,
+    }
+}
+
+/// Whether the error means the service (or the bus itself) is not there.
+pub fn is_unreachable(e: &zbus::Error) -> bool {
+    match e {
+        zbus::Error::MethodError(name, _, _) => matches!(
+            name.as_str(),
+            "org.freedesktop.DBus.Error.ServiceUnknown"
+                | "org.freedesktop.DBus.Error.NameHasNoOwner"
+                | "org.freedesktop.DBus.Error.NoReply"
+                | "org.freedesktop.DBus.Error.Spawn.ServiceNotFound"
+        ),
+        zbus::Error::InputOutput(_) | zbus::Error::Address(_) | zbus::Error::Handshake(_) => true,
+        _ => false,
     }
 }
 
