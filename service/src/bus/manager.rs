@@ -138,7 +138,7 @@ impl Manager {
         jobs.retain(|j| {
             if excess > 0 && j.job.state().is_final() {
                 excess -= 1;
-                // Unlisted at once; the object goes (with JobRemoved) as soon as its task runs.
+                // Unlisted at once; the object goes (with InterfacesRemoved) as soon as its task runs.
                 j.evict.notify_one();
                 false
             } else {
