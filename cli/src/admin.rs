@@ -2,11 +2,10 @@
 
 use std::time::Duration;
 
-use vmsnap_dbus::{options, PruneResult, ScrubResult};
-use zvariant::Value;
+use vmsnap_dbus::{PruneOptions, ScrubOptions};
 
 use crate::args::Cli;
-use crate::{agent, client, common_options, exit, Failure};
+use crate::{agent, client, exit, flag, Failure};
 
 /// The original's scrub types, plus `all`; anything else is exit code 8 before any call.
 pub fn check_scrub_type(kind: &str) -> Result<(), Failure> {
@@ -26,19 +25,15 @@ pub async fn scrub(cli: &Cli, domains: &[String], kind: &str) -> Result<u8, Fail
     let agent = agent::start(cli.no_ask_password);
     let (_connection, manager) =
         client::connect(Duration::from_secs(cli.common.timeout.max(1))).await?;
-    let mut opts = std::collections::HashMap::new();
-    opts.insert(options::TYPE, Value::from(kind));
-    if let Some(name) = &cli.checkpoint_name {
-        opts.insert(options::CHECKPOINT, Value::from(name.as_str()));
-    }
-    if cli.dry_run {
-        opts.insert(options::DRY_RUN, Value::from(true));
-    }
-    if let Some(uri) = &cli.common.connect {
-        opts.insert(options::CONNECT, Value::from(uri.as_str()));
-    }
+    let options = ScrubOptions {
+        scrub_type: Some(kind.to_string()),
+        checkpoint: cli.checkpoint_name.clone(),
+        dry_run: flag(cli.dry_run),
+        connect: cli.common.connect.clone(),
+    };
     let names: Vec<&str> = domains.iter().map(String::as_str).collect();
-    let report: Vec<ScrubResult> = client::call(&manager, "Scrub", &(names, opts), agent.is_some())
+    let report = manager
+        .scrub_as(agent::interaction(&agent), &names, &options)
         .await
         .map_err(|e| client::failure(&e))?;
     drop(agent);
@@ -85,15 +80,16 @@ pub async fn prune(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
     let agent = agent::start(cli.no_ask_password);
     let (_connection, manager) =
         client::connect(Duration::from_secs(cli.common.timeout.max(1))).await?;
-    let mut opts = common_options(cli);
-    if let Some(keep) = cli.backup_opts.keep {
-        opts.insert(options::KEEP, Value::from(keep));
-    }
-    if cli.dry_run {
-        opts.insert(options::DRY_RUN, Value::from(true));
-    }
+    let options = PruneOptions {
+        output: cli.common.output.clone(),
+        group_by: cli.common.group_by.clone(),
+        keep: cli.backup_opts.keep,
+        dry_run: flag(cli.dry_run),
+        connect: cli.common.connect.clone(),
+    };
     let names: Vec<&str> = domains.iter().map(String::as_str).collect();
-    let report: Vec<PruneResult> = client::call(&manager, "Prune", &(names, opts), agent.is_some())
+    let report = manager
+        .prune_as(agent::interaction(&agent), &names, &options)
         .await
         .map_err(|e| client::failure(&e))?;
     drop(agent);

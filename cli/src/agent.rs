@@ -45,3 +45,11 @@ pub fn start(no_ask_password: bool) -> Option<Agent> {
     let _ = file.read_to_end(&mut sink);
     Some(Agent { child })
 }
+
+/// Whether a call may ask for a password: only when an agent of ours is there to ask.
+pub fn interaction(agent: &Option<Agent>) -> vmsnap_dbus::Interaction {
+    match agent {
+        Some(_) => vmsnap_dbus::Interaction::Allowed,
+        None => vmsnap_dbus::Interaction::Denied,
+    }
+}

@@ -85,23 +85,3 @@ fn describe_bus(e: &zbus::Error) -> String {
         other => format!("D-Bus error talking to vmsnapd on {bus}: {other}"),
     }
 }
-
-/// Calls a Manager method, allowing interactive authorization when an agent is running.
-pub async fn call<B, R>(
-    manager: &ManagerProxy<'_>,
-    method: &str,
-    body: &B,
-    interactive: bool,
-) -> Result<R, Error>
-where
-    B: serde::Serialize + zvariant::DynamicType,
-    R: for<'d> zvariant::DynamicDeserialize<'d>,
-{
-    let flags = if interactive {
-        zbus::proxy::MethodFlags::AllowInteractiveAuth.into()
-    } else {
-        enumflags2::BitFlags::empty()
-    };
-    let reply: Option<R> = manager.inner().call_with_flags(method, flags, body).await?;
-    reply.ok_or_else(|| Error::Failed(format!("{method} returned no reply")))
-}

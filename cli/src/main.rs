@@ -9,13 +9,11 @@ mod render;
 mod restore;
 mod watch;
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use vmsnap_dbus::options;
-use zvariant::Value;
+use vmsnap_dbus::{BackupOptions, Operation, StatusOptions};
 
 use args::{split_domains, Cli, Command};
 
@@ -133,18 +131,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     }
 }
 
-pub(crate) fn common_options(cli: &Cli) -> HashMap<&str, Value<'_>> {
-    let mut opts: HashMap<&str, Value<'_>> = HashMap::new();
-    if let Some(output) = &cli.common.output {
-        opts.insert(options::OUTPUT, Value::from(output.as_str()));
-    }
-    if let Some(group_by) = &cli.common.group_by {
-        opts.insert(options::GROUP_BY, Value::from(group_by.as_str()));
-    }
-    if let Some(uri) = &cli.common.connect {
-        opts.insert(options::CONNECT, Value::from(uri.as_str()));
-    }
-    opts
+/// `true` as an option that is only sent when set (the service's default is `false`).
+pub(crate) fn flag(set: bool) -> Option<bool> {
+    set.then_some(true)
 }
 
 async fn backup(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
@@ -154,22 +143,20 @@ async fn backup(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
     let agent = agent::start(cli.no_ask_password);
     let (connection, manager) =
         client::connect(Duration::from_secs(cli.common.timeout.max(1))).await?;
-    let mut opts = common_options(cli);
-    if cli.backup_opts.raw {
-        opts.insert(options::RAW, Value::from(true));
-    }
-    if cli.backup_opts.prune {
-        opts.insert(options::PRUNE, Value::from(true));
-    }
-    // Sent as given: the service refuses `keep` without `prune` rather than ignore it.
-    if let Some(keep) = cli.backup_opts.keep {
-        opts.insert(options::KEEP, Value::from(keep));
-    }
+    let options = BackupOptions {
+        output: cli.common.output.clone(),
+        group_by: cli.common.group_by.clone(),
+        connect: cli.common.connect.clone(),
+        raw: flag(cli.backup_opts.raw),
+        prune: flag(cli.backup_opts.prune),
+        // Sent as given: the service refuses `keep` without `prune` rather than ignore it.
+        keep: cli.backup_opts.keep,
+    };
     let names: Vec<&str> = domains.iter().map(String::as_str).collect();
-    let path: zvariant::OwnedObjectPath =
-        client::call(&manager, "Backup", &(names, opts), agent.is_some())
-            .await
-            .map_err(|e| client::failure(&e))?;
+    let path = manager
+        .backup_as(agent::interaction(&agent), &names, &options)
+        .await
+        .map_err(|e| client::failure(&e))?;
     drop(agent);
     if cli.backup_opts.no_wait {
         println!("{}", path.as_str());
@@ -179,14 +166,14 @@ async fn backup(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
         eprintln!("Started job {}", path.as_str());
     }
     let (state, results) = watch::wait(&connection, path).await?;
-    print_job_result(cli, "backup", state, &results);
+    print_job_result(cli, Operation::Backup, state, &results);
     Ok(watch::exit_code(state))
 }
 
 /// The end of a job on stdout: one document with --json, a line per domain otherwise.
 pub(crate) fn print_job_result(
     cli: &Cli,
-    operation: &str,
+    operation: Operation,
     state: vmsnap_dbus::JobState,
     results: &[vmsnap_dbus::DomainResult],
 ) {
@@ -274,13 +261,15 @@ async fn status(cli: &Cli, domains: &[String], deep: bool) -> Result<u8, Failure
     }
     let (_connection, manager) =
         client::connect(Duration::from_secs(cli.common.timeout.max(1))).await?;
-    let mut opts = common_options(cli);
-    if deep {
-        opts.insert(options::DEEP, Value::from(true));
-    }
+    let options = StatusOptions {
+        output: cli.common.output.clone(),
+        group_by: cli.common.group_by.clone(),
+        connect: cli.common.connect.clone(),
+        deep: flag(deep),
+    };
     let names: Vec<&str> = domains.iter().map(String::as_str).collect();
     let report = manager
-        .status(&names, opts)
+        .status(&names, &options)
         .await
         .map_err(|e| client::failure(&e))?;
     render::status(&report, &cli.format)

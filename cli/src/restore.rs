@@ -1,14 +1,12 @@
 //! `backups`, `verify` and `restore`: what you have, whether it is intact, and getting it back.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use vmsnap_dbus::{options, BackupChain};
-use zvariant::Value;
+use vmsnap_dbus::{ListOptions, Operation, RestoreOptions, VerifyOptions};
 
 use crate::args::{Cli, Command};
 use crate::render::size::pretty;
-use crate::{agent, client, common_options, exit, print_job_result, watch, Failure};
+use crate::{agent, client, exit, flag, print_job_result, watch, Failure};
 
 fn need_output(cli: &Cli) -> Result<(), Failure> {
     if cli.common.output.is_none() {
@@ -22,8 +20,12 @@ pub async fn list(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
     let (_connection, manager) =
         client::connect(Duration::from_secs(cli.common.timeout.max(1))).await?;
     let names: Vec<&str> = domains.iter().map(String::as_str).collect();
-    let chains: Vec<BackupChain> = manager
-        .list_backups(&names, common_options(cli))
+    let options = ListOptions {
+        output: cli.common.output.clone(),
+        connect: cli.common.connect.clone(),
+    };
+    let chains = manager
+        .list_backups(&names, &options)
         .await
         .map_err(|e| client::failure(&e))?;
     if cli.format.json || cli.format.machine {
@@ -72,25 +74,27 @@ pub async fn verify(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
     let agent = agent::start(cli.no_ask_password);
     let (connection, manager) =
         client::connect(Duration::from_secs(cli.common.timeout.max(1))).await?;
-    let mut opts = common_options(cli);
-    if let Some(Command::Verify {
-        folder: Some(f), ..
-    }) = &cli.command
-    {
-        opts.insert(options::FOLDER, Value::from(f.as_str()));
-    }
+    let folder = match &cli.command {
+        Some(Command::Verify { folder, .. }) => folder.clone(),
+        _ => None,
+    };
+    let options = VerifyOptions {
+        output: cli.common.output.clone(),
+        folder,
+        connect: cli.common.connect.clone(),
+    };
     let names: Vec<&str> = domains.iter().map(String::as_str).collect();
-    let path: zvariant::OwnedObjectPath =
-        client::call(&manager, "Verify", &(names, opts), agent.is_some())
-            .await
-            .map_err(|e| client::failure(&e))?;
+    let path = manager
+        .verify_as(agent::interaction(&agent), &names, &options)
+        .await
+        .map_err(|e| client::failure(&e))?;
     drop(agent);
     if cli.backup_opts.no_wait {
         println!("{}", path.as_str());
         return Ok(exit::OK);
     }
     let (state, results) = watch::wait(&connection, path).await?;
-    print_job_result(cli, "verify", state, &results);
+    print_job_result(cli, Operation::Verify, state, &results);
     Ok(watch::exit_code(state))
 }
 
@@ -111,35 +115,26 @@ pub async fn restore(cli: &Cli) -> Result<u8, Failure> {
     let agent = agent::start(cli.no_ask_password);
     let (connection, manager) =
         client::connect(Duration::from_secs(cli.common.timeout.max(1))).await?;
-    let mut opts: HashMap<&str, Value<'_>> = common_options(cli);
-    opts.insert(options::TARGET, Value::from(target.as_str()));
-    for (key, value) in [
-        (options::FOLDER, folder),
-        (options::UNTIL, until),
-        (options::DISK, disk),
-        (options::DEFINE_AS, define_as),
-    ] {
-        if let Some(v) = value {
-            opts.insert(key, Value::from(v.as_str()));
-        }
-    }
-    if *overwrite {
-        opts.insert(options::OVERWRITE, Value::from(true));
-    }
-    let path: zvariant::OwnedObjectPath = client::call(
-        &manager,
-        "Restore",
-        &(domain.as_str(), opts),
-        agent.is_some(),
-    )
-    .await
-    .map_err(|e| client::failure(&e))?;
+    let options = RestoreOptions {
+        output: cli.common.output.clone(),
+        folder: folder.clone(),
+        until: until.clone(),
+        disk: disk.clone(),
+        target: Some(target.clone()),
+        overwrite: flag(*overwrite),
+        define_as: define_as.clone(),
+        connect: cli.common.connect.clone(),
+    };
+    let path = manager
+        .restore_as(agent::interaction(&agent), domain, &options)
+        .await
+        .map_err(|e| client::failure(&e))?;
     drop(agent);
     if cli.backup_opts.no_wait {
         println!("{}", path.as_str());
         return Ok(exit::OK);
     }
     let (state, results) = watch::wait(&connection, path).await?;
-    print_job_result(cli, "restore", state, &results);
+    print_job_result(cli, Operation::Restore, state, &results);
     Ok(watch::exit_code(state))
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use vmsnap_dbus::{DomainResult, JobProxy, JobState};
+use vmsnap_dbus::{DomainResult, JobProxy, JobState, Operation};
 use zbus::proxy::CacheProperties;
 use zbus::Connection;
 use zvariant::OwnedObjectPath;
@@ -84,11 +84,11 @@ pub fn exit_code(state: JobState) -> u8 {
 }
 
 /// One line per domain, for stdout.
-pub fn summary(operation: &str, results: &[DomainResult]) -> String {
+pub fn summary(operation: Operation, results: &[DomainResult]) -> String {
     let label = match operation {
-        "verify" => "Verify of",
-        "restore" => "Restore of",
-        _ => "Backup of",
+        Operation::Verify => "Verify of",
+        Operation::Restore => "Restore of",
+        Operation::Backup => "Backup of",
     };
     let mut out = String::new();
     for r in results {
@@ -103,10 +103,11 @@ pub fn summary(operation: &str, results: &[DomainResult]) -> String {
             }
             line.push(')');
         }
-        if r.state == "succeeded" && operation == "backup" {
+        let succeeded = JobState::parse(&r.state) == Some(JobState::Succeeded);
+        if succeeded && operation == Operation::Backup {
             line.push_str(&format!(", {} in {}", pretty(r.bytes_total), r.folder));
         }
-        if !r.error.is_empty() && r.state != "succeeded" {
+        if !r.error.is_empty() && !succeeded {
             line.push_str(&format!(": {}", r.error));
         }
         out.push_str(&line);

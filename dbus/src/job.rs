@@ -7,6 +7,57 @@
 
 use zvariant::{DeserializeDict, OwnedValue, SerializeDict, Type, Value};
 
+/// What a job does: the `Operation` property of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Backup,
+    Verify,
+    Restore,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 3] = [Operation::Backup, Operation::Verify, Operation::Restore];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Operation::Backup => "backup",
+            Operation::Verify => "verify",
+            Operation::Restore => "restore",
+        }
+    }
+
+    pub fn parse(word: &str) -> Option<Self> {
+        Operation::ALL.into_iter().find(|o| o.as_str() == word)
+    }
+}
+
+/// The kind of a backup point: a result's `level` and a listed point's `level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// The first point of a chain: every allocated block.
+    Full,
+    /// What changed since the previous point of the chain.
+    Inc,
+    /// A standalone copy without a checkpoint (raw disks only): never part of a chain.
+    Copy,
+}
+
+impl Level {
+    pub const ALL: [Level; 3] = [Level::Full, Level::Inc, Level::Copy];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Level::Full => "full",
+            Level::Inc => "inc",
+            Level::Copy => "copy",
+        }
+    }
+
+    pub fn parse(word: &str) -> Option<Self> {
+        Level::ALL.into_iter().find(|l| l.as_str() == word)
+    }
+}
+
 /// Life cycle of a job (and of each domain within it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobState {
@@ -28,16 +79,16 @@ impl JobState {
         }
     }
 
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
     pub fn parse(word: &str) -> Option<Self> {
-        [
-            JobState::Queued,
-            JobState::Running,
-            JobState::Succeeded,
-            JobState::Failed,
-            JobState::Cancelled,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == word)
+        JobState::ALL.into_iter().find(|s| s.as_str() == word)
     }
 
     pub fn is_final(self) -> bool {
@@ -57,7 +108,7 @@ pub struct DomainResult {
     pub domain: String,
     /// A [`JobState`] word.
     pub state: String,
-    /// `full`, `inc` or `copy` once decided, empty before.
+    /// A [`Level`] word once decided, empty before.
     pub level: String,
     /// The chain folder written to.
     pub folder: String,

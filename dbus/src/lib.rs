@@ -2,7 +2,7 @@
 //!
 //! Everything `vmsnapd` promises on the system bus and `vmsnapctl` relies on lives here and
 //! nowhere else: the well-known names ([`names`]), the polkit action ids ([`actions`]), the
-//! typed errors ([`Error`]), the wire records ([`status`]), the option keys ([`options`]) and
+//! typed errors ([`Error`]), the wire records ([`status`]), the option dictionaries ([`options`]) and
 //! the client proxies ([`proxy`]). The checked-in introspection XML under `interfaces/` is the
 //! same contract in the form other languages read; a golden test keeps the two in step.
 //!
@@ -18,8 +18,12 @@ pub mod proxy;
 pub mod status;
 
 pub use error::Error;
-pub use job::{DiskProgress, DomainResult, JobState};
-pub use proxy::{JobProxy, ManagerProxy};
+pub use job::{DiskProgress, DomainResult, JobState, Level, Operation};
+pub use options::{
+    BackupOptions, ListOptions, PruneOptions, RestoreOptions, ScrubOptions, StatusOptions,
+    VerifyOptions,
+};
+pub use proxy::{Interaction, JobProxy, ManagerProxy};
 pub use status::{
     BackupChain, BackupDirStats, BackupPoint, BitmapStatus, DiskStatus, DomainStatus,
     OverallStatus, PruneResult, ScrubResult, SkippedDisk,

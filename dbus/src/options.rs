@@ -1,9 +1,20 @@
-//! Keys of the `a{sv}` option dictionaries the methods accept.
+//! The `a{sv}` option dictionaries the methods accept, as typed structs.
 //!
 //! Options travel as a dictionary rather than as positional arguments so that new options can be
-//! added without changing a method signature (which would break every existing client). The
-//! service rejects unknown keys and wrongly typed values with `Error.InvalidArgument`, naming
-//! the key, so a typo never silently changes what happens.
+//! added without changing a method signature (which would break every existing client). Each
+//! method's dictionary is one struct here: the client builds it and sends [`to_dict`]; the
+//! service reads it with [`from_dict`], which refuses unknown keys and wrongly typed values with
+//! [`Error::InvalidArgument`] naming the key, so a typo never silently changes what happens.
+//! What a value *means* (a path that must be absolute, a period word) is the service's to judge.
+//!
+//! [`to_dict`]: BackupOptions::to_dict
+//! [`from_dict`]: BackupOptions::from_dict
+
+use std::collections::HashMap;
+
+use zvariant::{OwnedValue, Value};
+
+use crate::Error;
 
 /// `s`: absolute path of the backup root. With it, Status adds the statistics of the current
 /// period's backup folder `<output>/<domain>/vmsnap-backup-<period>`.
@@ -25,9 +36,6 @@ pub const CONNECT: &str = "connect";
 /// needs the right to back up (`org.vmsnap.backup`), and is off by default.
 pub const DEEP: &str = "deep";
 
-/// The keys Status accepts.
-pub const STATUS_KEYS: &[&str] = &[OUTPUT, GROUP_BY, CONNECT, DEEP];
-
 /// `b`: after a domain's backup succeeded, prune its older period folders (see Prune).
 pub const PRUNE: &str = "prune";
 
@@ -47,15 +55,6 @@ pub const TYPE: &str = "type";
 /// `s`: Scrub only these VMSnap names: one name, or a glob with `*` and `?`.
 pub const CHECKPOINT: &str = "checkpoint";
 
-/// The keys Backup accepts.
-pub const BACKUP_KEYS: &[&str] = &[OUTPUT, GROUP_BY, CONNECT, PRUNE, KEEP, RAW];
-
-/// The keys Scrub accepts.
-pub const SCRUB_KEYS: &[&str] = &[TYPE, CHECKPOINT, DRY_RUN, CONNECT];
-
-/// The keys Prune accepts.
-pub const PRUNE_KEYS: &[&str] = &[OUTPUT, GROUP_BY, KEEP, DRY_RUN, CONNECT];
-
 /// `s`: a chain folder's name under `<output>/<domain>/` (default: the live or latest chain).
 pub const FOLDER: &str = "folder";
 
@@ -74,13 +73,291 @@ pub const OVERWRITE: &str = "overwrite";
 /// `s`: define a new domain of this name from the backed-up configuration.
 pub const DEFINE_AS: &str = "define_as";
 
-/// The keys ListBackups accepts.
-pub const LIST_KEYS: &[&str] = &[OUTPUT, CONNECT];
+/// Option dictionaries larger than this are refused outright, before any key is looked at.
+pub const MAX_OPTIONS: usize = 64;
 
-/// The keys Verify accepts.
-pub const VERIFY_KEYS: &[&str] = &[OUTPUT, FOLDER, CONNECT];
+/// A type an option can have, with its D-Bus signature.
+pub trait OptionValue: Sized {
+    /// The signature on the wire, and how an error message calls it.
+    const SIGNATURE: &'static str;
+    const KIND: &'static str;
 
-/// The keys Restore accepts.
-pub const RESTORE_KEYS: &[&str] = &[
-    OUTPUT, FOLDER, UNTIL, DISK, TARGET, OVERWRITE, DEFINE_AS, CONNECT,
-];
+    fn from_value(value: OwnedValue) -> Option<Self>;
+    fn to_value(&self) -> Value<'_>;
+}
+
+impl OptionValue for String {
+    const SIGNATURE: &'static str = "s";
+    const KIND: &'static str = "a string";
+
+    fn from_value(value: OwnedValue) -> Option<Self> {
+        String::try_from(value).ok()
+    }
+
+    fn to_value(&self) -> Value<'_> {
+        Value::from(self.as_str())
+    }
+}
+
+impl OptionValue for bool {
+    const SIGNATURE: &'static str = "b";
+    const KIND: &'static str = "a boolean";
+
+    fn from_value(value: OwnedValue) -> Option<Self> {
+        bool::try_from(value).ok()
+    }
+
+    fn to_value(&self) -> Value<'_> {
+        Value::from(*self)
+    }
+}
+
+impl OptionValue for u32 {
+    const SIGNATURE: &'static str = "u";
+    const KIND: &'static str = "a number";
+
+    fn from_value(value: OwnedValue) -> Option<Self> {
+        u32::try_from(value).ok()
+    }
+
+    fn to_value(&self) -> Value<'_> {
+        Value::from(*self)
+    }
+}
+
+/// Takes `key` out of a dictionary as a `T`: absent is `None`, another type is an error naming
+/// the key, the expected and the given signature.
+fn take<T: OptionValue>(
+    dict: &mut HashMap<String, OwnedValue>,
+    key: &str,
+) -> Result<Option<T>, Error> {
+    let Some(value) = dict.remove(key) else {
+        return Ok(None);
+    };
+    let given = value.value_signature().to_string();
+    T::from_value(value).map(Some).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "option {key} must be {} ({}), not {given}",
+            T::KIND,
+            T::SIGNATURE
+        ))
+    })
+}
+
+/// Refuses oversized dictionaries and names (at most five) unknown keys with the accepted ones.
+fn check_keys(dict: &HashMap<String, OwnedValue>, accepted: &[&str]) -> Result<(), Error> {
+    if dict.len() > MAX_OPTIONS {
+        return Err(Error::InvalidArgument(format!(
+            "{} options given; at most {MAX_OPTIONS} are accepted",
+            dict.len()
+        )));
+    }
+    let mut unknown: Vec<&str> = dict
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !accepted.contains(k))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort_unstable();
+    let shown: Vec<String> = unknown
+        .iter()
+        .take(5)
+        .map(|k| format!("{k:.64?}"))
+        .collect();
+    Err(Error::InvalidArgument(format!(
+        "unknown option {} (accepted: {})",
+        shown.join(", "),
+        accepted.join(", ")
+    )))
+}
+
+/// Declares one method's option struct: every field optional (absent keys are absent fields,
+/// so the service alone decides defaults), with its key, and the two conversions.
+macro_rules! option_dict {
+    (
+        $(#[$meta:meta])*
+        $name:ident {
+            $( $(#[$field_meta:meta])* $field:ident: $ty:ty = $key:expr ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct $name {
+            $( $(#[$field_meta])* pub $field: Option<$ty>, )*
+        }
+
+        impl $name {
+            /// The keys this dictionary accepts.
+            pub const KEYS: &'static [&'static str] = &[$($key),*];
+
+            /// Reads a dictionary received on the bus. Unknown keys and wrongly typed values
+            /// are [`Error::InvalidArgument`] naming the key.
+            pub fn from_dict(mut dict: HashMap<String, OwnedValue>) -> Result<Self, Error> {
+                check_keys(&dict, Self::KEYS)?;
+                Ok($name { $( $field: take(&mut dict, $key)?, )* })
+            }
+
+            /// The dictionary to send: only the options that are set.
+            pub fn to_dict(&self) -> HashMap<&'static str, Value<'_>> {
+                let mut dict = HashMap::new();
+                $( if let Some(value) = &self.$field {
+                    dict.insert($key, value.to_value());
+                } )*
+                dict
+            }
+        }
+
+        /// Sent as its dictionary, so a typed proxy method takes the struct itself.
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                self.to_dict().serialize(serializer)
+            }
+        }
+
+        impl zvariant::Type for $name {
+            const SIGNATURE: &'static zvariant::Signature =
+                <HashMap<&str, Value<'_>> as zvariant::Type>::SIGNATURE;
+        }
+    };
+}
+
+option_dict! {
+    /// Options of `Status`.
+    StatusOptions {
+        output: String = OUTPUT,
+        group_by: String = GROUP_BY,
+        connect: String = CONNECT,
+        deep: bool = DEEP,
+    }
+}
+
+option_dict! {
+    /// Options of `Backup` (`output` is required).
+    BackupOptions {
+        output: String = OUTPUT,
+        group_by: String = GROUP_BY,
+        connect: String = CONNECT,
+        prune: bool = PRUNE,
+        keep: u32 = KEEP,
+        raw: bool = RAW,
+    }
+}
+
+option_dict! {
+    /// Options of `Scrub` (`type` is required).
+    ScrubOptions {
+        scrub_type: String = TYPE,
+        checkpoint: String = CHECKPOINT,
+        dry_run: bool = DRY_RUN,
+        connect: String = CONNECT,
+    }
+}
+
+option_dict! {
+    /// Options of `Prune` (`output` is required).
+    PruneOptions {
+        output: String = OUTPUT,
+        group_by: String = GROUP_BY,
+        keep: u32 = KEEP,
+        dry_run: bool = DRY_RUN,
+        connect: String = CONNECT,
+    }
+}
+
+option_dict! {
+    /// Options of `ListBackups` (`output` is required).
+    ListOptions {
+        output: String = OUTPUT,
+        connect: String = CONNECT,
+    }
+}
+
+option_dict! {
+    /// Options of `Verify` (`output` is required).
+    VerifyOptions {
+        output: String = OUTPUT,
+        folder: String = FOLDER,
+        connect: String = CONNECT,
+    }
+}
+
+option_dict! {
+    /// Options of `Restore` (`output` and `target` are required).
+    RestoreOptions {
+        output: String = OUTPUT,
+        folder: String = FOLDER,
+        until: String = UNTIL,
+        disk: String = DISK,
+        target: String = TARGET,
+        overwrite: bool = OVERWRITE,
+        define_as: String = DEFINE_AS,
+        connect: String = CONNECT,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a client sends is what the service reads, value for value.
+    fn over_the_wire(dict: HashMap<&'static str, Value<'_>>) -> HashMap<String, OwnedValue> {
+        dict.into_iter()
+            .map(|(k, v)| (k.to_string(), v.try_to_owned().unwrap()))
+            .collect()
+    }
+
+    fn invalid(r: Result<BackupOptions, Error>) -> String {
+        match r {
+            Err(Error::InvalidArgument(m)) => m,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_dictionary_round_trips_and_leaves_unset_options_out() {
+        let sent = BackupOptions {
+            output: Some("/srv/backups".into()),
+            prune: Some(true),
+            keep: Some(3),
+            ..Default::default()
+        };
+        let dict = sent.to_dict();
+        assert_eq!(dict.len(), 3, "{dict:?}");
+        assert_eq!(BackupOptions::from_dict(over_the_wire(dict)).unwrap(), sent);
+        let restore = RestoreOptions {
+            target: Some("/t".into()),
+            overwrite: Some(false),
+            ..Default::default()
+        };
+        let back = RestoreOptions::from_dict(over_the_wire(restore.to_dict())).unwrap();
+        assert_eq!(back, restore);
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_named() {
+        let mut dict = over_the_wire(HashMap::from([
+            ("outptu", Value::from("/b")),
+            ("zz", Value::from(1u32)),
+        ]));
+        let msg = invalid(BackupOptions::from_dict(dict.clone()));
+        assert!(msg.contains("\"outptu\", \"zz\""), "{msg}");
+        assert!(msg.contains("accepted: output, group_by"), "{msg}");
+        dict.clear();
+        dict.insert(KEEP.into(), Value::from("3").try_to_owned().unwrap());
+        let msg = invalid(BackupOptions::from_dict(dict));
+        assert_eq!(msg, "option keep must be a number (u), not s");
+        // A key another method accepts is still unknown here.
+        let dict = over_the_wire(HashMap::from([(TARGET, Value::from("/t"))]));
+        assert!(invalid(BackupOptions::from_dict(dict)).contains("\"target\""));
+    }
+
+    #[test]
+    fn oversized_dictionaries_are_refused_whole() {
+        let dict: HashMap<String, OwnedValue> = (0..=MAX_OPTIONS)
+            .map(|i| (format!("k{i}"), Value::from(true).try_to_owned().unwrap()))
+            .collect();
+        assert!(invalid(BackupOptions::from_dict(dict)).contains("at most 64"));
+    }
+}

@@ -4,12 +4,15 @@
 //! directly; standard D-Bus errors (AccessDenied, ServiceUnknown, NoReply) arrive as
 //! [`crate::Error::ZBus`].
 
-use std::collections::HashMap;
-
 use zbus::proxy;
-use zvariant::{OwnedObjectPath, Value};
+use zbus::proxy::MethodFlags;
+use zvariant::OwnedObjectPath;
 
 use crate::job::DomainResult;
+use crate::options::{
+    BackupOptions, ListOptions, PruneOptions, RestoreOptions, ScrubOptions, StatusOptions,
+    VerifyOptions,
+};
 use crate::status::{BackupChain, DomainStatus, PruneResult, ScrubResult};
 use crate::Error;
 
@@ -22,55 +25,32 @@ use crate::Error;
 )]
 pub trait Manager {
     /// Status of the selected domains (names, `*`, globs with `*` and `?`; empty = all), in the
-    /// order selected. Options: see [`crate::options`].
-    fn status(
-        &self,
-        domains: &[&str],
-        options: HashMap<&str, Value<'_>>,
-    ) -> Result<Vec<DomainStatus>, Error>;
+    /// order selected. Options: [`StatusOptions`].
+    fn status(&self, domains: &[&str], options: &StatusOptions)
+        -> Result<Vec<DomainStatus>, Error>;
 
     /// Starts a backup of the selected domains and returns its job at once. Options: see
-    /// [`crate::options::BACKUP_KEYS`].
-    fn backup(
-        &self,
-        domains: &[&str],
-        options: HashMap<&str, Value<'_>>,
-    ) -> Result<OwnedObjectPath, Error>;
+    /// [`BackupOptions`].
+    fn backup(&self, domains: &[&str], options: &BackupOptions) -> Result<OwnedObjectPath, Error>;
 
     /// Removes VMSnap checkpoints and bitmaps. Options: type, checkpoint, dry_run.
-    fn scrub(
-        &self,
-        domains: &[&str],
-        options: HashMap<&str, Value<'_>>,
-    ) -> Result<Vec<ScrubResult>, Error>;
+    fn scrub(&self, domains: &[&str], options: &ScrubOptions) -> Result<Vec<ScrubResult>, Error>;
 
     /// Deletes old period folders. Options: output, group_by, keep, dry_run.
-    fn prune(
-        &self,
-        domains: &[&str],
-        options: HashMap<&str, Value<'_>>,
-    ) -> Result<Vec<PruneResult>, Error>;
+    fn prune(&self, domains: &[&str], options: &PruneOptions) -> Result<Vec<PruneResult>, Error>;
 
     /// The backup chains found under `output` for the selected domains.
     fn list_backups(
         &self,
         domains: &[&str],
-        options: HashMap<&str, Value<'_>>,
+        options: &ListOptions,
     ) -> Result<Vec<BackupChain>, Error>;
 
     /// Verifies every point of the selected chains; returns the job.
-    fn verify(
-        &self,
-        domains: &[&str],
-        options: HashMap<&str, Value<'_>>,
-    ) -> Result<OwnedObjectPath, Error>;
+    fn verify(&self, domains: &[&str], options: &VerifyOptions) -> Result<OwnedObjectPath, Error>;
 
     /// Restores a chain up to a point into a target directory; returns the job.
-    fn restore(
-        &self,
-        domain: &str,
-        options: HashMap<&str, Value<'_>>,
-    ) -> Result<OwnedObjectPath, Error>;
+    fn restore(&self, domain: &str, options: &RestoreOptions) -> Result<OwnedObjectPath, Error>;
 
     /// Paths of the jobs the service knows: running ones and recently finished ones.
     fn list_jobs(&self) -> Result<Vec<OwnedObjectPath>, Error>;
@@ -143,4 +123,92 @@ pub trait Job {
     /// Seconds since the epoch; 0 while the job runs.
     #[zbus(property)]
     fn end_time(&self) -> zbus::Result<u64>;
+}
+
+/// Whether a call may make polkit ask the user (through an agent) for a password, as
+/// `ALLOW_INTERACTIVE_AUTHORIZATION` on the message says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interaction {
+    /// An agent is there to ask: polkit may wait for the answer.
+    Allowed,
+    /// Nobody can answer (a script, `--no-ask-password`): a refusal comes at once.
+    Denied,
+}
+
+/// The Manager's methods that change something, typed like the proxy's, with the
+/// interactive-authorization flag chosen per call: zbus fixes that flag per proxy method,
+/// but only the client knows whether an agent is running.
+impl ManagerProxy<'_> {
+    async fn call_changing<B, R>(
+        &self,
+        method: &'static str,
+        interaction: Interaction,
+        body: &B,
+    ) -> Result<R, Error>
+    where
+        B: serde::Serialize + zvariant::DynamicType,
+        R: for<'d> zvariant::DynamicDeserialize<'d>,
+    {
+        let flags = match interaction {
+            Interaction::Allowed => MethodFlags::AllowInteractiveAuth.into(),
+            Interaction::Denied => enumflags2::BitFlags::empty(),
+        };
+        let reply: Option<R> = self.inner().call_with_flags(method, flags, body).await?;
+        reply.ok_or_else(|| Error::Failed(format!("{method} returned no reply")))
+    }
+
+    /// [`ManagerProxy::backup`], allowing interaction or not.
+    pub async fn backup_as(
+        &self,
+        interaction: Interaction,
+        domains: &[&str],
+        options: &BackupOptions,
+    ) -> Result<OwnedObjectPath, Error> {
+        self.call_changing("Backup", interaction, &(domains, options))
+            .await
+    }
+
+    /// [`ManagerProxy::scrub`], allowing interaction or not.
+    pub async fn scrub_as(
+        &self,
+        interaction: Interaction,
+        domains: &[&str],
+        options: &ScrubOptions,
+    ) -> Result<Vec<ScrubResult>, Error> {
+        self.call_changing("Scrub", interaction, &(domains, options))
+            .await
+    }
+
+    /// [`ManagerProxy::prune`], allowing interaction or not.
+    pub async fn prune_as(
+        &self,
+        interaction: Interaction,
+        domains: &[&str],
+        options: &PruneOptions,
+    ) -> Result<Vec<PruneResult>, Error> {
+        self.call_changing("Prune", interaction, &(domains, options))
+            .await
+    }
+
+    /// [`ManagerProxy::verify`], allowing interaction or not.
+    pub async fn verify_as(
+        &self,
+        interaction: Interaction,
+        domains: &[&str],
+        options: &VerifyOptions,
+    ) -> Result<OwnedObjectPath, Error> {
+        self.call_changing("Verify", interaction, &(domains, options))
+            .await
+    }
+
+    /// [`ManagerProxy::restore`], allowing interaction or not.
+    pub async fn restore_as(
+        &self,
+        interaction: Interaction,
+        domain: &str,
+        options: &RestoreOptions,
+    ) -> Result<OwnedObjectPath, Error> {
+        self.call_changing("Restore", interaction, &(domain, options))
+            .await
+    }
 }

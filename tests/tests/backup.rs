@@ -298,9 +298,11 @@ async fn progress_signals_grow_before_completion_and_the_job_matches_its_xml() {
         .await
         .unwrap();
     let manager = vmsnap_dbus::ManagerProxy::new(&conn).await.unwrap();
-    let mut opts = std::collections::HashMap::new();
-    opts.insert("output", zvariant::Value::from(root.as_str()));
-    let path = manager.backup(&[g.name.as_str()], opts).await.unwrap();
+    let opts = vmsnap_dbus::BackupOptions {
+        output: Some(root.clone()),
+        ..Default::default()
+    };
+    let path = manager.backup(&[g.name.as_str()], &opts).await.unwrap();
 
     let xml = zbus::fdo::IntrospectableProxy::builder(&conn)
         .destination(BUS_NAME)

@@ -92,15 +92,21 @@ async fn typed_errors_reach_a_plain_dbus_client() {
     let conn = connection(&host().bus_address).await;
     let manager = vmsnap_dbus::ManagerProxy::new(&conn).await.unwrap();
     match manager
-        .status(&["vmsnap-no-such-domain-x"], Default::default())
+        .status(&["vmsnap-no-such-domain-x"], &Default::default())
         .await
     {
         Err(vmsnap_dbus::Error::NoSuchDomain(m)) => assert!(m.contains("vmsnap-no-such-domain-x")),
         other => panic!("expected NoSuchDomain, got {other:?}"),
     }
+    // A dictionary as an untyped client may send it.
     let mut bad = std::collections::HashMap::new();
     bad.insert("output", zvariant::Value::from(7u32));
-    match manager.status(&[], bad).await {
+    let reply: Result<Vec<vmsnap_dbus::DomainStatus>, vmsnap_dbus::Error> = manager
+        .inner()
+        .call("Status", &(Vec::<&str>::new(), bad))
+        .await
+        .map_err(Into::into);
+    match reply {
         Err(vmsnap_dbus::Error::InvalidArgument(m)) => assert!(m.contains("output"), "{m}"),
         other => panic!("expected InvalidArgument, got {other:?}"),
     }

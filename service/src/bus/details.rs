@@ -7,10 +7,6 @@
 //! only from a root mechanism, which vmsnapd is. Values come from the caller: they are
 //! shortened and stripped of control characters, so a crafted name cannot reshape a prompt.
 
-use std::collections::HashMap;
-
-use zvariant::OwnedValue;
-
 /// Longest value passed on (a path is at most 4096 bytes; a domain list can be long).
 const MAX_VALUE: usize = 512;
 
@@ -52,8 +48,8 @@ impl Details {
     }
 
     /// Adds the string option `key` of the call, when it has one.
-    pub fn option(mut self, options: &HashMap<String, OwnedValue>, key: &'static str) -> Self {
-        if let Some(v) = options.get(key).and_then(|v| <&str>::try_from(v).ok()) {
+    pub fn option(mut self, key: &'static str, value: &Option<String>) -> Self {
+        if let Some(v) = value {
             self.pairs.push((key, clean(v)));
         }
         self
@@ -141,13 +137,8 @@ mod tests {
 
     #[test]
     fn the_prompt_names_what_it_authorizes_and_junk_cannot_reshape_it() {
-        let mut options = HashMap::new();
-        options.insert(
-            "output".to_string(),
-            OwnedValue::try_from(zvariant::Value::from("/srv/backups/alice")).unwrap(),
-        );
         let d = Details::new("backup", &["web\nPassword:".into(), "db".into()])
-            .option(&options, "output");
+            .option("output", &Some("/srv/backups/alice".into()));
         let message = d.message();
         assert_eq!(
             message,

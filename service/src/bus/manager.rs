@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use tracing::Instrument;
 use vmsnap_dbus::actions;
+use vmsnap_dbus::options::{
+    BackupOptions, ListOptions, PruneOptions, RestoreOptions, ScrubOptions, StatusOptions,
+    VerifyOptions,
+};
 use vmsnap_dbus::status::{BackupChain, DomainStatus, PruneResult, ScrubResult};
 use zbus::message::Header;
 use zbus::{interface, Connection};
@@ -182,8 +186,9 @@ impl Manager {
     ) -> Result<Vec<DomainStatus>, CallError> {
         let uid = caller_uid(connection, &header).await;
         let _admitted = self.reads.admit(uid).await?;
-        let details = Details::new("read", &domains).option(&options, keys::OUTPUT);
-        if options::wants_deep(&options) {
+        let options = StatusOptions::from_dict(options)?;
+        let details = Details::new("read", &domains).option(keys::OUTPUT, &options.output);
+        if options.deep == Some(true) {
             let details = details.as_operation("status-deep");
             self.authority
                 .check(connection, &header, actions::BACKUP, &details)
@@ -231,12 +236,13 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<OwnedObjectPath, CallError> {
-        let details = Details::new("backup", &domains).option(&options, keys::OUTPUT);
+        let options = BackupOptions::from_dict(options)?;
+        let details = Details::new("backup", &domains).option(keys::OUTPUT, &options.output);
         let caller = self
             .authority
             .check(connection, &header, actions::BACKUP, &details)
             .await?;
-        if options::wants_prune(&options) {
+        if options.prune == Some(true) {
             let details = details.as_operation("backup-prune");
             self.authority
                 .check(connection, &header, actions::PRUNE, &details)
@@ -269,14 +275,11 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<Vec<ScrubResult>, CallError> {
+        let options = ScrubOptions::from_dict(options)?;
+        let details = Details::new("scrub", &domains).option(keys::TYPE, &options.scrub_type);
         let caller = self
             .authority
-            .check(
-                connection,
-                &header,
-                actions::SCRUB,
-                &Details::new("scrub", &domains).option(&options, "type"),
-            )
+            .check(connection, &header, actions::SCRUB, &details)
             .await?;
         let request = options::scrub_request(&domains, options, self.engine.config())?;
         let reports = self
@@ -313,14 +316,11 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<Vec<PruneResult>, CallError> {
+        let options = PruneOptions::from_dict(options)?;
+        let details = Details::new("prune", &domains).option(keys::OUTPUT, &options.output);
         let caller = self
             .authority
-            .check(
-                connection,
-                &header,
-                actions::PRUNE,
-                &Details::new("prune", &domains).option(&options, keys::OUTPUT),
-            )
+            .check(connection, &header, actions::PRUNE, &details)
             .await?;
         let request = options::prune_request(&domains, options, self.engine.config())?;
         let reports = self
@@ -357,9 +357,10 @@ impl Manager {
     ) -> Result<Vec<BackupChain>, CallError> {
         let uid = caller_uid(connection, &header).await;
         let _admitted = self.reads.admit(uid).await?;
-        let details = Details::new("read", &domains).option(&options, keys::OUTPUT);
+        let options = ListOptions::from_dict(options)?;
+        let details = Details::new("read", &domains).option(keys::OUTPUT, &options.output);
         let request = options::list_request(&domains, options, self.engine.config())?;
-        let root = request.backup_root.expect("output was given");
+        let root = request.root;
         let reading = Reading {
             root: root.as_path(),
             selectors: &request.selectors,
@@ -388,9 +389,10 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<OwnedObjectPath, CallError> {
+        let options = VerifyOptions::from_dict(options)?;
         let details = Details::new("verify", &domains)
-            .option(&options, keys::OUTPUT)
-            .option(&options, "folder");
+            .option(keys::OUTPUT, &options.output)
+            .option(keys::FOLDER, &options.folder);
         let caller = self
             .authority
             .check(connection, &header, actions::VERIFY, &details)
@@ -425,12 +427,13 @@ impl Manager {
     ) -> Result<OwnedObjectPath, CallError> {
         // Every restore needs the action (administrator every time by default), define_as
         // included: defining a domain makes libvirt run a program as root.
+        let options = RestoreOptions::from_dict(options)?;
         let details = Details::new("restore", std::slice::from_ref(&domain))
-            .option(&options, keys::OUTPUT)
-            .option(&options, "folder")
-            .option(&options, "until")
-            .option(&options, "target")
-            .option(&options, "define_as");
+            .option(keys::OUTPUT, &options.output)
+            .option(keys::FOLDER, &options.folder)
+            .option(keys::UNTIL, &options.until)
+            .option(keys::TARGET, &options.target)
+            .option(keys::DEFINE_AS, &options.define_as);
         let caller = self
             .authority
             .check(connection, &header, actions::RESTORE, &details)

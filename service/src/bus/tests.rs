@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vmsnap_dbus::names::{MANAGER_INTERFACE, MANAGER_PATH};
-use vmsnap_dbus::{Error, JobProxy, ManagerProxy};
+use vmsnap_dbus::options::{
+    BackupOptions, PruneOptions, RestoreOptions, ScrubOptions, StatusOptions, VerifyOptions,
+};
+use vmsnap_dbus::{Error, Interaction, JobProxy, ManagerProxy};
 use zbus::connection::Builder;
 use zbus::Connection;
 use zvariant::Value;
@@ -128,8 +131,14 @@ fn interface<'a>(xml: &'a str, name: &str) -> &'a str {
     &xml[start..end]
 }
 
-fn options<'a>(pairs: &[(&'a str, Value<'a>)]) -> HashMap<&'a str, Value<'a>> {
-    pairs.iter().cloned().collect()
+/// A Status call with a dictionary as any client could send it, typed or not.
+async fn raw_status(manager: &ManagerProxy<'_>, pairs: &[(&str, Value<'_>)]) -> Result<(), Error> {
+    let options: HashMap<&str, Value<'_>> = pairs.iter().cloned().collect();
+    let _: Vec<vmsnap_dbus::DomainStatus> = manager
+        .inner()
+        .call("Status", &(vec!["vm1"], options))
+        .await?;
+    Ok(())
 }
 
 fn access_denied(e: &Error) -> bool {
@@ -160,15 +169,12 @@ async fn the_interfaces_match_the_checked_in_xml() {
 async fn bad_options_are_typed_errors_naming_the_key() {
     let p = peer("options").await;
     let manager = p.manager().await;
-    for (opts, key) in [
-        (options(&[("bogus", Value::from(true))]), "bogus"),
-        (options(&[("group_by", Value::from(7u32))]), "group_by"),
-        (
-            options(&[("output", Value::from("relative/dir"))]),
-            "output",
-        ),
+    for (pairs, key) in [
+        (vec![("bogus", Value::from(true))], "bogus"),
+        (vec![("group_by", Value::from(7u32))], "group_by"),
+        (vec![("output", Value::from("relative/dir"))], "output"),
     ] {
-        match manager.status(&["vm1"], opts).await {
+        match raw_status(&manager, &pairs).await {
             Err(Error::InvalidArgument(message)) => {
                 assert!(message.contains(key), "{key}: {message}")
             }
@@ -181,29 +187,47 @@ async fn bad_options_are_typed_errors_naming_the_key() {
 async fn every_change_is_refused_before_any_work_when_the_caller_is_not_allowed() {
     let p = peer("refused").await;
     let manager = p.manager().await;
-    let root = p.state.join("roots").display().to_string();
-    let output = || options(&[("output", Value::from(root.as_str()))]);
+    let output = Some(p.state.join("roots").display().to_string());
+    let backup = BackupOptions {
+        output: output.clone(),
+        ..Default::default()
+    };
+    let verify = VerifyOptions {
+        output: output.clone(),
+        ..Default::default()
+    };
+    let scrub = ScrubOptions {
+        scrub_type: Some("both".into()),
+        ..Default::default()
+    };
+    let prune = PruneOptions {
+        output: output.clone(),
+        ..Default::default()
+    };
+    let restore = RestoreOptions {
+        output,
+        target: Some("/nonexistent/target".into()),
+        ..Default::default()
+    };
+    let deep = StatusOptions {
+        deep: Some(true),
+        ..Default::default()
+    };
+    let ask = Interaction::Denied;
     let refusals = [
-        manager.backup(&["vm1"], output()).await.map(|_| ()),
-        manager.verify(&["vm1"], output()).await.map(|_| ()),
-        manager
-            .scrub(&["vm1"], options(&[("type", Value::from("both"))]))
-            .await
-            .map(|_| ()),
-        manager.prune(&["vm1"], output()).await.map(|_| ()),
-        manager
-            .restore("vm1", {
-                let mut o = output();
-                o.insert("target", Value::from("/nonexistent/target"));
-                o
-            })
-            .await
-            .map(|_| ()),
+        manager.backup(&["vm1"], &backup).await.map(|_| ()),
+        manager.verify(&["vm1"], &verify).await.map(|_| ()),
+        manager.scrub(&["vm1"], &scrub).await.map(|_| ()),
+        manager.prune(&["vm1"], &prune).await.map(|_| ()),
+        manager.restore("vm1", &restore).await.map(|_| ()),
         // The deep check taints guests: it needs the backup right, asked first.
-        manager
-            .status(&["vm1"], options(&[("deep", Value::from(true))]))
-            .await
-            .map(|_| ()),
+        manager.status(&["vm1"], &deep).await.map(|_| ()),
+        // The same calls as the CLI makes them, with the interaction flag per call.
+        manager.backup_as(ask, &["vm1"], &backup).await.map(|_| ()),
+        manager.verify_as(ask, &["vm1"], &verify).await.map(|_| ()),
+        manager.scrub_as(ask, &["vm1"], &scrub).await.map(|_| ()),
+        manager.prune_as(ask, &["vm1"], &prune).await.map(|_| ()),
+        manager.restore_as(ask, "vm1", &restore).await.map(|_| ()),
     ];
     for (i, r) in refusals.into_iter().enumerate() {
         match r {
