@@ -89,6 +89,8 @@ pub fn summary(operation: Operation, results: &[DomainResult]) -> String {
         Operation::Verify => "Verify of",
         Operation::Restore => "Restore of",
         Operation::Backup => "Backup of",
+        Operation::Scrub => "Scrub of",
+        Operation::Prune => "Prune of",
     };
     let mut out = String::new();
     for r in results {

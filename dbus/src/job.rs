@@ -13,16 +13,28 @@ pub enum Operation {
     Backup,
     Verify,
     Restore,
+    /// Scrub and Prune answer within their call and are not exported as jobs today; the words
+    /// are reserved so that a client reading `Operation` knows every one the service has.
+    Scrub,
+    Prune,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 3] = [Operation::Backup, Operation::Verify, Operation::Restore];
+    pub const ALL: [Operation; 5] = [
+        Operation::Backup,
+        Operation::Verify,
+        Operation::Restore,
+        Operation::Scrub,
+        Operation::Prune,
+    ];
 
     pub const fn as_str(self) -> &'static str {
         match self {
             Operation::Backup => "backup",
             Operation::Verify => "verify",
             Operation::Restore => "restore",
+            Operation::Scrub => "scrub",
+            Operation::Prune => "prune",
         }
     }
 

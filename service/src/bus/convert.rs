@@ -22,6 +22,30 @@ pub fn job_state(state: crate::engine::jobs::JobState) -> vmsnap_dbus::JobState 
     }
 }
 
+/// The engine's operation as the contract names it.
+pub fn operation(operation: crate::engine::jobs::Operation) -> vmsnap_dbus::Operation {
+    use crate::engine::jobs::Operation as Engine;
+    use vmsnap_dbus::Operation as Wire;
+    match operation {
+        Engine::Backup => Wire::Backup,
+        Engine::Verify => Wire::Verify,
+        Engine::Restore => Wire::Restore,
+        Engine::Scrub => Wire::Scrub,
+        Engine::Prune => Wire::Prune,
+    }
+}
+
+/// A backup point's level as the contract names it.
+pub fn level(level: crate::host::virtnbdbackup::Level) -> vmsnap_dbus::Level {
+    use crate::host::virtnbdbackup::Level as Host;
+    use vmsnap_dbus::Level as Wire;
+    match level {
+        Host::Full => Wire::Full,
+        Host::Inc => Wire::Inc,
+        Host::Copy => Wire::Copy,
+    }
+}
+
 /// The word of a job state on the bus.
 pub fn job_state_word(state: crate::engine::jobs::JobState) -> &'static str {
     job_state(state).as_str()
@@ -97,7 +121,7 @@ pub fn chain(listed: crate::engine::restore::Listed) -> vmsnap_dbus::BackupChain
             .into_iter()
             .map(|p| vmsnap_dbus::BackupPoint {
                 checkpoint: p.checkpoint,
-                level: p.level.to_string(),
+                level: level(p.level).as_str().to_string(),
                 time: p.time,
                 bytes: p.bytes,
                 files: p.files,

@@ -19,7 +19,7 @@ use zvariant::{ObjectPath, OwnedObjectPath};
 
 use super::authority::Authority;
 use super::caller::caller_uid;
-use super::convert::job_state_word;
+use super::convert::{self, job_state_word};
 use super::details::Details;
 use super::error::CallError;
 use crate::engine::jobs::{CancelRefusal, DomainProgress, Job, JobEvent, JobState};
@@ -43,7 +43,10 @@ fn results(domains: &[DomainProgress]) -> Vec<DomainResult> {
             DomainResult {
                 domain: d.domain.clone(),
                 state: job_state_word(d.state.unwrap_or(JobState::Queued)).into(),
-                level: d.level.clone(),
+                level: d
+                    .level
+                    .map(|l| convert::level(l).as_str().to_string())
+                    .unwrap_or_default(),
                 folder: d.folder.clone(),
                 new_chain_reason: d.new_chain_reason.clone(),
                 bytes_done: done,
@@ -125,7 +128,7 @@ impl JobObject {
     /// What the job does: `backup`, `verify` or `restore`.
     #[zbus(property(emits_changed_signal = "const"))]
     fn operation(&self) -> String {
-        self.job.operation.as_str().to_string()
+        convert::operation(self.job.operation).as_str().to_string()
     }
 
     /// The domains, in order.

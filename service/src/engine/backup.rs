@@ -270,7 +270,7 @@ impl Engine {
             }
         };
         p.job.update(index, |x| {
-            x.level = level.as_str().into();
+            x.level = Some(level);
             x.folder = folder.display().to_string();
             x.new_chain_reason = reason.clone();
         });

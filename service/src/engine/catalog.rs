@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 
 use super::chain::ChainFolder;
 use crate::host::backup_dir::checkpoint_index;
+use crate::host::virtnbdbackup::Level;
 use crate::host::Result;
 
 /// One restorable point.
 #[derive(Debug, Clone)]
 pub struct Point {
     pub checkpoint: String,
-    pub level: &'static str,
+    pub level: Level,
     pub time: Option<u64>,
     pub bytes: u64,
     pub files: Vec<String>,
@@ -103,7 +104,7 @@ pub fn chains(domain_dir: &Path) -> Result<Vec<Chain>> {
             }
             points.push(Point {
                 checkpoint: cp.clone(),
-                level: if n == 0 { "full" } else { "inc" },
+                level: if n == 0 { Level::Full } else { Level::Inc },
                 time: *time,
                 bytes: files.iter().map(|f| size(f)).sum(),
                 files,
@@ -119,7 +120,7 @@ pub fn chains(domain_dir: &Path) -> Result<Vec<Chain>> {
             if !files.is_empty() {
                 points.push(Point {
                     checkpoint: "copy".into(),
-                    level: "copy",
+                    level: Level::Copy,
                     time: None,
                     bytes: files.iter().map(|f| size(f)).sum(),
                     files,

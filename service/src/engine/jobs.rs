@@ -20,6 +20,7 @@ use tracing::Instrument;
 
 use super::journal::{DomainRecord, JobJournal, JobRecord};
 use super::Error;
+use crate::host::virtnbdbackup::Level;
 use crate::selection::DomainName;
 
 /// Why a cancel request was refused.
@@ -36,7 +37,8 @@ pub enum CancelRefusal {
 pub struct DomainProgress {
     pub domain: String,
     pub state: Option<JobState>,
-    pub level: String,
+    /// Once decided.
+    pub level: Option<Level>,
     pub folder: String,
     pub new_chain_reason: String,
     /// `(disk, done, total)`.
@@ -57,7 +59,10 @@ impl DomainProgress {
                 .state
                 .map(|s| s.as_str().to_string())
                 .unwrap_or_default(),
-            level: self.level.clone(),
+            level: self
+                .level
+                .map(|l| l.as_str().to_string())
+                .unwrap_or_default(),
             folder: self.folder.clone(),
             error: self.error.clone(),
         }
@@ -386,7 +391,7 @@ impl JobRegistry {
                     DomainProgress {
                         domain: r.domain.clone(),
                         state: Some(done.unwrap_or(JobState::Failed)),
-                        level: r.level.clone(),
+                        level: Level::parse(&r.level),
                         folder: r.folder.clone(),
                         error: match done {
                             Some(_) => r.error.clone(),

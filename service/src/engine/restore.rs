@@ -19,6 +19,7 @@ use crate::host::backup_dir::checkpoint_index;
 use crate::host::libvirt::CheckpointFact;
 use crate::host::safe_fs::{Dir, Kind};
 use crate::host::tools::{self, Tool};
+use crate::host::virtnbdbackup::Level;
 use crate::host::virtnbdrestore::RestoreSpec;
 use crate::host::Error as HostError;
 use crate::host::{command, qemu_img};
@@ -309,7 +310,7 @@ impl Engine {
         let until = request
             .until
             .as_deref()
-            .filter(|_| chain.points[0].level != "copy");
+            .filter(|_| chain.points[0].level != Level::Copy);
         if let Some(name) = &request.define_as {
             // Defining needs the final paths in the adjusted configuration: restore in place,
             // in a directory QEMU (another user; libvirt hands it the image) can traverse.

@@ -21,6 +21,7 @@ use crate::host::tools::{self, Tool};
 use crate::host::{checksums, command, qemu_img, Error as HostError};
 
 use super::restore::vmsnap_checkpoints;
+use crate::host::virtnbdbackup::Level;
 use crate::paths::BackupRoot;
 use crate::selection::{DomainName, Selector};
 
@@ -194,7 +195,7 @@ impl Engine {
         let scratch = scratch_root
             .create_unique_dir(&format!("verify-{}-", job.id))
             .map_err(|e| format!("{}: {e}", self.config.scratch_dir.display()))?;
-        let until = (point.level != "copy").then_some(point.checkpoint.as_str());
+        let until = (point.level != Level::Copy).then_some(point.checkpoint.as_str());
         let result = self
             .run_restore(job, &chain.path, scratch.path(), until, None, None)
             .await;

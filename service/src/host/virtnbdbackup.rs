@@ -38,6 +38,12 @@ impl Level {
             Level::Copy => "copy",
         }
     }
+
+    pub fn parse(word: &str) -> Option<Level> {
+        [Level::Full, Level::Inc, Level::Copy]
+            .into_iter()
+            .find(|l| l.as_str() == word)
+    }
 }
 
 /// One run of virtnbdbackup.
