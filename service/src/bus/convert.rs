@@ -80,7 +80,7 @@ pub fn domain_status(report: DomainReport) -> DomainStatus {
             total_files: f.total_files,
             total_size: f.total_size,
             checkpoints: f.checkpoints.len() as u64,
-            checkpoint_names: f.checkpoints,
+            checkpoint_names: f.checkpoint_names(),
         }),
         error: report.query_error,
     }

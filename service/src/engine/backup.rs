@@ -14,14 +14,14 @@ use futures_util::future::join_all;
 use tracing::Instrument;
 
 use super::access::Use;
-use super::chain::{self, ChainFolder, LiveChain, Plan};
+use super::chain::{self, LiveChain, Plan};
 use super::eligibility;
 use super::jobs::Job;
 use super::prune::PruneRequest;
 use super::recovery::PausedRecords;
 use super::rollback::FolderBefore;
 use super::{Engine, Error};
-use crate::host::backup_dir::checkpoint_index;
+use crate::host::backup_dir::{self, checkpoint_index, Detail};
 use crate::host::checksums;
 use crate::host::domain_xml::{self, DiskDefinition};
 use crate::host::libvirt::{CheckpointFact, DomainState, Libvirt};
@@ -253,7 +253,7 @@ impl Engine {
         let base = Period::current(p.request.group_by).folder_name();
         let latest = chain::period_folders(&domain_dir, &base)
             .last()
-            .map(|f| ChainFolder::inspect(f))
+            .map(|f| backup_dir::scan(f, Detail::CreationTimes))
             .transpose()?;
         let plan = chain::plan(&domain_dir, &base, latest.as_ref(), &live);
         let (folder, level, reason) = match plan {

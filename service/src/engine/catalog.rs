@@ -5,8 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::chain::ChainFolder;
-use crate::host::backup_dir::checkpoint_index;
+use crate::host::backup_dir::{self, checkpoint_index, CheckpointFile, Detail};
 use crate::host::virtnbdbackup::Level;
 use crate::host::Result;
 
@@ -27,7 +26,7 @@ pub struct Chain {
     pub path: PathBuf,
     pub points: Vec<Point>,
     /// `(name, time)` of its checkpoints, to compare with libvirt's.
-    pub checkpoints: Vec<(String, Option<u64>)>,
+    pub checkpoints: Vec<CheckpointFile>,
 }
 
 impl Chain {
@@ -43,7 +42,7 @@ impl Chain {
                 .checkpoints
                 .iter()
                 .zip(live)
-                .all(|((n, t), (ln, lt))| n == ln && *t == Some(*lt))
+                .all(|(file, (name, time))| file.name == *name && file.created == Some(*time))
     }
 }
 
@@ -74,10 +73,10 @@ pub fn chains(domain_dir: &Path) -> Result<Vec<Chain>> {
     let mut out = Vec::new();
     for name in names {
         let path = domain_dir.join(&name);
-        let folder = ChainFolder::inspect(&path)?;
-        let size = |f: &str| folder.sizes.get(f).copied().unwrap_or(0);
+        let folder = backup_dir::scan(&path, Detail::CreationTimes)?;
+        let size = |f: &str| folder.size(f);
         let mut points = Vec::new();
-        for (cp, time) in &folder.checkpoints {
+        for CheckpointFile { name: cp, created } in &folder.checkpoints {
             let n = checkpoint_index(cp).unwrap_or(0);
             let of_point = |f: &str| {
                 if n == 0 {
@@ -105,7 +104,7 @@ pub fn chains(domain_dir: &Path) -> Result<Vec<Chain>> {
             points.push(Point {
                 checkpoint: cp.clone(),
                 level: if n == 0 { Level::Full } else { Level::Inc },
-                time: *time,
+                time: *created,
                 bytes: files.iter().map(|f| size(f)).sum(),
                 files,
             });

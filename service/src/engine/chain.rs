@@ -11,79 +11,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::host::backup_dir::checkpoint_index;
-use crate::host::safe_fs::{self, Dir, Kind};
-use crate::host::{checkpoint_xml, Error, Result};
-
-/// What is on disk in one chain folder.
-#[derive(Debug, Clone, Default)]
-pub struct ChainFolder {
-    pub path: PathBuf,
-    pub exists: bool,
-    /// File names directly in the folder.
-    pub files: Vec<String>,
-    /// Their sizes in bytes.
-    pub sizes: HashMap<String, u64>,
-    /// `(checkpoint name, creation time)` from `checkpoints/*.xml`, by number.
-    pub checkpoints: Vec<(String, Option<u64>)>,
-}
-
-impl ChainFolder {
-    /// Reads a chain folder by handle ([`safe_fs`]): a symlink in the way, an entry that is not
-    /// a regular file where one is expected, or a checkpoint XML over its cap is an error
-    /// naming the file, never followed or read whole.
-    pub fn inspect(path: &Path) -> Result<Self> {
-        let Some(dir) = Dir::open_if_exists(path).map_err(|e| Error::at(path, e))? else {
-            return Ok(ChainFolder {
-                path: path.to_path_buf(),
-                ..Default::default()
-            });
-        };
-        let mut files = Vec::new();
-        let mut sizes = HashMap::new();
-        for entry in dir.entries().map_err(|e| Error::at(path, e))? {
-            if entry.kind == Kind::File {
-                let meta = dir
-                    .meta_of(&entry.name)
-                    .map_err(|e| Error::at(&path.join(&entry.name), e))?;
-                sizes.insert(entry.name.clone(), meta.len);
-                files.push(entry.name);
-            }
-        }
-        let checkpoints_dir = dir
-            .open_dir_if_exists("checkpoints")
-            .map_err(|e| Error::at(&path.join("checkpoints"), e))?;
-        let mut checkpoints = Vec::new();
-        if let Some(cps) = checkpoints_dir {
-            for name in crate::host::backup_dir::checkpoint_names(&cps)? {
-                let xml = cps.read_text(&format!("{name}.xml"), safe_fs::cap::SMALL)?;
-                let time = checkpoint_xml::creation_time(&xml).ok();
-                checkpoints.push((name, time));
-            }
-        }
-        Ok(ChainFolder {
-            path: path.to_path_buf(),
-            exists: true,
-            files,
-            sizes,
-            checkpoints,
-        })
-    }
-
-    fn has_partial(&self) -> bool {
-        self.files.iter().any(|f| f.ends_with(".partial"))
-    }
-
-    fn has_data(&self) -> bool {
-        self.files.iter().any(|f| f.contains(".data"))
-    }
-
-    fn full_disks(&self) -> Vec<&str> {
-        self.files
-            .iter()
-            .filter_map(|f| f.strip_suffix(".full.data"))
-            .collect()
-    }
-}
+use crate::host::backup_dir::ChainFolder;
+use crate::host::safe_fs::{Dir, Kind};
 
 /// libvirt's and QEMU's side of the chain.
 #[derive(Debug, Clone, Default)]
@@ -174,7 +103,7 @@ fn broken_because(folder: &ChainFolder, live: &LiveChain) -> Option<String> {
     if live.checkpoints.is_empty() {
         return Some("libvirt has no checkpoint of this chain".into());
     }
-    let recorded: Vec<&str> = folder.checkpoints.iter().map(|(n, _)| n.as_str()).collect();
+    let recorded: Vec<&str> = folder.checkpoints.iter().map(|c| c.name.as_str()).collect();
     let current: Vec<&str> = live.checkpoints.iter().map(|(n, _)| n.as_str()).collect();
     if recorded != current {
         return Some(format!(
@@ -183,10 +112,11 @@ fn broken_because(folder: &ChainFolder, live: &LiveChain) -> Option<String> {
             recorded.join(", ")
         ));
     }
-    for ((name, file_time), (_, live_time)) in folder.checkpoints.iter().zip(&live.checkpoints) {
-        if *file_time != Some(*live_time) {
+    for (file, (_, live_time)) in folder.checkpoints.iter().zip(&live.checkpoints) {
+        if file.created != Some(*live_time) {
             return Some(format!(
-                "checkpoint {name} in libvirt is not the one recorded in the chain folder"
+                "checkpoint {} in libvirt is not the one recorded in the chain folder",
+                file.name
             ));
         }
     }
@@ -206,7 +136,7 @@ fn broken_because(folder: &ChainFolder, live: &LiveChain) -> Option<String> {
             added.join(", ")
         ));
     }
-    for (name, _) in &folder.checkpoints {
+    for name in folder.checkpoints.iter().map(|c| &c.name) {
         let n = checkpoint_index(name).unwrap_or(0);
         for disk in &live_disks {
             let data = if n == 0 {
@@ -247,6 +177,7 @@ fn next_folder(domain_dir: &Path, base: &str, latest: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::backup_dir::{scan, CheckpointFile, Detail};
 
     const BASE: &str = "vmsnap-backup-monthly-2026-11";
 
@@ -255,11 +186,14 @@ mod tests {
             path: PathBuf::from("/b/vm").join(BASE),
             exists: true,
             files: files.iter().map(|s| s.to_string()).collect(),
-            sizes: HashMap::new(),
             checkpoints: checkpoints
                 .iter()
-                .map(|(n, t)| (n.to_string(), Some(*t)))
+                .map(|(n, t)| CheckpointFile {
+                    name: n.to_string(),
+                    created: Some(*t),
+                })
                 .collect(),
+            ..Default::default()
         }
     }
 
@@ -407,7 +341,7 @@ mod tests {
             .unwrap()
             .set_len(1 << 30)
             .unwrap();
-        let e = ChainFolder::inspect(&dir).unwrap_err().to_string();
+        let e = scan(&dir, Detail::CreationTimes).unwrap_err().to_string();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(
             e.contains("virtnbdbackup.0.xml") && e.contains("larger than"),

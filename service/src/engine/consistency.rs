@@ -5,7 +5,7 @@
 //! original compared counts, so a foreign bitmap could hide a missing one and raw disks always
 //! looked broken.
 
-use crate::host::backup_dir::{checkpoint_index, FolderStats};
+use crate::host::backup_dir::{checkpoint_index, ChainFolder};
 
 /// What the check needs to know about one eligible disk.
 pub struct DiskBitmaps<'a> {
@@ -48,14 +48,15 @@ pub fn check_bitmaps(checkpoints: &[String], disks: &[DiskBitmaps<'_>]) -> Vec<S
 /// Problems between libvirt's checkpoints and the checkpoint files of the current period's
 /// backup folder. A folder that does not exist yet (the period's first backup has not run)
 /// is not a problem: the next backup starts a new chain there.
-pub fn check_folder(checkpoints: &[String], folder: &FolderStats) -> Vec<String> {
+pub fn check_folder(checkpoints: &[String], folder: &ChainFolder) -> Vec<String> {
     if !folder.exists {
         return Vec::new();
     }
     let owned = owned(checkpoints);
     let path = folder.path.display();
     let mut problems = Vec::new();
-    for cp in &folder.checkpoints {
+    let recorded = folder.checkpoint_names();
+    for cp in &recorded {
         if !owned.contains(&cp.as_str()) {
             problems.push(format!(
                 "checkpoint {cp} of the backup chain in {path} is unknown to libvirt"
@@ -63,7 +64,7 @@ pub fn check_folder(checkpoints: &[String], folder: &FolderStats) -> Vec<String>
         }
     }
     for cp in owned {
-        if !folder.checkpoints.iter().any(|f| f == cp) {
+        if !recorded.iter().any(|f| f == cp) {
             problems.push(format!(
                 "libvirt checkpoint {cp} is not part of the backup chain in {path}"
             ));
@@ -91,6 +92,7 @@ pub fn latest_owned(checkpoints: &[String]) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::backup_dir::CheckpointFile;
     use std::path::PathBuf;
 
     fn cps(names: &[&str]) -> Vec<String> {
@@ -140,16 +142,21 @@ mod tests {
 
     #[test]
     fn folder_cross_check_by_name() {
-        let folder = FolderStats {
+        let folder = ChainFolder {
             path: PathBuf::from("/b/vm/vmsnap-backup-monthly-2026-11"),
             exists: true,
-            checkpoints: cps(&["virtnbdbackup.0", "virtnbdbackup.1"]),
+            checkpoints: ["virtnbdbackup.0", "virtnbdbackup.1"]
+                .map(|name| CheckpointFile {
+                    name: name.into(),
+                    created: None,
+                })
+                .into(),
             ..Default::default()
         };
         assert!(check_folder(&cps(&["virtnbdbackup.0", "virtnbdbackup.1"]), &folder).is_empty());
         let problems = check_folder(&cps(&["virtnbdbackup.0", "virtnbdbackup.2"]), &folder);
         assert_eq!(problems.len(), 2, "{problems:?}");
-        let absent = FolderStats::default();
+        let absent = ChainFolder::default();
         assert!(check_folder(&cps(&["virtnbdbackup.0"]), &absent).is_empty());
     }
 

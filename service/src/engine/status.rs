@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::consistency::{self, DiskBitmaps};
 use super::eligibility;
 use super::{Engine, Error};
-use crate::host::backup_dir::{self, FolderStats};
+use crate::host::backup_dir::{self, ChainFolder, Detail};
 use crate::host::domain_xml::{self, DiskDefinition};
 use crate::host::libvirt::DomainState;
 use crate::host::libvirt::{CheckpointFact, DomainFacts, Libvirt};
@@ -52,7 +52,7 @@ pub struct DomainReport {
     pub disks: Vec<DiskReport>,
     pub skipped_disks: Vec<SkippedDiskReport>,
     pub problems: Vec<String>,
-    pub folder: Option<FolderStats>,
+    pub folder: Option<ChainFolder>,
     /// Why the domain could not be queried at all.
     pub query_error: Option<String>,
 }
@@ -305,7 +305,8 @@ impl Context<'_> {
     async fn fill_folder(&self, report: &mut DomainReport, root: &Path) {
         let path =
             super::backup::current_chain_folder(root, report.name.as_str(), self.request.group_by);
-        let result = tokio::task::spawn_blocking(move || backup_dir::stats(&path)).await;
+        let result =
+            tokio::task::spawn_blocking(move || backup_dir::scan(&path, Detail::Names)).await;
         match result {
             Ok(Ok(folder)) => {
                 let mut problems = consistency::check_folder(&report.checkpoints, &folder);

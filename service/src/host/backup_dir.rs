@@ -1,53 +1,116 @@
-//! What a period's backup folder holds: its files and the checkpoints of its chain.
+//! The one reader of a chain folder: its files, its sizes and the checkpoints of its chain.
 //!
-//! Files are counted once each, directories not at all, and the walk is limited by depth only
-//! (the original counted `checkpoints/` twice, counted directories as 4 KiB files and limited
-//! the walk by a sibling count). Symlinks are not followed, so a link cannot make the root
-//! service walk elsewhere.
+//! Status (a period folder's statistics), the chain decision of a backup and the catalog of
+//! ListBackups, Verify and Restore all read a folder through [`scan`], so they can never
+//! disagree about what a folder holds. Files are counted once each, directories not at all,
+//! and the walk is limited by depth only (the original counted `checkpoints/` twice, counted
+//! directories as 4 KiB files and limited the walk by a sibling count). Everything is reached
+//! by handle ([`super::safe_fs`]): a symlink is never followed, an entry that is not a regular
+//! file where one is expected, or a checkpoint XML over its cap, is an error naming the file.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::safe_fs::{Dir, Kind};
+use super::checkpoint_xml;
+use super::safe_fs::{self, Dir, Kind};
 use super::{Error, Result};
 
 /// How deep below the period folder files are counted; virtnbdbackup writes two levels.
 const MAX_DEPTH: usize = 8;
 
-/// Statistics of one backup folder.
+/// How much of the checkpoint records a scan reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Names only (`checkpoints/*.xml`): what Status shows, without opening each file.
+    Names,
+    /// Also each checkpoint's creation time from its XML: what a chain is compared by.
+    CreationTimes,
+}
+
+/// One `checkpoints/<name>.xml` of a chain folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointFile {
+    pub name: String,
+    /// From the XML with [`Detail::CreationTimes`]; `None` when not read or not in the file.
+    pub created: Option<u64>,
+}
+
+/// What is on disk in one chain folder.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FolderStats {
+pub struct ChainFolder {
     pub path: PathBuf,
     pub exists: bool,
+    /// Regular files directly in the folder (the data files, `.partial`s, logs).
+    pub files: Vec<String>,
+    /// Their sizes in bytes.
+    pub sizes: HashMap<String, u64>,
+    /// Regular files in the whole folder, `checkpoints/` and below included, and their bytes.
     pub total_files: u64,
     pub total_size: u64,
-    /// Checkpoint names from `checkpoints/*.xml`, in chain order (`virtnbdbackup.N` by N).
-    pub checkpoints: Vec<String>,
+    /// From `checkpoints/*.xml`, in chain order (`virtnbdbackup.N` by N).
+    pub checkpoints: Vec<CheckpointFile>,
 }
 
-/// Reads the statistics of `path`. A missing folder is not an error: it is what a period looks
-/// like before its first backup.
-pub fn stats(path: &Path) -> Result<FolderStats> {
-    let Some(dir) = Dir::open_if_exists(path).map_err(|e| Error::at(path, e))? else {
-        return Ok(FolderStats {
-            path: path.to_path_buf(),
-            ..Default::default()
-        });
-    };
-    let mut stats = FolderStats {
+impl ChainFolder {
+    pub fn checkpoint_names(&self) -> Vec<String> {
+        self.checkpoints.iter().map(|c| c.name.clone()).collect()
+    }
+
+    /// Whether a run that failed, was cancelled or was killed left a data file unfinished.
+    pub fn has_partial(&self) -> bool {
+        self.files.iter().any(|f| f.ends_with(".partial"))
+    }
+
+    /// Whether any backup data (finished or not) is in the folder.
+    pub fn has_data(&self) -> bool {
+        self.files.iter().any(|f| f.contains(".data"))
+    }
+
+    /// The disks with a full backup (`<disk>.full.data`).
+    pub fn full_disks(&self) -> Vec<&str> {
+        self.files
+            .iter()
+            .filter_map(|f| f.strip_suffix(".full.data"))
+            .collect()
+    }
+
+    /// The size of a file directly in the folder, 0 when there is none.
+    pub fn size(&self, file: &str) -> u64 {
+        self.sizes.get(file).copied().unwrap_or(0)
+    }
+}
+
+/// Reads the folder at `path`. A missing folder is not an error: it is what a period looks
+/// like before its first backup (`exists: false`).
+pub fn scan(path: &Path, detail: Detail) -> Result<ChainFolder> {
+    let mut folder = ChainFolder {
         path: path.to_path_buf(),
-        exists: true,
         ..Default::default()
     };
-    walk(&dir, 0, &mut stats)?;
-    stats.checkpoints = match dir.open_dir_if_exists("checkpoints") {
-        Ok(Some(cps)) => checkpoint_names(&cps)?,
-        Ok(None) => Vec::new(),
-        Err(e) => return Err(Error::at(&path.join("checkpoints"), e)),
+    let Some(dir) = Dir::open_if_exists(path).map_err(|e| Error::at(path, e))? else {
+        return Ok(folder);
     };
-    Ok(stats)
+    folder.exists = true;
+    walk(&dir, 0, &mut folder)?;
+    let checkpoints = dir
+        .open_dir_if_exists("checkpoints")
+        .map_err(|e| Error::at(&path.join("checkpoints"), e))?;
+    if let Some(cps) = checkpoints {
+        for name in checkpoint_names(&cps)? {
+            let created = match detail {
+                Detail::Names => None,
+                Detail::CreationTimes => {
+                    let xml = cps.read_text(&format!("{name}.xml"), safe_fs::cap::SMALL)?;
+                    checkpoint_xml::creation_time(&xml).ok()
+                }
+            };
+            folder.checkpoints.push(CheckpointFile { name, created });
+        }
+    }
+    Ok(folder)
 }
 
-fn walk(dir: &Dir, depth: usize, stats: &mut FolderStats) -> Result<()> {
+fn walk(dir: &Dir, depth: usize, folder: &mut ChainFolder) -> Result<()> {
     if depth > MAX_DEPTH {
         return Ok(());
     }
@@ -58,14 +121,18 @@ fn walk(dir: &Dir, depth: usize, stats: &mut FolderStats) -> Result<()> {
                 let sub = dir
                     .open_dir(&entry.name)
                     .map_err(|e| Error::at(&at(&entry.name), e))?;
-                walk(&sub, depth + 1, stats)?;
+                walk(&sub, depth + 1, folder)?;
             }
             Kind::File => {
                 let meta = dir
                     .meta_of(&entry.name)
                     .map_err(|e| Error::at(&at(&entry.name), e))?;
-                stats.total_files += 1;
-                stats.total_size += meta.len;
+                folder.total_files += 1;
+                folder.total_size += meta.len;
+                if depth == 0 {
+                    folder.sizes.insert(entry.name.clone(), meta.len);
+                    folder.files.push(entry.name);
+                }
             }
             Kind::Other => {}
         }
@@ -74,7 +141,7 @@ fn walk(dir: &Dir, depth: usize, stats: &mut FolderStats) -> Result<()> {
 }
 
 /// Names of the `*.xml` files in a chain's open checkpoint folder, ordered by their number.
-pub fn checkpoint_names(dir: &Dir) -> Result<Vec<String>> {
+fn checkpoint_names(dir: &Dir) -> Result<Vec<String>> {
     let mut names: Vec<String> = dir
         .entries()
         .map_err(|e| Error::at(dir.path(), e))?
@@ -114,20 +181,26 @@ mod tests {
             .unwrap();
         }
         std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
-        let s = stats(&root).unwrap();
+        let s = scan(&root, Detail::Names).unwrap();
         std::fs::remove_dir_all(&root).unwrap();
         assert!(s.exists);
         assert_eq!(s.total_files, 5);
         assert_eq!(s.total_size, 1005);
         assert_eq!(
-            s.checkpoints,
+            s.checkpoint_names(),
             ["virtnbdbackup.0", "virtnbdbackup.2", "virtnbdbackup.10"]
         );
+        // Only what lies directly in the folder is a chain file; the link is nothing.
+        let mut top = s.files.clone();
+        top.sort();
+        assert_eq!(top, ["vda.full.data", "vm.cpt"]);
+        assert_eq!(s.size("vda.full.data"), 1000);
+        assert!(s.checkpoints.iter().all(|c| c.created.is_none()));
     }
 
     #[test]
     fn a_missing_folder_is_empty_not_an_error() {
-        let s = stats(Path::new("/nonexistent/vmsnap/x")).unwrap();
+        let s = scan(Path::new("/nonexistent/vmsnap/x"), Detail::CreationTimes).unwrap();
         assert!(!s.exists);
         assert_eq!(s.total_files, 0);
     }
