@@ -313,6 +313,70 @@ def bench_limits(host, pid, data_mib):
     return peak
 
 
+def job_state(host, path):
+    for job in json.loads(host.vmsnapctl_run("jobs", "--json").stdout):
+        if job["job"] == path:
+            return job["state"]
+    raise RuntimeError(f"job {path} is not listed")
+
+
+def bench_status_during_verify(host, repeats, data_mib):
+    """Status latency while a verify of a large chain hashes and rebuilds every point, against
+    the same Status on an idle service. Hashing, the journal's fsync and the chain walks run
+    off the async runtime, so Status must not wait for them: the two should be alike."""
+    names = [f"{host.prefix}vl-{i}" for i in range(4)]
+    for name in names:
+        image = host.define(name, 64)
+        virsh("start", "--domain", name)
+    name = f"{host.prefix}vl-chain"
+    image = host.define(name, 2 * data_mib)
+    run(["qemu-io", "-f", "qcow2", "-c", f"write -P 0x5d 0 {data_mib}M", image])
+    virsh("start", "--domain", name)
+    root = os.path.join(host.images, "vl-root")
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+    host.vmsnapctl_run("backup", name, "--output", root, "--json")
+    for _ in range(3):
+        host.vmsnapctl_run("backup", name, "--output", root, "--json")
+    status = lambda: host.vmsnapctl_run("status", *names, name, "--output", root, "--json",
+                                        "--machine")
+
+    def once(fn):
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    # The floor (the same questions asked of libvirt and qemu-img directly) is sampled in turn
+    # with Status: on two cores the verify's hashing and qemu-img slow every process, and only
+    # what Status loses beyond the floor would be the service waiting for the verify.
+    floor = lambda: floor_api(names + [name], True)
+    once(status), once(floor)
+    idle = {"status": [], "floor": []}
+    for _ in range(max(21, 3 * repeats)):
+        idle["status"].append(once(status))
+        idle["floor"].append(once(floor))
+    path = host.vmsnapctl_run("verify", name, "--output", root, "--no-wait").stdout.strip()
+    busy = {"status": [], "floor": []}
+    verify_start = time.perf_counter()
+    while job_state(host, path) in ("queued", "running"):
+        busy["status"].append(once(status))
+        busy["floor"].append(once(floor))
+    verify_seconds = time.perf_counter() - verify_start
+    state = job_state(host, path)
+    if state != "succeeded":
+        raise RuntimeError(f"the verify under load ended {state}")
+    if len(busy["status"]) < 5:
+        raise RuntimeError(f"only {len(busy['status'])} status calls during the verify")
+    for n in names + [name]:
+        virsh("destroy", "--domain", n)
+    shutil.rmtree(root, ignore_errors=True)
+    summary = lambda v: (statistics.median(v), statistics.quantiles(v, n=20)[-1], max(v))
+    return {"idle": {k: summary(v) for k, v in idle.items()},
+            "busy": {k: summary(v) for k, v in busy.items()},
+            "samples": (len(idle["status"]), len(busy["status"])),
+            "verify_seconds": verify_seconds}
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--prefix", required=True)
@@ -322,7 +386,8 @@ def main():
     p.add_argument("--restart-service", required=True,
                    help="command that restarts vmsnapd with --parallel-backups N (N appended)")
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--only", default="status,footprint,backup,parallel,limits")
+    p.add_argument("--only",
+                   default="status,footprint,backup,parallel,limits,status-during-verify")
     args = p.parse_args()
     host = Host(args)
     only = set(args.only.split(","))
@@ -396,6 +461,21 @@ def main():
         for label, value in r.items():
             out(f"  {label:38} {value:8.2f} s   {seq / value:5.2f}x")
         restart_service(2)
+    if "status-during-verify" in only:
+        r = bench_status_during_verify(host, args.repeats, 1024)
+        out()
+        out(f"status of 5 running domains (--output) on an idle service and during a verify of "
+            f"a 4-point chain of 1 GiB ({r['verify_seconds']:.1f} s; "
+            f"{r['samples'][0]} and {r['samples'][1]} calls)")
+        for label, when, what in (("vmsnapctl status, idle", "idle", "status"),
+                                  ("vmsnapctl status, during the verify", "busy", "status"),
+                                  ("floor, idle", "idle", "floor"),
+                                  ("floor, during the verify", "busy", "floor")):
+            med, p95, hi = r[when][what]
+            out(f"  {label:38} {med * 1000:8.1f} ms  (p95 {p95 * 1000:.1f}, max {hi * 1000:.1f})")
+        slower = {w: r["busy"][w][0] / r["idle"][w][0] for w in ("status", "floor")}
+        out(f"  during / idle, vmsnapctl status        {slower['status']:8.2f}x")
+        out(f"  during / idle, floor (CPU contention)  {slower['floor']:8.2f}x")
     if "limits" in only:
         restart_service(4)
         peak = bench_limits(host, pid(), 512)
