@@ -269,7 +269,7 @@ async fn status(cli: &Cli, domains: &[String], deep: bool) -> Result<u8, Failure
     };
     let names: Vec<&str> = domains.iter().map(String::as_str).collect();
     let report = manager
-        .status(&names, &options)
+        .status(&names, options.to_dict())
         .await
         .map_err(|e| client::failure(&e))?;
     render::status(&report, &cli.format)

@@ -25,7 +25,7 @@ pub async fn list(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
         connect: cli.common.connect.clone(),
     };
     let chains = manager
-        .list_backups(&names, &options)
+        .list_backups(&names, options.to_dict())
         .await
         .map_err(|e| client::failure(&e))?;
     if cli.format.json || cli.format.machine {

@@ -199,7 +199,9 @@ macro_rules! option_dict {
                 Ok($name { $( $field: take(&mut dict, $key)?, )* })
             }
 
-            /// The dictionary to send: only the options that are set.
+            /// The dictionary to send: only the options that are set. (The struct itself is not
+            /// `Serialize`: zvariant 5.15 pads a dictionary serialized through a wrapper type
+            /// wrongly for some key orders, and dbus-daemon drops a client that sends one.)
             pub fn to_dict(&self) -> HashMap<&'static str, Value<'_>> {
                 let mut dict = HashMap::new();
                 $( if let Some(value) = &self.$field {
@@ -209,17 +211,6 @@ macro_rules! option_dict {
             }
         }
 
-        /// Sent as its dictionary, so a typed proxy method takes the struct itself.
-        impl serde::Serialize for $name {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                self.to_dict().serialize(serializer)
-            }
-        }
-
-        impl zvariant::Type for $name {
-            const SIGNATURE: &'static zvariant::Signature =
-                <HashMap<&str, Value<'_>> as zvariant::Type>::SIGNATURE;
-        }
     };
 }
 

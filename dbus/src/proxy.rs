@@ -4,15 +4,14 @@
 //! directly; standard D-Bus errors (AccessDenied, ServiceUnknown, NoReply) arrive as
 //! [`crate::Error::ZBus`].
 
+use std::collections::HashMap;
+
 use zbus::proxy;
 use zbus::proxy::MethodFlags;
-use zvariant::OwnedObjectPath;
+use zvariant::{OwnedObjectPath, Value};
 
 use crate::job::DomainResult;
-use crate::options::{
-    BackupOptions, ListOptions, PruneOptions, RestoreOptions, ScrubOptions, StatusOptions,
-    VerifyOptions,
-};
+use crate::options::{BackupOptions, PruneOptions, RestoreOptions, ScrubOptions, VerifyOptions};
 use crate::status::{BackupChain, DomainStatus, PruneResult, ScrubResult};
 use crate::Error;
 
@@ -25,32 +24,56 @@ use crate::Error;
 )]
 pub trait Manager {
     /// Status of the selected domains (names, `*`, globs with `*` and `?`; empty = all), in the
-    /// order selected. Options: [`StatusOptions`].
-    fn status(&self, domains: &[&str], options: &StatusOptions)
-        -> Result<Vec<DomainStatus>, Error>;
+    /// order selected. Options: [`crate::StatusOptions::to_dict`] (every method's options
+    /// are the `to_dict()` of its struct in [`crate::options`]).
+    fn status(
+        &self,
+        domains: &[&str],
+        options: HashMap<&str, Value<'_>>,
+    ) -> Result<Vec<DomainStatus>, Error>;
 
     /// Starts a backup of the selected domains and returns its job at once. Options: see
     /// [`BackupOptions`].
-    fn backup(&self, domains: &[&str], options: &BackupOptions) -> Result<OwnedObjectPath, Error>;
+    fn backup(
+        &self,
+        domains: &[&str],
+        options: HashMap<&str, Value<'_>>,
+    ) -> Result<OwnedObjectPath, Error>;
 
     /// Removes VMSnap checkpoints and bitmaps. Options: type, checkpoint, dry_run.
-    fn scrub(&self, domains: &[&str], options: &ScrubOptions) -> Result<Vec<ScrubResult>, Error>;
+    fn scrub(
+        &self,
+        domains: &[&str],
+        options: HashMap<&str, Value<'_>>,
+    ) -> Result<Vec<ScrubResult>, Error>;
 
     /// Deletes old period folders. Options: output, group_by, keep, dry_run.
-    fn prune(&self, domains: &[&str], options: &PruneOptions) -> Result<Vec<PruneResult>, Error>;
+    fn prune(
+        &self,
+        domains: &[&str],
+        options: HashMap<&str, Value<'_>>,
+    ) -> Result<Vec<PruneResult>, Error>;
 
     /// The backup chains found under `output` for the selected domains.
     fn list_backups(
         &self,
         domains: &[&str],
-        options: &ListOptions,
+        options: HashMap<&str, Value<'_>>,
     ) -> Result<Vec<BackupChain>, Error>;
 
     /// Verifies every point of the selected chains; returns the job.
-    fn verify(&self, domains: &[&str], options: &VerifyOptions) -> Result<OwnedObjectPath, Error>;
+    fn verify(
+        &self,
+        domains: &[&str],
+        options: HashMap<&str, Value<'_>>,
+    ) -> Result<OwnedObjectPath, Error>;
 
     /// Restores a chain up to a point into a target directory; returns the job.
-    fn restore(&self, domain: &str, options: &RestoreOptions) -> Result<OwnedObjectPath, Error>;
+    fn restore(
+        &self,
+        domain: &str,
+        options: HashMap<&str, Value<'_>>,
+    ) -> Result<OwnedObjectPath, Error>;
 
     /// Paths of the jobs the service knows: running ones and recently finished ones.
     fn list_jobs(&self) -> Result<Vec<OwnedObjectPath>, Error>;
@@ -164,7 +187,7 @@ impl ManagerProxy<'_> {
         domains: &[&str],
         options: &BackupOptions,
     ) -> Result<OwnedObjectPath, Error> {
-        self.call_changing("Backup", interaction, &(domains, options))
+        self.call_changing("Backup", interaction, &(domains, options.to_dict()))
             .await
     }
 
@@ -175,7 +198,7 @@ impl ManagerProxy<'_> {
         domains: &[&str],
         options: &ScrubOptions,
     ) -> Result<Vec<ScrubResult>, Error> {
-        self.call_changing("Scrub", interaction, &(domains, options))
+        self.call_changing("Scrub", interaction, &(domains, options.to_dict()))
             .await
     }
 
@@ -186,7 +209,7 @@ impl ManagerProxy<'_> {
         domains: &[&str],
         options: &PruneOptions,
     ) -> Result<Vec<PruneResult>, Error> {
-        self.call_changing("Prune", interaction, &(domains, options))
+        self.call_changing("Prune", interaction, &(domains, options.to_dict()))
             .await
     }
 
@@ -197,7 +220,7 @@ impl ManagerProxy<'_> {
         domains: &[&str],
         options: &VerifyOptions,
     ) -> Result<OwnedObjectPath, Error> {
-        self.call_changing("Verify", interaction, &(domains, options))
+        self.call_changing("Verify", interaction, &(domains, options.to_dict()))
             .await
     }
 
@@ -208,7 +231,7 @@ impl ManagerProxy<'_> {
         domain: &str,
         options: &RestoreOptions,
     ) -> Result<OwnedObjectPath, Error> {
-        self.call_changing("Restore", interaction, &(domain, options))
+        self.call_changing("Restore", interaction, &(domain, options.to_dict()))
             .await
     }
 }

@@ -302,7 +302,10 @@ async fn progress_signals_grow_before_completion_and_the_job_matches_its_xml() {
         output: Some(root.clone()),
         ..Default::default()
     };
-    let path = manager.backup(&[g.name.as_str()], &opts).await.unwrap();
+    let path = manager
+        .backup(&[g.name.as_str()], opts.to_dict())
+        .await
+        .unwrap();
 
     let xml = zbus::fdo::IntrospectableProxy::builder(&conn)
         .destination(BUS_NAME)

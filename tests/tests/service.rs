@@ -92,7 +92,7 @@ async fn typed_errors_reach_a_plain_dbus_client() {
     let conn = connection(&host().bus_address).await;
     let manager = vmsnap_dbus::ManagerProxy::new(&conn).await.unwrap();
     match manager
-        .status(&["vmsnap-no-such-domain-x"], &Default::default())
+        .status(&["vmsnap-no-such-domain-x"], Default::default())
         .await
     {
         Err(vmsnap_dbus::Error::NoSuchDomain(m)) => assert!(m.contains("vmsnap-no-such-domain-x")),

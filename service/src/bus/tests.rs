@@ -215,13 +215,13 @@ async fn every_change_is_refused_before_any_work_when_the_caller_is_not_allowed(
     };
     let ask = Interaction::Denied;
     let refusals = [
-        manager.backup(&["vm1"], &backup).await.map(|_| ()),
-        manager.verify(&["vm1"], &verify).await.map(|_| ()),
-        manager.scrub(&["vm1"], &scrub).await.map(|_| ()),
-        manager.prune(&["vm1"], &prune).await.map(|_| ()),
-        manager.restore("vm1", &restore).await.map(|_| ()),
+        manager.backup(&["vm1"], backup.to_dict()).await.map(|_| ()),
+        manager.verify(&["vm1"], verify.to_dict()).await.map(|_| ()),
+        manager.scrub(&["vm1"], scrub.to_dict()).await.map(|_| ()),
+        manager.prune(&["vm1"], prune.to_dict()).await.map(|_| ()),
+        manager.restore("vm1", restore.to_dict()).await.map(|_| ()),
         // The deep check taints guests: it needs the backup right, asked first.
-        manager.status(&["vm1"], &deep).await.map(|_| ()),
+        manager.status(&["vm1"], deep.to_dict()).await.map(|_| ()),
         // The same calls as the CLI makes them, with the interaction flag per call.
         manager.backup_as(ask, &["vm1"], &backup).await.map(|_| ()),
         manager.verify_as(ask, &["vm1"], &verify).await.map(|_| ()),
