@@ -1,7 +1,5 @@
 //! `scrub` and `prune`: the destructive commands, administrators only.
 
-use std::time::Duration;
-
 use vmsnap_dbus::{PruneOptions, ScrubOptions};
 
 use crate::args::Cli;
@@ -23,8 +21,7 @@ pub fn check_scrub_type(kind: &str) -> Result<(), Failure> {
 
 pub async fn scrub(cli: &Cli, domains: &[String], kind: &str) -> Result<u8, Failure> {
     let agent = agent::start(cli.no_ask_password);
-    let (_connection, manager) =
-        client::connect(Duration::from_secs(cli.common.timeout.max(1))).await?;
+    let (_connection, manager) = client::connect(cli.common.call_timeout()).await?;
     let options = ScrubOptions {
         scrub_type: Some(kind.to_string()),
         checkpoint: cli.checkpoint_name.clone(),
@@ -32,10 +29,11 @@ pub async fn scrub(cli: &Cli, domains: &[String], kind: &str) -> Result<u8, Fail
         connect: cli.common.connect.clone(),
     };
     let names: Vec<&str> = domains.iter().map(String::as_str).collect();
-    let report = manager
-        .scrub_as(agent::interaction(&agent), &names, &options)
-        .await
-        .map_err(|e| client::failure(&e))?;
+    let report = client::answer(
+        cli.common.call_timeout(),
+        manager.scrub_as(agent::interaction(&agent), &names, &options),
+    )
+    .await?;
     drop(agent);
     if cli.format.json || cli.format.machine {
         let doc: Vec<serde_json::Value> = report
@@ -78,8 +76,7 @@ pub async fn prune(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
         return Err((exit::USAGE, "No output directory specified".into()));
     }
     let agent = agent::start(cli.no_ask_password);
-    let (_connection, manager) =
-        client::connect(Duration::from_secs(cli.common.timeout.max(1))).await?;
+    let (_connection, manager) = client::connect(cli.common.call_timeout()).await?;
     let options = PruneOptions {
         output: cli.common.output.clone(),
         group_by: cli.common.group_by.clone(),
@@ -88,10 +85,11 @@ pub async fn prune(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
         connect: cli.common.connect.clone(),
     };
     let names: Vec<&str> = domains.iter().map(String::as_str).collect();
-    let report = manager
-        .prune_as(agent::interaction(&agent), &names, &options)
-        .await
-        .map_err(|e| client::failure(&e))?;
+    let report = client::answer(
+        cli.common.call_timeout(),
+        manager.prune_as(agent::interaction(&agent), &names, &options),
+    )
+    .await?;
     drop(agent);
     if cli.format.json || cli.format.machine {
         let doc: Vec<serde_json::Value> = report

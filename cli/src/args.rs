@@ -303,6 +303,13 @@ pub fn split_domains<S: AsRef<str>>(items: &[S]) -> Vec<String> {
         .collect()
 }
 
+impl CommonArgs {
+    /// How long one call to the service may take (`--timeout`, at least a second).
+    pub fn call_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout.max(1))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

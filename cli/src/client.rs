@@ -31,6 +31,22 @@ pub async fn connect(timeout: Duration) -> Result<(Connection, ManagerProxy<'sta
     Ok((connection, manager))
 }
 
+/// Awaits one call to the service, for at most `timeout`. zbus bounds a call by the
+/// connection's method timeout, but a call whose connection the bus closed under it (as
+/// dbus-daemon does to a client that sent a malformed message) was seen to wait forever with
+/// no timer left; this bound holds whatever happens to the connection.
+pub async fn answer<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Failure> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result.map_err(|e| failure(&e)),
+        Err(_) => Err(failure(&Error::ZBus(zbus::Error::InputOutput(
+            std::sync::Arc::new(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+        )))),
+    }
+}
+
 /// The exit code and message for an error of a call.
 pub fn failure(e: &Error) -> Failure {
     (exit::for_error(e), describe(e))

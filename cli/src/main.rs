@@ -10,7 +10,6 @@ mod restore;
 mod watch;
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
 use vmsnap_dbus::{BackupOptions, Operation, StatusOptions};
@@ -141,8 +140,7 @@ async fn backup(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
         return Err((exit::USAGE, "No output directory specified".into()));
     }
     let agent = agent::start(cli.no_ask_password);
-    let (connection, manager) =
-        client::connect(Duration::from_secs(cli.common.timeout.max(1))).await?;
+    let (connection, manager) = client::connect(cli.common.call_timeout()).await?;
     let options = BackupOptions {
         output: cli.common.output.clone(),
         group_by: cli.common.group_by.clone(),
@@ -153,10 +151,11 @@ async fn backup(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
         keep: cli.backup_opts.keep,
     };
     let names: Vec<&str> = domains.iter().map(String::as_str).collect();
-    let path = manager
-        .backup_as(agent::interaction(&agent), &names, &options)
-        .await
-        .map_err(|e| client::failure(&e))?;
+    let path = client::answer(
+        cli.common.call_timeout(),
+        manager.backup_as(agent::interaction(&agent), &names, &options),
+    )
+    .await?;
     drop(agent);
     if cli.backup_opts.no_wait {
         println!("{}", path.as_str());
@@ -185,9 +184,8 @@ pub(crate) fn print_job_result(
 }
 
 async fn jobs(cli: &Cli) -> Result<u8, Failure> {
-    let (connection, manager) =
-        client::connect(Duration::from_secs(cli.common.timeout.max(1))).await?;
-    let paths = manager.list_jobs().await.map_err(|e| client::failure(&e))?;
+    let (connection, manager) = client::connect(cli.common.call_timeout()).await?;
+    let paths = client::answer(cli.common.call_timeout(), manager.list_jobs()).await?;
     let mut rows = Vec::new();
     for path in paths {
         let job = watch::job_proxy(&connection, path.clone()).await?;
@@ -241,7 +239,7 @@ async fn cancel(cli: &Cli, job: &str) -> Result<u8, Failure> {
             format!("{job:?} is neither a job number nor a job path"),
         )
     })?;
-    let (connection, _) = client::connect(Duration::from_secs(cli.common.timeout.max(1))).await?;
+    let (connection, _) = client::connect(cli.common.call_timeout()).await?;
     let proxy = watch::job_proxy(&connection, path.clone()).await?;
     match proxy.cancel().await {
         Ok(()) => Ok(exit::OK),
@@ -259,8 +257,7 @@ async fn status(cli: &Cli, domains: &[String], deep: bool) -> Result<u8, Failure
     if cli.format.verbose {
         eprintln!("Starting status check...");
     }
-    let (_connection, manager) =
-        client::connect(Duration::from_secs(cli.common.timeout.max(1))).await?;
+    let (_connection, manager) = client::connect(cli.common.call_timeout()).await?;
     let options = StatusOptions {
         output: cli.common.output.clone(),
         group_by: cli.common.group_by.clone(),
@@ -268,10 +265,11 @@ async fn status(cli: &Cli, domains: &[String], deep: bool) -> Result<u8, Failure
         deep: flag(deep),
     };
     let names: Vec<&str> = domains.iter().map(String::as_str).collect();
-    let report = manager
-        .status(&names, options.to_dict())
-        .await
-        .map_err(|e| client::failure(&e))?;
+    let report = client::answer(
+        cli.common.call_timeout(),
+        manager.status(&names, options.to_dict()),
+    )
+    .await?;
     render::status(&report, &cli.format)
         .map_err(|e| (exit::FAILURE, format!("cannot write the report: {e}")))?;
     let failed: Vec<&str> = report

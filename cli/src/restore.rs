@@ -1,7 +1,5 @@
 //! `backups`, `verify` and `restore`: what you have, whether it is intact, and getting it back.
 
-use std::time::Duration;
-
 use vmsnap_dbus::{ListOptions, Operation, RestoreOptions, VerifyOptions};
 
 use crate::args::{Cli, Command};
@@ -17,17 +15,17 @@ fn need_output(cli: &Cli) -> Result<(), Failure> {
 
 pub async fn list(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
     need_output(cli)?;
-    let (_connection, manager) =
-        client::connect(Duration::from_secs(cli.common.timeout.max(1))).await?;
+    let (_connection, manager) = client::connect(cli.common.call_timeout()).await?;
     let names: Vec<&str> = domains.iter().map(String::as_str).collect();
     let options = ListOptions {
         output: cli.common.output.clone(),
         connect: cli.common.connect.clone(),
     };
-    let chains = manager
-        .list_backups(&names, options.to_dict())
-        .await
-        .map_err(|e| client::failure(&e))?;
+    let chains = client::answer(
+        cli.common.call_timeout(),
+        manager.list_backups(&names, options.to_dict()),
+    )
+    .await?;
     if cli.format.json || cli.format.machine {
         let doc: Vec<serde_json::Value> = chains
             .iter()
@@ -72,8 +70,7 @@ pub async fn list(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
 pub async fn verify(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
     need_output(cli)?;
     let agent = agent::start(cli.no_ask_password);
-    let (connection, manager) =
-        client::connect(Duration::from_secs(cli.common.timeout.max(1))).await?;
+    let (connection, manager) = client::connect(cli.common.call_timeout()).await?;
     let folder = match &cli.command {
         Some(Command::Verify { folder, .. }) => folder.clone(),
         _ => None,
@@ -84,10 +81,11 @@ pub async fn verify(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
         connect: cli.common.connect.clone(),
     };
     let names: Vec<&str> = domains.iter().map(String::as_str).collect();
-    let path = manager
-        .verify_as(agent::interaction(&agent), &names, &options)
-        .await
-        .map_err(|e| client::failure(&e))?;
+    let path = client::answer(
+        cli.common.call_timeout(),
+        manager.verify_as(agent::interaction(&agent), &names, &options),
+    )
+    .await?;
     drop(agent);
     if cli.backup_opts.no_wait {
         println!("{}", path.as_str());
@@ -113,8 +111,7 @@ pub async fn restore(cli: &Cli) -> Result<u8, Failure> {
         unreachable!("restore is only dispatched for the restore subcommand");
     };
     let agent = agent::start(cli.no_ask_password);
-    let (connection, manager) =
-        client::connect(Duration::from_secs(cli.common.timeout.max(1))).await?;
+    let (connection, manager) = client::connect(cli.common.call_timeout()).await?;
     let options = RestoreOptions {
         output: cli.common.output.clone(),
         folder: folder.clone(),
@@ -125,10 +122,11 @@ pub async fn restore(cli: &Cli) -> Result<u8, Failure> {
         define_as: define_as.clone(),
         connect: cli.common.connect.clone(),
     };
-    let path = manager
-        .restore_as(agent::interaction(&agent), domain, &options)
-        .await
-        .map_err(|e| client::failure(&e))?;
+    let path = client::answer(
+        cli.common.call_timeout(),
+        manager.restore_as(agent::interaction(&agent), domain, &options),
+    )
+    .await?;
     drop(agent);
     if cli.backup_opts.no_wait {
         println!("{}", path.as_str());

@@ -56,8 +56,12 @@ pub async fn wait(
                     display.update(&a.domain, &a.disk, a.done, a.total);
                 }
             }
-            Some(signal) = completed.next() => {
+            signal = completed.next() => {
                 display.finish();
+                // The stream ends only with the connection; waiting on would be forever.
+                let Some(signal) = signal else {
+                    return Err((exit::FAILURE, "lost the connection to vmsnapd while waiting".into()));
+                };
                 let a = signal.args().map_err(bus)?;
                 let state = JobState::parse(&a.state).unwrap_or(JobState::Failed);
                 return Ok((state, a.results.clone()));
@@ -69,7 +73,6 @@ pub async fn wait(
                     eprintln!("vmsnapctl: {}", client::describe(&e));
                 }
             }
-            else => return Err((exit::FAILURE, "lost the connection to vmsnapd while waiting".into())),
         }
     }
 }
