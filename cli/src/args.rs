@@ -180,6 +180,11 @@ pub struct BackupArgs {
     #[arg(long, global = true)]
     pub raw: bool,
 
+    /// Compress the backup with virtnbdbackup's lz4. A chain is compressed or not from its full
+    /// on: asking otherwise than the live chain starts a new chain (the result says why).
+    #[arg(long, global = true)]
+    pub compress: bool,
+
     /// Prune old period folders after each successful backup (see `prune`).
     #[arg(long, global = true, overrides_with = "no_prune")]
     pub prune: bool,

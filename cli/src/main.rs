@@ -146,6 +146,7 @@ async fn backup(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
         group_by: cli.common.group_by.clone(),
         connect: cli.common.connect.clone(),
         raw: flag(cli.backup_opts.raw),
+        compress: flag(cli.backup_opts.compress),
         prune: flag(cli.backup_opts.prune),
         // Sent as given: the service refuses `keep` without `prune` rather than ignore it.
         keep: cli.backup_opts.keep,

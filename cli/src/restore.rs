@@ -31,7 +31,7 @@ pub async fn list(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
             .iter()
             .map(|c| {
                 serde_json::json!({
-                    "domain": c.domain, "folder": c.folder, "path": c.path, "live": c.live,
+                    "domain": c.domain, "folder": c.folder, "path": c.path, "live": c.live, "compressed": c.compressed,
                     "bytes": c.bytes,
                     "points": c.points.iter().map(|p| serde_json::json!({
                         "checkpoint": p.checkpoint, "level": p.level, "time": p.time,
@@ -44,8 +44,19 @@ pub async fn list(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
         return Ok(exit::OK);
     }
     for c in &chains {
-        let live = if c.live { " (live chain)" } else { "" };
-        println!("{} {}{live}: {}", c.domain, c.folder, pretty(c.bytes));
+        let mut notes = Vec::new();
+        if c.live {
+            notes.push("live chain");
+        }
+        if c.compressed {
+            notes.push("compressed");
+        }
+        let notes = if notes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", notes.join(", "))
+        };
+        println!("{} {}{notes}: {}", c.domain, c.folder, pretty(c.bytes));
         for p in &c.points {
             let when = p
                 .time

@@ -42,6 +42,11 @@ pub const PRUNE: &str = "prune";
 /// `b`: include raw disks (full or copy only; they never take part in incrementals).
 pub const RAW: &str = "raw";
 
+/// `b`: compress the backup with virtnbdbackup's lz4 (`--compress`). A chain is compressed or
+/// not from its full on: a backup asking otherwise than the live chain starts a new chain, and
+/// `newChainReason` says why.
+pub const COMPRESS: &str = "compress";
+
 /// `u`: with pruning, how many past periods survive besides the rule's own (default 0: the
 /// original's behaviour).
 pub const KEEP: &str = "keep";
@@ -233,6 +238,7 @@ option_dict! {
         prune: bool = PRUNE,
         keep: u32 = KEEP,
         raw: bool = RAW,
+        compress: bool = COMPRESS,
     }
 }
 

@@ -170,6 +170,8 @@ pub struct BackupChain {
     pub path: String,
     /// Whether the domain's live checkpoints are this chain's (the next backup continues it).
     pub live: bool,
+    /// Its data is lz4-compressed (virtnbdbackup's `--compress`), from the full on.
+    pub compressed: bool,
     /// Bytes of all its data files.
     pub bytes: u64,
     pub points: Vec<BackupPoint>,

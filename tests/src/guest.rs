@@ -187,6 +187,26 @@ impl Guest {
         );
     }
 
+    /// Writes the whole of `file` into the disk at `offset_mib` (with QEMU not running):
+    /// data of the test's choosing, such as bytes no compressor can shrink.
+    pub fn write_file(&self, target: &str, file: &std::path::Path, offset_mib: u32) {
+        let len = std::fs::metadata(file).expect("the file to write").len();
+        let path = self.image(target);
+        tool(
+            "qemu-io",
+            &[
+                "-f",
+                "qcow2",
+                "-c",
+                &format!(
+                    "write -s {} {offset_mib}M {len}",
+                    file.to_str().expect("utf-8 path")
+                ),
+                path.to_str().expect("utf-8 path"),
+            ],
+        );
+    }
+
     /// Removes a bitmap from the running QEMU, leaving libvirt's checkpoint behind: the state
     /// after an unclean stop lost it.
     pub fn remove_live_bitmap(&self, target: &str, bitmap: &str) {

@@ -115,6 +115,7 @@ pub fn chain(listed: crate::engine::restore::Listed) -> vmsnap_dbus::BackupChain
         folder: c.folder.clone(),
         path: c.path.display().to_string(),
         live: listed.live,
+        compressed: c.compressed.unwrap_or(false),
         bytes: c.bytes(),
         points: c
             .points

@@ -222,8 +222,10 @@ impl Manager {
     ///
     /// options: "output" s (required: absolute backup root), "group_by" s
     /// (month|quarter|bi-annual|year, default month), "raw" b (also back up raw disks, in full
-    /// backups only), "prune" b (after a domain's successful backup, prune it as Prune does;
-    /// needs org.vmsnap.prune too), "keep" u (with prune), "connect" s.
+    /// backups only), "compress" b (virtnbdbackup's lz4; a chain is compressed or not from
+    /// its full on, so asking otherwise than the live chain starts a new chain), "prune" b
+    /// (after a domain's successful backup, prune it as Prune does; needs org.vmsnap.prune
+    /// too), "keep" u (with prune), "connect" s.
     /// Each domain is written to <output>/<domain>/vmsnap-backup-<period>[.<n>]: a full backup
     /// starts a chain there, later backups of the period are incremental; a broken chain
     /// restarts in a new folder. Errors: NoSuchDomain, InvalidArgument, AlreadyRunning (a job
@@ -345,8 +347,8 @@ impl Manager {
     ///
     /// options: "output" s (required), "connect" s.
     /// report: per chain a{sv}: domain s, folder s, path s, live b (the domain's checkpoints are
-    /// this chain's), bytes t, points aa{sv} (checkpoint s, level s (full|inc|copy), time t,
-    /// bytes t, files as).
+    /// this chain's), compressed b (its data is lz4-compressed), bytes t, points aa{sv}
+    /// (checkpoint s, level s (full|inc|copy), time t, bytes t, files as).
     #[zbus(out_args("chains"))]
     async fn list_backups(
         &self,

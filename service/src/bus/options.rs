@@ -107,6 +107,7 @@ pub fn backup_request(
         root,
         group_by,
         raw: options.raw.unwrap_or(false),
+        compress: options.compress.unwrap_or(false),
         prune_keep: prune.then(|| options.keep.unwrap_or(0)),
     })
 }

@@ -40,6 +40,9 @@ pub struct BackupRequest {
     pub root: BackupRoot,
     pub group_by: GroupBy,
     pub raw: bool,
+    /// virtnbdbackup's lz4 compression (`--compress`). Decided per chain: a chain that was
+    /// written otherwise is not continued, a new one starts (`newChainReason` says why).
+    pub compress: bool,
     /// Prune the domain's older period folders after a successful backup, keeping this many
     /// past periods besides the rule's own. Never after a failed one.
     pub prune_keep: Option<u32>,
@@ -253,9 +256,15 @@ impl Engine {
         let base = Period::current(p.request.group_by).folder_name();
         let latest = chain::period_folders(&domain_dir, &base)
             .last()
-            .map(|f| backup_dir::scan(f, Detail::CreationTimes))
+            .map(|f| backup_dir::scan(f, Detail::Chain))
             .transpose()?;
-        let plan = chain::plan(&domain_dir, &base, latest.as_ref(), &live);
+        let plan = chain::plan(
+            &domain_dir,
+            &base,
+            latest.as_ref(),
+            &live,
+            p.request.compress,
+        );
         let (folder, level, reason) = match plan {
             Plan::Continue { folder } => (folder, Level::Inc, String::new()),
             Plan::NewChain { folder, reason } => {
@@ -310,6 +319,7 @@ impl Engine {
             output: folder.clone(),
             socket: socket.clone(),
             raw: p.request.raw,
+            compress: p.request.compress,
         };
         let mut cancel = p.job.cancel_receiver();
         let job = p.job.clone();

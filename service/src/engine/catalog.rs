@@ -27,6 +27,8 @@ pub struct Chain {
     pub points: Vec<Point>,
     /// `(name, time)` of its checkpoints, to compare with libvirt's.
     pub checkpoints: Vec<CheckpointFile>,
+    /// From the full's stream header; `None` without a readable full.
+    pub compressed: Option<bool>,
 }
 
 impl Chain {
@@ -73,7 +75,7 @@ pub fn chains(domain_dir: &Path) -> Result<Vec<Chain>> {
     let mut out = Vec::new();
     for name in names {
         let path = domain_dir.join(&name);
-        let folder = backup_dir::scan(&path, Detail::CreationTimes)?;
+        let folder = backup_dir::scan(&path, Detail::Chain)?;
         let size = |f: &str| folder.size(f);
         let mut points = Vec::new();
         for CheckpointFile { name: cp, created } in &folder.checkpoints {
@@ -131,6 +133,7 @@ pub fn chains(domain_dir: &Path) -> Result<Vec<Chain>> {
             path,
             points,
             checkpoints: folder.checkpoints,
+            compressed: folder.compressed,
         });
     }
     Ok(out)

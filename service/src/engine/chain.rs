@@ -62,8 +62,15 @@ pub fn period_folders(domain_dir: &Path, base: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Decides how to back up, given the period's latest chain folder (if any) and the live state.
-pub fn plan(domain_dir: &Path, base: &str, latest: Option<&ChainFolder>, live: &LiveChain) -> Plan {
+/// Decides how to back up, given the period's latest chain folder (if any), the live state and
+/// whether this backup is to be compressed.
+pub fn plan(
+    domain_dir: &Path,
+    base: &str,
+    latest: Option<&ChainFolder>,
+    live: &LiveChain,
+    compress: bool,
+) -> Plan {
     let Some(folder) = latest.filter(|f| f.exists) else {
         return Plan::NewChain {
             folder: domain_dir.join(base),
@@ -84,7 +91,7 @@ pub fn plan(domain_dir: &Path, base: &str, latest: Option<&ChainFolder>, live: &
             }
         }
     };
-    match broken_because(folder, live) {
+    match broken_because(folder, live, compress) {
         Some(reason) => restart(reason),
         None => Plan::Continue {
             folder: folder.path.clone(),
@@ -92,13 +99,25 @@ pub fn plan(domain_dir: &Path, base: &str, latest: Option<&ChainFolder>, live: &
     }
 }
 
-fn broken_because(folder: &ChainFolder, live: &LiveChain) -> Option<String> {
+fn broken_because(folder: &ChainFolder, live: &LiveChain, compress: bool) -> Option<String> {
     if folder.has_partial() {
         return Some("a failed run left a partial file in the chain folder".into());
     }
     let full_disks = folder.full_disks();
     if full_disks.is_empty() {
         return Some("the chain folder holds no complete full backup".into());
+    }
+    // virtnbdrestore reads a chain with one setting; a chain is compressed or not from its
+    // full on, so a change of the option starts a new chain rather than mix the two.
+    match (folder.compressed, compress) {
+        (None, _) => return Some("the full backup's stream header cannot be read".into()),
+        (Some(true), false) => {
+            return Some("the chain is compressed and this backup is not".into())
+        }
+        (Some(false), true) => {
+            return Some("compression was asked for and the chain is not compressed".into())
+        }
+        _ => {}
     }
     if live.checkpoints.is_empty() {
         return Some("libvirt has no checkpoint of this chain".into());
@@ -193,6 +212,7 @@ mod tests {
                     created: Some(*t),
                 })
                 .collect(),
+            compressed: Some(false),
             ..Default::default()
         }
     }
@@ -239,7 +259,7 @@ mod tests {
     fn an_intact_chain_continues() {
         let (f, l) = good();
         assert_eq!(
-            plan(Path::new("/b/vm"), BASE, Some(&f), &l),
+            plan(Path::new("/b/vm"), BASE, Some(&f), &l, false),
             Plan::Continue {
                 folder: f.path.clone()
             }
@@ -249,7 +269,7 @@ mod tests {
     #[test]
     fn a_new_period_starts_a_chain_in_its_folder() {
         let (_, l) = good();
-        let (folder, reason) = new_chain_reason(plan(Path::new("/b/vm"), BASE, None, &l));
+        let (folder, reason) = new_chain_reason(plan(Path::new("/b/vm"), BASE, None, &l, false));
         assert_eq!(folder, Path::new("/b/vm").join(BASE));
         assert!(reason.contains("first backup"));
     }
@@ -293,9 +313,19 @@ mod tests {
                 l.checkpoints.clear();
                 (f, l, "no checkpoint")
             },
+            {
+                let (mut f, l) = good();
+                f.compressed = Some(true);
+                (f, l, "the chain is compressed and this backup is not")
+            },
+            {
+                let (mut f, l) = good();
+                f.compressed = None;
+                (f, l, "stream header cannot be read")
+            },
         ];
         for (f, l, expected) in cases {
-            let (folder, reason) = new_chain_reason(plan(dir, BASE, Some(&f), &l));
+            let (folder, reason) = new_chain_reason(plan(dir, BASE, Some(&f), &l, false));
             assert!(reason.contains(expected), "{reason:?} lacks {expected:?}");
             assert_eq!(
                 folder,
@@ -306,11 +336,26 @@ mod tests {
     }
 
     #[test]
+    fn a_compressed_chain_continues_compressed_only() {
+        let (mut f, l) = good();
+        f.compressed = Some(true);
+        let dir = Path::new("/b/vm");
+        assert!(matches!(
+            plan(dir, BASE, Some(&f), &l, true),
+            Plan::Continue { .. }
+        ));
+        f.compressed = Some(false);
+        let (folder, reason) = new_chain_reason(plan(dir, BASE, Some(&f), &l, true));
+        assert!(reason.contains("compression was asked for"), "{reason}");
+        assert_eq!(folder, dir.join(format!("{BASE}.1")));
+    }
+
+    #[test]
     fn raw_disks_in_the_full_do_not_break_the_chain() {
         let (mut f, l) = good();
         f.files.push("vdb.full.data".into());
         assert!(matches!(
-            plan(Path::new("/b/vm"), BASE, Some(&f), &l),
+            plan(Path::new("/b/vm"), BASE, Some(&f), &l, false),
             Plan::Continue { .. }
         ));
     }
@@ -319,7 +364,7 @@ mod tests {
     fn a_folder_with_only_failed_logs_is_reused() {
         let (_, l) = good();
         let f = folder(&["backup.full.11232026222302.log"], &[]);
-        let (folder, _) = new_chain_reason(plan(Path::new("/b/vm"), BASE, Some(&f), &l));
+        let (folder, _) = new_chain_reason(plan(Path::new("/b/vm"), BASE, Some(&f), &l, false));
         assert_eq!(folder, f.path);
     }
 
@@ -328,7 +373,7 @@ mod tests {
         let (mut f, l) = good();
         f.path = PathBuf::from(format!("/b/vm/{BASE}.3"));
         f.files.push("x.partial".into());
-        let (folder, _) = new_chain_reason(plan(Path::new("/b/vm"), BASE, Some(&f), &l));
+        let (folder, _) = new_chain_reason(plan(Path::new("/b/vm"), BASE, Some(&f), &l, false));
         assert_eq!(folder, PathBuf::from(format!("/b/vm/{BASE}.4")));
     }
 
@@ -341,7 +386,7 @@ mod tests {
             .unwrap()
             .set_len(1 << 30)
             .unwrap();
-        let e = scan(&dir, Detail::CreationTimes).unwrap_err().to_string();
+        let e = scan(&dir, Detail::Chain).unwrap_err().to_string();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(
             e.contains("virtnbdbackup.0.xml") && e.contains("larger than"),

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use super::checkpoint_xml;
 use super::safe_fs::{self, Dir, Kind};
+use super::stream_meta;
 use super::{Error, Result};
 
 /// How deep below the period folder files are counted; virtnbdbackup writes two levels.
@@ -23,15 +24,16 @@ const MAX_DEPTH: usize = 8;
 pub enum Detail {
     /// Names only (`checkpoints/*.xml`): what Status shows, without opening each file.
     Names,
-    /// Also each checkpoint's creation time from its XML: what a chain is compared by.
-    CreationTimes,
+    /// Also each checkpoint's creation time from its XML, what a chain is compared by, and
+    /// whether the chain is compressed, from its full's stream header.
+    Chain,
 }
 
 /// One `checkpoints/<name>.xml` of a chain folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckpointFile {
     pub name: String,
-    /// From the XML with [`Detail::CreationTimes`]; `None` when not read or not in the file.
+    /// From the XML with [`Detail::Chain`]; `None` when not read or not in the file.
     pub created: Option<u64>,
 }
 
@@ -49,6 +51,9 @@ pub struct ChainFolder {
     pub total_size: u64,
     /// From `checkpoints/*.xml`, in chain order (`virtnbdbackup.N` by N).
     pub checkpoints: Vec<CheckpointFile>,
+    /// With [`Detail::Chain`], whether the full's data is lz4-compressed (`None`: no full,
+    /// not read, or its header is unreadable).
+    pub compressed: Option<bool>,
 }
 
 impl ChainFolder {
@@ -99,12 +104,29 @@ pub fn scan(path: &Path, detail: Detail) -> Result<ChainFolder> {
         for name in checkpoint_names(&cps)? {
             let created = match detail {
                 Detail::Names => None,
-                Detail::CreationTimes => {
+                Detail::Chain => {
                     let xml = cps.read_text(&format!("{name}.xml"), safe_fs::cap::SMALL)?;
                     checkpoint_xml::creation_time(&xml).ok()
                 }
             };
             folder.checkpoints.push(CheckpointFile { name, created });
+        }
+    }
+    if detail == Detail::Chain {
+        // Any disk's full tells: one run writes every disk with the same option.
+        let mut fulls: Vec<&String> = folder
+            .files
+            .iter()
+            .filter(|f| f.ends_with(".full.data"))
+            .collect();
+        fulls.sort();
+        if let Some(full) = fulls.first() {
+            // An unreadable header leaves it unknown: the chain decision refuses to continue
+            // such a chain, and listing it must not fail because of one file.
+            match stream_meta::read(&dir, full) {
+                Ok(meta) => folder.compressed = Some(meta.compressed),
+                Err(e) => tracing::warn!(error = %e, "a full backup's header cannot be read"),
+            }
         }
     }
     Ok(folder)
@@ -200,7 +222,7 @@ mod tests {
 
     #[test]
     fn a_missing_folder_is_empty_not_an_error() {
-        let s = scan(Path::new("/nonexistent/vmsnap/x"), Detail::CreationTimes).unwrap();
+        let s = scan(Path::new("/nonexistent/vmsnap/x"), Detail::Chain).unwrap();
         assert!(!s.exists);
         assert_eq!(s.total_files, 0);
     }

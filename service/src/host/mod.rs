@@ -16,6 +16,7 @@ pub mod period;
 pub mod qemu_img;
 pub mod qmp;
 pub mod safe_fs;
+pub mod stream_meta;
 pub mod tools;
 pub mod virtnbdbackup;
 pub mod virtnbdrestore;

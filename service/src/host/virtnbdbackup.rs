@@ -59,6 +59,9 @@ pub struct BackupSpec {
     /// service's private /tmp.
     pub socket: PathBuf,
     pub raw: bool,
+    /// lz4-compress the data frames (`--compress`, virtnbdbackup's default level 2; 1.9 and
+    /// 2.x alike). virtnbdrestore reads such a stream by its header.
+    pub compress: bool,
 }
 
 impl BackupSpec {
@@ -83,6 +86,9 @@ impl BackupSpec {
         ];
         if self.raw {
             argv.push("--raw".into());
+        }
+        if self.compress {
+            argv.push("--compress".into());
         }
         // 2.x colours its log even into a pipe; the flag does not exist before 1.9.45.
         if self.version >= ToolVersion::new(1, 9, 45) {
@@ -430,6 +436,7 @@ mod tests {
             output: "/b/-vm; x/vmsnap-backup-monthly-2026-11".into(),
             socket: "/var/lib/libvirt/qemu/s.sock".into(),
             raw: true,
+            compress: false,
         };
         let old: Vec<String> = spec
             .argv()
@@ -438,11 +445,17 @@ mod tests {
             .collect();
         assert_eq!(&old[..2], ["--domain=-vm; x", "--level=inc"]);
         assert!(old.contains(&"--raw".to_string()));
-        assert!(!old.iter().any(|a| a == "--nocolor" || a == "-S"));
+        assert!(!old
+            .iter()
+            .any(|a| a == "--nocolor" || a == "-S" || a == "--compress"));
         let new = BackupSpec {
             version: ToolVersion::new(2, 28, 0),
+            compress: true,
             ..spec
         };
-        assert!(new.argv().iter().any(|a| a == "--nocolor"));
+        let new = new.argv();
+        assert!(new.iter().any(|a| a == "--nocolor"));
+        // Bare, so both versions take their default level (argparse's `const`).
+        assert!(new.iter().any(|a| a == "--compress"));
     }
 }
