@@ -136,6 +136,64 @@ fn verify_finds_a_corrupted_byte_and_every_point_after_it() {
     assert_eq!(bad["state"], "failed");
 }
 
+/// The installed virtnbdbackup's major version (1 on Debian 12, 2 on Debian 13).
+fn virtnbdbackup_major() -> u32 {
+    let out = std::process::Command::new("virtnbdbackup")
+        .arg("-V")
+        .output()
+        .expect("virtnbdbackup -V");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let version = text
+        .split_whitespace()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("no version in {text:?}"))
+}
+
+#[test]
+fn virtnbdbackups_own_checksums_are_a_second_check_where_it_writes_them() {
+    let (g, root, _points) = three_points("rs-chksum");
+    let chain = Path::new(&root).join(&g.name).join(
+        chrono::Local::now()
+            .format("vmsnap-backup-monthly-%Y-%m")
+            .to_string(),
+    );
+    let file = chain.join("vda.inc.virtnbdbackup.1.data");
+    let chksum = chain.join("vda.inc.virtnbdbackup.1.data.chksum");
+    // VMSnap's own record gone: what is left is virtnbdbackup's, where it writes one.
+    std::fs::remove_file(chain.join("vmsnap.sha256")).unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    let run = vmsnapctl(&["verify", &g.name, "--output", &root, "--json"]);
+    let checks = run.json()["domains"][0]["checks"].clone();
+    if virtnbdbackup_major() >= 2 {
+        assert!(chksum.exists(), "2.x writes {chksum:?}");
+        assert_eq!(run.code, 10, "{}", run.stdout);
+        assert!(
+            checks[1]
+                .as_str()
+                .unwrap()
+                .contains("virtnbdbackup's own checksum (vda.inc.virtnbdbackup.1.data.chksum)"),
+            "{checks}"
+        );
+    } else {
+        // 1.9 writes none: without VMSnap's record nothing notices a flipped data byte.
+        assert!(!chksum.exists(), "1.9 wrote {chksum:?}");
+        assert!(
+            checks[1].as_str().unwrap().contains("no checksum recorded"),
+            "{checks}"
+        );
+    }
+}
+
 #[test]
 fn restore_never_overwrites_unasked_and_needs_an_administrator() {
     let (g, root, points) = three_points("rs-target");

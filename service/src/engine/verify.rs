@@ -175,15 +175,25 @@ impl Engine {
         compare: &[PathBuf],
     ) -> Result<String, String> {
         let mut note = String::new();
+        let folder =
+            Dir::open(&chain.path).map_err(|e| HostError::at(&chain.path, e).to_string())?;
         for file in &point.files {
-            match sums.get(file) {
-                Some(expected) => {
-                    let actual = digest(chain.path.join(file), job).await?;
-                    if &actual != expected {
-                        return Err(format!("checksum mismatch in {file}"));
-                    }
-                }
-                None => note = " (no checksum recorded)".into(),
+            // VMSnap's SHA-256, and virtnbdbackup 2.x's adler32 where it wrote one: two
+            // records made independently, checked in one read of the file.
+            let recorded = sums.get(file);
+            let tool = checksums::tool_checksum(&folder, file).map_err(|e| e.to_string())?;
+            if recorded.is_none() && tool.is_none() {
+                note = " (no checksum recorded)".into();
+                continue;
+            }
+            let actual = digest(chain.path.join(file), job).await?;
+            if recorded.is_some_and(|r| *r != actual.sha256) {
+                return Err(format!("checksum mismatch in {file}"));
+            }
+            if tool.is_some_and(|t| t != actual.adler32) {
+                return Err(format!(
+                    "virtnbdbackup's own checksum ({file}.chksum) does not match {file}"
+                ));
             }
         }
         // mkdtemp-style: a new 0700 directory with a random name in the service's scratch
@@ -303,10 +313,10 @@ impl Engine {
     }
 }
 
-/// SHA-256 of a chain file on a blocking thread (a whole image takes seconds, and the
+/// The sums of a chain file on a blocking thread (a whole image takes seconds, and the
 /// runtime's workers serve every other call meanwhile), stopped within one read when the job
 /// is cancelled.
-async fn digest(path: PathBuf, job: &Job) -> Result<String, String> {
+async fn digest(path: PathBuf, job: &Job) -> Result<checksums::FileDigests, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let stop_reading = stop.clone();
     let hashing = tokio::task::spawn_blocking(move || {

@@ -1,8 +1,12 @@
-//! VMSnap's own checksums of backup data files (`<chain>/vmsnap.sha256`, sha256sum format).
+//! VMSnap's own checksums of backup data files (`<chain>/vmsnap.sha256`, sha256sum format),
+//! and virtnbdbackup's.
 //!
-//! virtnbdbackup 1.9 (Debian 12) writes no checksums at all, and 2.x's adler32 is rewritten
-//! together with the file it describes. The service therefore records a SHA-256 of every data
-//! file right after the backup that wrote it succeeded; Verify recomputes them.
+//! virtnbdbackup 1.9 (Debian 12) writes no checksums at all, and 2.x's adler32
+//! (`<file>.chksum`) is rewritten together with the file it describes. The service therefore
+//! records a SHA-256 of every data file right after the backup that wrote it succeeded; Verify
+//! recomputes them, and where 2.x left a `.chksum` it checks that too, in the same pass over
+//! the file: a second check that does not depend on VMSnap's record (a `vmsnap.sha256` lost or
+//! edited along with the data still leaves virtnbdbackup's own sum).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -47,21 +51,31 @@ fn open_regular(path: &Path) -> Result<std::fs::File> {
     Ok(dir.open_file(name)?.0)
 }
 
-/// SHA-256 of a file, as lowercase hex.
-pub fn digest(path: &Path) -> Result<String> {
-    digest_unless(path, &|| false).map(|d| d.unwrap_or_default())
+/// Both sums of a file, from one read of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDigests {
+    /// SHA-256, lowercase hex: what `vmsnap.sha256` records.
+    pub sha256: String,
+    /// adler32 of the whole file, as virtnbdbackup 2.x computes it for `<file>.chksum`.
+    pub adler32: u32,
 }
 
-/// SHA-256 of a file, or `None` as soon as `stop` says so (it is asked between reads of
+/// SHA-256 of a file, as lowercase hex.
+pub fn digest(path: &Path) -> Result<String> {
+    digest_unless(path, &|| false).map(|d| d.map(|d| d.sha256).unwrap_or_default())
+}
+
+/// Both sums of a file, or `None` as soon as `stop` says so (it is asked between reads of
 /// 1 MiB): whole-image hashing runs on a blocking thread, and a cancelled job must not leave
 /// that thread reading a large file to the end.
-pub fn digest_unless(path: &Path, stop: &dyn Fn() -> bool) -> Result<Option<String>> {
+pub fn digest_unless(path: &Path, stop: &dyn Fn() -> bool) -> Result<Option<FileDigests>> {
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
     };
     let mut file = open_regular(path)?;
     let mut hasher = Sha256::new();
+    let mut adler = adler2::Adler32::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         if stop() {
@@ -72,14 +86,31 @@ pub fn digest_unless(path: &Path, stop: &dyn Fn() -> bool) -> Result<Option<Stri
             break;
         }
         hasher.update(&buf[..n]);
+        adler.write_slice(&buf[..n]);
     }
-    Ok(Some(
-        hasher
+    Ok(Some(FileDigests {
+        sha256: hasher
             .finalize()
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect(),
-    ))
+        adler32: adler.checksum(),
+    }))
+}
+
+/// virtnbdbackup's own checksum of `file` in the chain folder `dir` (2.x: `<file>.chksum`,
+/// the decimal adler32), `None` where there is none (1.9 writes none).
+pub fn tool_checksum(dir: &Dir, file: &str) -> Result<Option<u32>> {
+    let name = format!("{file}.chksum");
+    let text = match dir.read_text(&name, 64) {
+        Ok(t) => t,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    text.trim().parse().map(Some).map_err(|_| Error::Parse {
+        what: name,
+        detail: format!("{:?} is not a decimal adler32", text.trim()),
+    })
 }
 
 /// Hashes a file while another process appends to it, so that its checksum is ready the
@@ -275,6 +306,29 @@ pub fn record_new_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adler32_is_zlibs_and_chksum_files_are_read_as_2x_writes_them() {
+        let dir = std::env::temp_dir().join(format!("vmsnap-adler-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("vda.full.data"), b"Wikipedia").unwrap();
+        let sums = digest_unless(&dir.join("vda.full.data"), &|| false)
+            .unwrap()
+            .unwrap();
+        // zlib.adler32(b"Wikipedia") == 0x11e60398, as virtnbdbackup computes it.
+        assert_eq!(sums.adler32, 0x11e6_0398);
+        let handle = Dir::open(&dir).unwrap();
+        assert_eq!(tool_checksum(&handle, "vda.full.data").unwrap(), None);
+        std::fs::write(dir.join("vda.full.data.chksum"), "300286872").unwrap();
+        assert_eq!(
+            tool_checksum(&handle, "vda.full.data").unwrap(),
+            Some(300286872)
+        );
+        std::fs::write(dir.join("vda.full.data.chksum"), "0x11e60398").unwrap();
+        assert!(tool_checksum(&handle, "vda.full.data").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_file_hashed_while_it_grows_has_the_digest_of_the_finished_file() {
