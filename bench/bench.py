@@ -377,6 +377,39 @@ def bench_status_during_verify(host, repeats, data_mib):
             "verify_seconds": verify_seconds}
 
 
+def bench_compress(host, repeats, data_mib):
+    """What --compress saves and costs: full backups through the service of a guest whose data
+    is one repeated byte (compressible) and of one whose data is random (incompressible), with
+    and without compression, in pairs. Returns per kind the median seconds and the data bytes."""
+    results = {}
+    for kind in ("compressible", "incompressible"):
+        name = f"{host.prefix}cz-{kind[:2]}"
+        image = host.define(name, 2 * data_mib)
+        if kind == "compressible":
+            run(["qemu-io", "-f", "qcow2", "-c", f"write -P 0x5e 0 {data_mib}M", image])
+        else:
+            noise = os.path.join(host.images, "noise")
+            with open(noise, "wb") as f:
+                f.write(os.urandom(data_mib << 20))
+            run(["qemu-io", "-f", "qcow2", "-c", f"write -s {noise} 0 {data_mib}M", image])
+            os.unlink(noise)
+        virsh("start", "--domain", name)
+        root = os.path.join(host.images, f"cz-root-{kind}")
+        samples = {"plain": [], "compressed": []}
+        sizes = {}
+        for _ in range(repeats):
+            for mode, extra in (("plain", []), ("compressed", ["--compress"])):
+                argv = lambda r: [host.vmsnapctl, "backup", name, "--output", r, "--json", *extra]
+                samples[mode].append(backup_once(host, argv, root))
+                data = [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs
+                        if f.endswith(".full.data")]
+                sizes[mode] = sum(os.path.getsize(f) for f in data)
+        shutil.rmtree(root, ignore_errors=True)
+        virsh("destroy", "--domain", name)
+        results[kind] = {m: (statistics.median(v), sizes[m]) for m, v in samples.items()}
+    return results
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--prefix", required=True)
@@ -387,7 +420,8 @@ def main():
                    help="command that restarts vmsnapd with --parallel-backups N (N appended)")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--only",
-                   default="status,footprint,backup,parallel,limits,status-during-verify")
+                   default="status,footprint,backup,parallel,limits,status-during-verify,"
+                           "compress")
     args = p.parse_args()
     host = Host(args)
     only = set(args.only.split(","))
@@ -476,6 +510,16 @@ def main():
         slower = {w: r["busy"][w][0] / r["idle"][w][0] for w in ("status", "floor")}
         out(f"  during / idle, vmsnapctl status        {slower['status']:8.2f}x")
         out(f"  during / idle, floor (CPU contention)  {slower['floor']:8.2f}x")
+    if "compress" in only:
+        r = bench_compress(host, max(5, args.repeats), 512)
+        out()
+        out("full backup of 512 MiB of data through the service, without and with --compress "
+            "(lz4)")
+        for kind, modes in r.items():
+            (plain_s, plain_b), (comp_s, comp_b) = modes["plain"], modes["compressed"]
+            out(f"  {kind:15} plain {plain_s:6.2f} s {plain_b / 2**20:8.1f} MiB   "
+                f"compressed {comp_s:6.2f} s {comp_b / 2**20:8.1f} MiB   "
+                f"size {comp_b / plain_b:5.3f}x  time {comp_s / plain_s:5.2f}x")
     if "limits" in only:
         restart_service(4)
         peak = bench_limits(host, pid(), 512)

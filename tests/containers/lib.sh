@@ -74,6 +74,13 @@ ct_base_root() {
     echo "$dir/root"
 }
 
+# The package names in DEB $1's Depends (alternatives and versions dropped, libc/libgcc left
+# out): what a root keeps in its apt cache, and part of its cache key.
+ct_deb_deps() {
+    dpkg-deb -f "$1" Depends | tr ',' '\n' | sed -e 's/[(|].*//' -e 's/ //g' \
+        | grep -v '^libc6$\|^libgcc-s1$' | sort -u | tr '\n' ' '
+}
+
 # Copies root $1 to $2 for one run.
 ct_copy_root() {
     rm -rf -- "$2"
@@ -100,6 +107,19 @@ ct_boot() {
     done
     tail -n 30 "$CT_RUN/$name.console" >&2
     ct_die "container $name did not finish booting"
+}
+
+# Boots a copy of root $1 as machine $2 with the checkout $3 and the Rust toolchain
+# bind-mounted at their own paths, so what the host built there runs inside unchanged (the
+# host suite, the benchmarks). Further arguments go to systemd-nspawn.
+ct_boot_with_checkout() {
+    local base=$1 name=$2 repo=$3 root="$CT_RUN/$2"
+    shift 3
+    ct_copy_root "$base" "$root"
+    # Debian 13 mounts a tmpfs on /tmp at boot, which would hide a checkout bound below it.
+    ln -sf /dev/null "$root/etc/systemd/system/tmp.mount"
+    ct_boot "$root" "$name" --bind="$repo" --bind="$HOME/.cargo:/root/.cargo" \
+        --bind-ro="${RUSTUP_HOME:-$HOME/.rustup}:/root/.rustup" "$@"
 }
 
 # The pid of the container's systemd: the child of its nspawn process.

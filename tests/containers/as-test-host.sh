@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# The host suite inside a booted Debian system container, run as root there by
-# tests/containers/run:   host-suite.sh REPO
+# Makes a booted Debian system container a test host and runs a command of the checkout
+# there, as root:   as-test-host.sh REPO COMMAND [ARG…]
+# (tests/containers/run: tests/run's host part; bench/run-in-container: the benchmarks).
 #
 # REPO is the host's checkout, bind-mounted at the same path together with the host's Rust
-# toolchain, so the test binaries the host built run here unchanged. This makes the container
-# a test host the way tests/run makes the bare machine one (its packages from this release's
-# archive), lets its libvirtd start guests under systemd-nspawn, and runs tests/run's host
-# part: the same tests, against this release's libvirtd, QEMU, virtnbdbackup, dbus-daemon and
-# polkitd.
+# toolchain, so what the host built runs here unchanged. This installs the test host's
+# packages the way tests/run does on the bare machine (from this release's archive) and lets
+# the container's libvirtd start guests under systemd-nspawn; COMMAND then runs against this
+# release's libvirtd, QEMU, virtnbdbackup, dbus-daemon and polkitd.
 set -euo pipefail
 repo=$1
+shift
 # shellcheck source=tests/host/lib.sh
 source "$repo/tests/host/lib.sh"
 export DEBIAN_FRONTEND=noninteractive
@@ -24,4 +25,4 @@ systemctl restart libvirtd
 log "$(. /etc/os-release && echo "$PRETTY_NAME"): libvirt $(virsh -c qemu:///system version --daemon | sed -n 's/.*running hypervisor: QEMU //p;s/^Using library: libvirt //p' | paste -sd' ' -), virtnbdbackup $(virtnbdbackup -V 2>&1 | tail -n 1)"
 
 export PATH="/root/.cargo/bin:$PATH" VMSNAP_TEST_IN_CONTAINER=1
-exec "$repo/tests/run"
+exec "$@"
