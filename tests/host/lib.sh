@@ -3,7 +3,7 @@
 # Sourced by tests/run and tests/host/demo. Recipe: shared/reference/test-host.md.
 
 HOST_PACKAGES=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils virtnbdbackup
-               dbus polkitd faketime systemd libxml2-utils make)
+               dbus polkitd faketime systemd libxml2-utils make xz-utils)
 
 log() { printf '[test-host] %s\n' "$*" >&2; }
 die() { printf '[test-host] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -196,7 +196,7 @@ host_remove_faketime_leftovers() {
 # /var/cache/vmsnap-test/libvirt-src once, and exports VMSNAP_LIBVIRT_PROTOCOL. Adds a
 # deb-src entry for the machine's release when apt has none.
 host_libvirt_protocol() {
-    local dir=/var/cache/vmsnap-test/libvirt-src tmp codename
+    local dir=/var/cache/vmsnap-test/libvirt-src tmp codename upstream
     if [ ! -f "$dir/remote_protocol.x" ]; then
         if ! grep -rqsE '^(deb-src|Types:.*deb-src)' /etc/apt/sources.list /etc/apt/sources.list.d/; then
             codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
@@ -206,8 +206,16 @@ host_libvirt_protocol() {
             apt-get update -qq || die "apt-get update failed"
         fi
         tmp=$(mktemp -d)
-        (cd "$tmp" && apt-get source --download-only -qq libvirt >&2) \
-            || { rm -rf "$tmp"; die "cannot fetch Debian's libvirt source package"; }
+        if ! (cd "$tmp" && apt-get source --download-only -qq libvirt >&2); then
+            # Seen with trixie's point-release upload 11.3.0-3+deb13u3: the mirror had its
+            # upstream tarball but no .dsc. The tarball is all the check needs.
+            upstream=$(dpkg-query -W -f='${Version}' libvirt-daemon | sed -e 's/^[0-9]*://' -e 's/-[^-]*$//')
+            log "no source package of libvirt $upstream; fetching its upstream tarball"
+            /usr/lib/apt/apt-helper download-file \
+                "http://deb.debian.org/debian/pool/main/libv/libvirt/libvirt_${upstream}.orig.tar.xz" \
+                "$tmp/libvirt_${upstream}.orig.tar.xz" >&2 \
+                || { rm -rf "$tmp"; die "cannot fetch Debian's libvirt source package"; }
+        fi
         tar -xJf "$tmp"/libvirt_*.orig.tar.xz -C "$tmp" --wildcards \
             '*/src/remote/remote_protocol.x' '*/src/remote/qemu_protocol.x' \
             '*/src/rpc/virkeepaliveprotocol.x' \
@@ -215,7 +223,7 @@ host_libvirt_protocol() {
         mkdir -p "$dir"
         cp "$tmp"/libvirt-*/src/remote/remote_protocol.x "$tmp"/libvirt-*/src/remote/qemu_protocol.x \
             "$tmp"/libvirt-*/src/rpc/virkeepaliveprotocol.x "$dir"/
-        ls "$tmp" | grep '\.dsc$' > "$dir/SOURCE"
+        ls "$tmp" | grep -E '\.dsc$|\.orig\.tar\.xz$' > "$dir/SOURCE"
         rm -rf "$tmp"
     fi
     export VMSNAP_LIBVIRT_PROTOCOL="$dir"

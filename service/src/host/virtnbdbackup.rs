@@ -284,13 +284,29 @@ pub async fn run(
             .unwrap_or_default();
         Ok(Outcome::Succeeded { digests })
     } else {
-        Ok(Outcome::Failed(last_error.unwrap_or_else(|| {
-            if last_line.is_empty() {
-                format!("virtnbdbackup exited with {status}")
-            } else {
-                last_line
-            }
-        })))
+        Ok(Outcome::Failed(
+            last_error.unwrap_or_else(|| unexplained_end(status, &last_line)),
+        ))
+    }
+}
+
+/// Why a run that logged no ERROR failed: how the process ended, and its last line. (1.9's
+/// log lines name the `virtnbdbackup` module, 2.x's name `disk` or `root`: the last line alone
+/// does not say which program stopped.)
+fn unexplained_end(status: std::process::ExitStatus, last_line: &str) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let how = match (status.code(), status.signal()) {
+        (Some(code), _) => format!("virtnbdbackup exited with code {code}"),
+        (None, Some(signal)) => match nix::sys::signal::Signal::try_from(signal) {
+            Ok(name) => format!("virtnbdbackup was killed by {name}"),
+            Err(_) => format!("virtnbdbackup was killed by signal {signal}"),
+        },
+        (None, None) => format!("virtnbdbackup ended with {status}"),
+    };
+    if last_line.is_empty() {
+        how
+    } else {
+        format!("{how}; its last line: {last_line}")
     }
 }
 
@@ -423,6 +439,19 @@ mod tests {
         ] {
             let _ = parse_line(junk).and_then(|l| event(&l));
         }
+    }
+
+    #[test]
+    fn an_end_without_an_error_line_says_how_the_program_ended() {
+        use std::os::unix::process::ExitStatusExt;
+        let last = "[2026-12-06 17:04:58] INFO root disk - backup [vda]: Creating thin provisioned stream backup image";
+        let killed = unexplained_end(std::process::ExitStatus::from_raw(9), last);
+        assert_eq!(
+            killed,
+            format!("virtnbdbackup was killed by SIGKILL; its last line: {last}")
+        );
+        let exited = unexplained_end(std::process::ExitStatus::from_raw(2 << 8), "");
+        assert_eq!(exited, "virtnbdbackup exited with code 2");
     }
 
     #[test]
