@@ -228,3 +228,63 @@ host_libvirt_protocol() {
     fi
     export VMSNAP_LIBVIRT_PROTOCOL="$dir"
 }
+
+# The other Debian release's virtnbdbackup, for the upgrade test (tests/tests/upgrade.rs: a
+# chain written by 1.9 and continued by 2.x): trixie's 2.x on bookworm, bookworm's 1.9 on
+# trixie. Downloaded with apt from that release's signed index (a private list directory, the
+# machine's sources untouched), unpacked below /var/cache/vmsnap-test/virtnbdbackup-<release>
+# and run by this host's Python with this host's libraries; its dependencies come from this
+# release. Exports VMSNAP_TEST_OTHER_VIRTNBDBACKUP: a directory with virtnbdbackup and
+# virtnbdrestore.
+host_other_virtnbdbackup() {
+    local codename other dir tmp deb deps=() p tool
+    codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+    case "$codename" in
+        bookworm) other=trixie ;;
+        trixie) other=bookworm ;;
+        *) die "no other Debian release's virtnbdbackup is known for $codename" ;;
+    esac
+    dir=/var/cache/vmsnap-test/virtnbdbackup-$other
+    if [ ! -x "$dir/bin/virtnbdrestore" ]; then
+        log "fetching Debian $other's virtnbdbackup (the upgrade test)"
+        tmp=$(mktemp -d)
+        mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial" "$tmp/parts"
+        printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian %s main\n' \
+            "$other" > "$tmp/sources.list"
+        # An empty package status: on trixie the installed 2.x would otherwise be the candidate
+        # (and not downloadable from bookworm). APT::Sandbox::User: the directories are root's.
+        : > "$tmp/status"
+        local apt_private=(-o "Dir::Etc::SourceList=$tmp/sources.list" -o "Dir::Etc::SourceParts=$tmp/parts"
+                           -o "Dir::State::Lists=$tmp/lists" -o "Dir::Cache=$tmp/cache"
+                           -o "Dir::State::status=$tmp/status" -o APT::Sandbox::User=root)
+        { apt-get "${apt_private[@]}" update -qq >&2 \
+            && (cd "$tmp" && apt-get "${apt_private[@]}" download -qq virtnbdbackup >&2); } \
+            || { rm -rf "$tmp"; die "cannot download Debian $other's virtnbdbackup"; }
+        deb=$(ls "$tmp"/virtnbdbackup_*.deb)
+        # Its Depends, as this release's packages (names only: versions and alternatives aside;
+        # the interpreter is this release's python3, whatever version the package was built for).
+        for p in $(dpkg-deb -f "$deb" Depends | tr ',' '\n' \
+                   | sed -e 's/([^)]*)//g' -e 's/|.*//' -e 's/:any//' -e 's/ //g' \
+                   | grep -vE '^python3(\.[0-9]+)?$'); do
+            dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || deps+=("$p")
+        done
+        if [ ${#deps[@]} -gt 0 ]; then
+            log "installing what Debian $other's virtnbdbackup needs: ${deps[*]}"
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${deps[@]}" >&2 \
+                || { rm -rf "$tmp"; die "cannot install ${deps[*]}"; }
+        fi
+        rm -rf "$dir"
+        mkdir -p "$dir/bin"
+        dpkg-deb -x "$deb" "$dir/root"
+        for tool in virtnbdbackup virtnbdrestore; do
+            printf '#!/bin/sh\n# Debian %s'"'"'s %s (%s), run with this host'"'"'s Python.\nPYTHONPATH=%s exec /usr/bin/python3 %s "$@"\n' \
+                "$other" "$tool" "$(basename "$deb")" "$dir/root/usr/lib/python3/dist-packages" \
+                "$dir/root/usr/bin/$tool" > "$dir/bin/$tool"
+            chmod 755 "$dir/bin/$tool"
+        done
+        rm -rf "$tmp"
+    fi
+    "$dir/bin/virtnbdbackup" -V >/dev/null 2>&1 \
+        || die "Debian $other's virtnbdbackup does not run here: $("$dir/bin/virtnbdbackup" -V 2>&1 | tail -n 1)"
+    export VMSNAP_TEST_OTHER_VIRTNBDBACKUP="$dir/bin"
+}
