@@ -2,8 +2,8 @@
 
 use vmsnap_dbus::{PruneOptions, ScrubOptions};
 
-use crate::args::Cli;
-use crate::{agent, client, exit, flag, Failure};
+use crate::args::{PruneArgs, ScrubArgs};
+use crate::{agent, client, domains, exit, flag, need_output, Context, Failure};
 
 /// The original's scrub types, plus `all`; anything else is exit code 8 before any call.
 pub fn check_scrub_type(kind: &str) -> Result<(), Failure> {
@@ -19,23 +19,28 @@ pub fn check_scrub_type(kind: &str) -> Result<(), Failure> {
     }
 }
 
-pub async fn scrub(cli: &Cli, domains: &[String], kind: &str) -> Result<u8, Failure> {
-    let agent = agent::start(cli.no_ask_password);
-    let (_connection, manager) = client::connect(cli.common.call_timeout()).await?;
+pub async fn scrub(context: &Context, args: &ScrubArgs) -> Result<u8, Failure> {
+    // Validated before anything else, as the original's exit code 8 promises.
+    check_scrub_type(&args.kind)?;
+    let names = domains(&args.selection, true)?;
+    let dry_run = args.dry_run.dry_run;
+    let timeout = context.session.call_timeout();
+    let agent = agent::start(context.session.no_ask_password);
+    let (_connection, manager) = client::connect(timeout).await?;
     let options = ScrubOptions {
-        scrub_type: Some(kind.to_string()),
-        checkpoint: cli.checkpoint_name.clone(),
-        dry_run: flag(cli.dry_run),
-        connect: cli.common.connect.clone(),
+        scrub_type: Some(args.kind.clone()),
+        checkpoint: args.checkpoint_name.clone(),
+        dry_run: flag(dry_run),
+        connect: args.libvirt.connect.clone(),
     };
-    let names: Vec<&str> = domains.iter().map(String::as_str).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let report = client::answer(
-        cli.common.call_timeout(),
+        timeout,
         manager.scrub_as(agent::interaction(&agent), &names, &options),
     )
     .await?;
     drop(agent);
-    if cli.format.json || cli.format.machine {
+    if context.json() {
         let doc: Vec<serde_json::Value> = report
             .iter()
             .map(|r| {
@@ -45,11 +50,7 @@ pub async fn scrub(cli: &Cli, domains: &[String], kind: &str) -> Result<u8, Fail
             .collect();
         println!("{}", serde_json::Value::Array(doc));
     } else {
-        let verb = if cli.dry_run {
-            "Would remove"
-        } else {
-            "Removing"
-        };
+        let verb = if dry_run { "Would remove" } else { "Removing" };
         for r in &report {
             println!("Scrubbing domain: {}", r.domain);
             for c in &r.checkpoints {
@@ -71,27 +72,28 @@ pub async fn scrub(cli: &Cli, domains: &[String], kind: &str) -> Result<u8, Fail
     })
 }
 
-pub async fn prune(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
-    if cli.common.output.is_none() {
-        return Err((exit::USAGE, "No output directory specified".into()));
-    }
-    let agent = agent::start(cli.no_ask_password);
-    let (_connection, manager) = client::connect(cli.common.call_timeout()).await?;
+pub async fn prune(context: &Context, args: &PruneArgs) -> Result<u8, Failure> {
+    let output = need_output(&args.root.output)?;
+    let names = domains(&args.selection, true)?;
+    let dry_run = args.dry_run.dry_run;
+    let timeout = context.session.call_timeout();
+    let agent = agent::start(context.session.no_ask_password);
+    let (_connection, manager) = client::connect(timeout).await?;
     let options = PruneOptions {
-        output: cli.common.output.clone(),
-        group_by: cli.common.group_by.clone(),
-        keep: cli.backup_opts.keep,
-        dry_run: flag(cli.dry_run),
-        connect: cli.common.connect.clone(),
+        output: Some(output),
+        group_by: args.period.group_by.clone(),
+        keep: args.keep,
+        dry_run: flag(dry_run),
+        connect: args.libvirt.connect.clone(),
     };
-    let names: Vec<&str> = domains.iter().map(String::as_str).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let report = client::answer(
-        cli.common.call_timeout(),
+        timeout,
         manager.prune_as(agent::interaction(&agent), &names, &options),
     )
     .await?;
     drop(agent);
-    if cli.format.json || cli.format.machine {
+    if context.json() {
         let doc: Vec<serde_json::Value> = report
             .iter()
             .map(|r| {
@@ -101,7 +103,7 @@ pub async fn prune(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
             .collect();
         println!("{}", serde_json::Value::Array(doc));
     } else {
-        let verb = if cli.dry_run { "Would prune" } else { "Pruned" };
+        let verb = if dry_run { "Would prune" } else { "Pruned" };
         for r in &report {
             for d in &r.deleted {
                 println!("{verb} {d} for {}", r.domain);

@@ -47,9 +47,13 @@ pub async fn answer<T>(
     }
 }
 
-/// The exit code and message for an error of a call.
+/// The exit code and message for an error of a call, with what to do about it.
 pub fn failure(e: &Error) -> Failure {
-    (exit::for_error(e), describe(e))
+    let message = match crate::hint::for_error(e) {
+        Some(hint) => format!("{}\nvmsnapctl: hint: {hint}", describe(e)),
+        None => describe(e),
+    };
+    (exit::for_error(e), message)
 }
 
 fn bus_address() -> String {

@@ -2,31 +2,32 @@
 
 use vmsnap_dbus::{ListOptions, Operation, RestoreOptions, VerifyOptions};
 
-use crate::args::{Cli, Command};
+use crate::args::{BackupsArgs, RestoreArgs, VerifyArgs};
+use crate::backup::follow;
 use crate::render::size::pretty;
-use crate::{agent, client, exit, flag, print_job_result, watch, Failure};
+use crate::{agent, client, domains, exit, flag, need_output, Context, Failure};
 
-fn need_output(cli: &Cli) -> Result<(), Failure> {
-    if cli.common.output.is_none() {
-        return Err((exit::USAGE, "No output directory specified".into()));
-    }
-    Ok(())
+/// The service's ListBackups of `names` (all domains with backups when empty).
+pub async fn chains(
+    context: &Context,
+    names: &[String],
+    options: &ListOptions,
+) -> Result<Vec<vmsnap_dbus::BackupChain>, Failure> {
+    let timeout = context.session.call_timeout();
+    let (_connection, manager) = client::connect(timeout).await?;
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    client::answer(timeout, manager.list_backups(&names, options.to_dict())).await
 }
 
-pub async fn list(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
-    need_output(cli)?;
-    let (_connection, manager) = client::connect(cli.common.call_timeout()).await?;
-    let names: Vec<&str> = domains.iter().map(String::as_str).collect();
+pub async fn list(context: &Context, args: &BackupsArgs) -> Result<u8, Failure> {
+    let output = need_output(&args.root.output)?;
+    let names = domains(&args.selection, false)?;
     let options = ListOptions {
-        output: cli.common.output.clone(),
-        connect: cli.common.connect.clone(),
+        output: Some(output),
+        connect: args.libvirt.connect.clone(),
     };
-    let chains = client::answer(
-        cli.common.call_timeout(),
-        manager.list_backups(&names, options.to_dict()),
-    )
-    .await?;
-    if cli.format.json || cli.format.machine {
+    let chains = chains(context, &names, &options).await?;
+    if context.json() {
         let doc: Vec<serde_json::Value> = chains
             .iter()
             .map(|c| {
@@ -78,72 +79,47 @@ pub async fn list(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
     Ok(exit::OK)
 }
 
-pub async fn verify(cli: &Cli, domains: &[String]) -> Result<u8, Failure> {
-    need_output(cli)?;
-    let agent = agent::start(cli.no_ask_password);
-    let (connection, manager) = client::connect(cli.common.call_timeout()).await?;
-    let folder = match &cli.command {
-        Some(Command::Verify { folder, .. }) => folder.clone(),
-        _ => None,
-    };
+pub async fn verify(context: &Context, args: &VerifyArgs) -> Result<u8, Failure> {
+    let output = need_output(&args.root.output)?;
+    let names = domains(&args.selection, false)?;
+    let timeout = context.session.call_timeout();
+    let agent = agent::start(context.session.no_ask_password);
+    let (connection, manager) = client::connect(timeout).await?;
     let options = VerifyOptions {
-        output: cli.common.output.clone(),
-        folder,
-        connect: cli.common.connect.clone(),
+        output: Some(output),
+        folder: args.folder.clone(),
+        connect: args.libvirt.connect.clone(),
     };
-    let names: Vec<&str> = domains.iter().map(String::as_str).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let path = client::answer(
-        cli.common.call_timeout(),
+        timeout,
         manager.verify_as(agent::interaction(&agent), &names, &options),
     )
     .await?;
     drop(agent);
-    if cli.backup_opts.no_wait {
-        println!("{}", path.as_str());
-        return Ok(exit::OK);
-    }
-    let (state, results) = watch::wait(&connection, path).await?;
-    print_job_result(cli, Operation::Verify, state, &results);
-    Ok(watch::exit_code(state))
+    follow(context, &connection, path, Operation::Verify, &args.wait).await
 }
 
-pub async fn restore(cli: &Cli) -> Result<u8, Failure> {
-    need_output(cli)?;
-    let Some(Command::Restore {
-        domain,
-        target,
-        folder,
-        until,
-        disk,
-        overwrite,
-        define_as,
-    }) = &cli.command
-    else {
-        unreachable!("restore is only dispatched for the restore subcommand");
-    };
-    let agent = agent::start(cli.no_ask_password);
-    let (connection, manager) = client::connect(cli.common.call_timeout()).await?;
+pub async fn restore(context: &Context, args: &RestoreArgs) -> Result<u8, Failure> {
+    let output = need_output(&args.root.output)?;
+    let timeout = context.session.call_timeout();
+    let agent = agent::start(context.session.no_ask_password);
+    let (connection, manager) = client::connect(timeout).await?;
     let options = RestoreOptions {
-        output: cli.common.output.clone(),
-        folder: folder.clone(),
-        until: until.clone(),
-        disk: disk.clone(),
-        target: Some(target.clone()),
-        overwrite: flag(*overwrite),
-        define_as: define_as.clone(),
-        connect: cli.common.connect.clone(),
+        output: Some(output),
+        folder: args.folder.clone(),
+        until: args.until.clone(),
+        disk: args.disk.clone(),
+        target: Some(args.target.clone()),
+        overwrite: flag(args.overwrite),
+        define_as: args.define_as.clone(),
+        connect: args.libvirt.connect.clone(),
     };
     let path = client::answer(
-        cli.common.call_timeout(),
-        manager.restore_as(agent::interaction(&agent), domain, &options),
+        timeout,
+        manager.restore_as(agent::interaction(&agent), &args.domain, &options),
     )
     .await?;
     drop(agent);
-    if cli.backup_opts.no_wait {
-        println!("{}", path.as_str());
-        return Ok(exit::OK);
-    }
-    let (state, results) = watch::wait(&connection, path).await?;
-    print_job_result(cli, Operation::Restore, state, &results);
-    Ok(watch::exit_code(state))
+    follow(context, &connection, path, Operation::Restore, &args.wait).await
 }

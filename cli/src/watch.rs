@@ -31,50 +31,112 @@ pub async fn job_proxy(
         .map_err(|e| client::failure(&vmsnap_dbus::Error::ZBus(e)))
 }
 
+/// What Ctrl-C does while a job is followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnInterrupt {
+    /// Ask the service to cancel the job (the safe way) and keep waiting for it to end: the
+    /// command started it.
+    CancelJob,
+    /// Stop following and leave the job alone: someone else may have started it.
+    StopWatching,
+}
+
 /// Waits for the job at `path` to finish and returns its final state and results.
 pub async fn wait(
     connection: &Connection,
     path: OwnedObjectPath,
+    on_interrupt: OnInterrupt,
 ) -> Result<(JobState, Vec<DomainResult>), Failure> {
-    let job = job_proxy(connection, path).await?;
+    let mut ended = wait_all(connection, &[path], on_interrupt).await?;
+    Ok(ended
+        .pop()
+        .map(|(_, s, r)| (s, r))
+        .expect("one job, one end"))
+}
+
+/// One thing that happened to one of the jobs followed.
+enum Event {
+    Progress(vmsnap_dbus::proxy::Progress),
+    Completed(usize, Option<vmsnap_dbus::proxy::Completed>),
+}
+
+/// Follows every job in `paths` to its end with one progress display (bars keyed by domain
+/// and disk), and returns each job's path, final state and results, in the order given.
+pub async fn wait_all(
+    connection: &Connection,
+    paths: &[OwnedObjectPath],
+    on_interrupt: OnInterrupt,
+) -> Result<Vec<(OwnedObjectPath, JobState, Vec<DomainResult>)>, Failure> {
     let bus = |e: zbus::Error| client::failure(&vmsnap_dbus::Error::ZBus(e));
-    // Subscribe first, then look: a job that ended in between is seen in its properties.
-    let mut progress = job.receive_progress().await.map_err(bus)?;
-    let mut completed = job.receive_completed().await.map_err(bus)?;
-    let state = job.state().await.map_err(bus)?;
-    if let Some(s) = JobState::parse(&state).filter(|s| s.is_final()) {
-        return Ok((s, job.results().await.map_err(bus)?));
+    let mut jobs = Vec::new();
+    let mut events = futures_util::stream::SelectAll::new();
+    let mut ended: Vec<Option<(JobState, Vec<DomainResult>)>> = vec![None; paths.len()];
+    for (i, path) in paths.iter().enumerate() {
+        let job = job_proxy(connection, path.clone()).await?;
+        // Subscribe first, then look: a job that ended in between is seen in its properties.
+        let progress = job.receive_progress().await.map_err(bus)?;
+        let completed = job.receive_completed().await.map_err(bus)?;
+        events.push(progress.map(Event::Progress).boxed());
+        // The Completed stream ends only with the connection: that end is an event too.
+        let completed =
+            completed
+                .map(move |c| Event::Completed(i, Some(c)))
+                .chain(futures_util::stream::once(async move {
+                    Event::Completed(i, None)
+                }));
+        events.push(completed.boxed());
+        let state = job.state().await.map_err(bus)?;
+        if let Some(s) = JobState::parse(&state).filter(|s| s.is_final()) {
+            ended[i] = Some((s, job.results().await.map_err(bus)?));
+        }
+        jobs.push(job);
     }
     let mut display = Display::new();
     let mut cancel_sent = false;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    loop {
+    while ended.iter().any(Option::is_none) {
         tokio::select! {
-            Some(signal) = progress.next() => {
-                if let Ok(a) = signal.args() {
-                    display.update(&a.domain, &a.disk, a.done, a.total);
+            Some(event) = events.next() => match event {
+                Event::Progress(signal) => {
+                    if let Ok(a) = signal.args() {
+                        display.update(&a.domain, &a.disk, a.done, a.total);
+                    }
                 }
-            }
-            signal = completed.next() => {
-                display.finish();
-                // The stream ends only with the connection; waiting on would be forever.
-                let Some(signal) = signal else {
+                Event::Completed(i, _) if ended[i].is_some() => {}
+                Event::Completed(_, None) => {
+                    display.finish();
                     return Err((exit::FAILURE, "lost the connection to vmsnapd while waiting".into()));
-                };
-                let a = signal.args().map_err(bus)?;
-                let state = JobState::parse(&a.state).unwrap_or(JobState::Failed);
-                return Ok((state, a.results.clone()));
-            }
+                }
+                Event::Completed(i, Some(signal)) => {
+                    let a = signal.args().map_err(bus)?;
+                    let state = JobState::parse(&a.state).unwrap_or(JobState::Failed);
+                    ended[i] = Some((state, a.results.clone()));
+                }
+            },
             _ = &mut ctrl_c, if !cancel_sent => {
                 cancel_sent = true;
+                if on_interrupt == OnInterrupt::StopWatching {
+                    display.finish();
+                    eprintln!("vmsnapctl: stopped following; the job goes on");
+                    return Err((exit::JOB_CANCELLED, "interrupted".into()));
+                }
                 eprintln!("vmsnapctl: cancelling the job (waiting for it to stop cleanly)…");
-                if let Err(e) = job.cancel().await {
-                    eprintln!("vmsnapctl: {}", client::describe(&e));
+                for job in &jobs {
+                    if let Err(e) = job.cancel().await {
+                        eprintln!("vmsnapctl: {}", client::describe(&e));
+                    }
                 }
             }
         }
     }
+    display.finish();
+    Ok(paths
+        .iter()
+        .cloned()
+        .zip(ended.into_iter().flatten())
+        .map(|(p, (s, r))| (p, s, r))
+        .collect())
 }
 
 /// Exit code for a finished backup job.

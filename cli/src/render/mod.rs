@@ -2,6 +2,7 @@
 
 pub mod document;
 pub mod size;
+pub mod table;
 pub mod text;
 
 use std::io::Write;
@@ -18,13 +19,17 @@ pub fn status(report: &[DomainStatus], format: &FormatArgs) -> std::io::Result<(
         text::write_status(&mut out, report, format.pretty, format.verbose)?;
         return out.flush();
     }
-    let doc = document::status_document(report, format.pretty);
+    print_document(&document::status_document(report, format.pretty), format)
+}
+
+/// Prints one JSON document (compact with `--machine`) or YAML document (`--yaml`) on stdout.
+pub fn print_document(doc: &serde_json::Value, format: &FormatArgs) -> std::io::Result<()> {
     let text = if format.yaml {
-        serde_yaml_ng::to_string(&doc).map_err(std::io::Error::other)?
+        serde_yaml_ng::to_string(doc).map_err(std::io::Error::other)?
     } else if format.machine {
-        serde_json::to_string(&doc)? + "\n"
+        serde_json::to_string(doc)? + "\n"
     } else {
-        serde_json::to_string_pretty(&doc)? + "\n"
+        serde_json::to_string_pretty(doc)? + "\n"
     };
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;
