@@ -83,6 +83,12 @@ fn a_typo_stops_every_changing_command_and_changes_nothing() {
             &["--output", &root, "backup", n],
             "stand without a subcommand",
         ),
+        // The commands that only read or follow are as strict.
+        (&["status", n, "--outptu", &root], "'--outptu'"),
+        (&["list", n, "--deep"], "'--deep'"),
+        (&["jobs", "--wacth"], "'--wacth'"),
+        (&["wait", "1", "--no-wait"], "'--no-wait'"),
+        (&["cancel", "1", "--force"], "'--force'"),
     ] {
         let run = vmsnapctl(line).expect_code(2);
         assert!(run.stderr.contains(says), "{line:?}: {}", run.stderr);
@@ -346,11 +352,11 @@ fn the_overview_agrees_with_status_and_list_backups() {
         "{text}"
     );
     let column = lines[0].find("STATE").unwrap();
-    for (line, g, state) in [
-        (lines[1], &running, "running"),
-        (lines[2], &off, "shut off"),
-    ] {
-        assert!(line.starts_with(&g.name), "{text}");
+    for (g, state) in [(&off, "shut off"), (&running, "running")] {
+        let line = lines[1..]
+            .iter()
+            .find(|l| l.starts_with(&format!("{} ", g.name)))
+            .unwrap_or_else(|| panic!("no line for {}:\n{text}", g.name));
         assert_eq!(&line[column..column + state.len()], state, "{text}");
     }
     assert!(!text.contains('\x1b'), "colour in a pipe: {text:?}");
@@ -526,14 +532,65 @@ fn domain_names_complete_from_the_service() {
         script.display()
     );
     let mut bash = std::process::Command::new("bash");
-    bash.args(["--norc", "-c", &program]).env(
-        "PATH",
-        format!(
-            "{}:{}",
-            host().bin_dir.display(),
-            std::env::var("PATH").unwrap()
-        ),
-    );
+    bash.args(["--norc", "-c", &program])
+        .env("PATH", path_with_binaries());
     let completed = vmsnap_integration::run(&mut bash, Duration::from_secs(30)).expect_code(0);
     assert_eq!(completed.stdout.trim(), g.name, "{}", completed.stderr);
+
+    // fish completes a command line on request (`complete -C`), as it does on TAB.
+    let fish_script = host().images.join("vmsnapctl.fish");
+    std::fs::write(
+        &fish_script,
+        vmsnapctl(&["--generate", "complete-fish"])
+            .expect_code(0)
+            .stdout,
+    )
+    .unwrap();
+    let mut fish = std::process::Command::new("fish");
+    fish.args([
+        "--no-config",
+        "-c",
+        &format!(
+            "source {}; complete -C 'vmsnapctl backup {prefix}'",
+            fish_script.display()
+        ),
+    ])
+    .env("PATH", path_with_binaries());
+    let completed = vmsnap_integration::run(&mut fish, Duration::from_secs(30)).expect_code(0);
+    assert_eq!(completed.stdout.trim(), g.name, "{}", completed.stderr);
+
+    // zsh: the script loads into compinit and defines the function that asks the service.
+    let zsh_script = host().images.join("_vmsnapctl");
+    std::fs::write(
+        &zsh_script,
+        vmsnapctl(&["--generate", "complete-zsh"])
+            .expect_code(0)
+            .stdout,
+    )
+    .unwrap();
+    let mut zsh = std::process::Command::new("zsh");
+    zsh.args([
+        "-f",
+        "-c",
+        &format!(
+            "autoload -U compinit && compinit -u && source {} && whence -w _vmsnapctl_domains",
+            zsh_script.display()
+        ),
+    ]);
+    let loaded = vmsnap_integration::run(&mut zsh, Duration::from_secs(30)).expect_code(0);
+    assert_eq!(
+        loaded.stdout.trim(),
+        "_vmsnapctl_domains: function",
+        "{}",
+        loaded.stderr
+    );
+}
+
+/// `PATH` with the run's vmsnapctl first, as an installed one would be found.
+fn path_with_binaries() -> String {
+    format!(
+        "{}:{}",
+        host().bin_dir.display(),
+        std::env::var("PATH").unwrap()
+    )
 }

@@ -93,7 +93,10 @@ mod tests {
     }
 
     fn header_of(bytes: &[u8]) -> Result<StreamMeta> {
-        let dir = std::env::temp_dir().join(format!("vmsnap-meta-{}", std::process::id()));
+        // One directory per call: the tests run in parallel in one process.
+        static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("vmsnap-meta-{}-{call}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("vda.full.data"), bytes).unwrap();
