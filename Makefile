@@ -38,7 +38,8 @@ FILES := \
 	$(MANDIR)/man8/vmsnapd.8:$(ASSETS)/vmsnapd.8:644 \
 	$(DATADIR)/bash-completion/completions/vmsnapctl:$(ASSETS)/vmsnapctl.bash:644 \
 	$(DATADIR)/zsh/vendor-completions/_vmsnapctl:$(ASSETS)/_vmsnapctl:644 \
-	$(DATADIR)/fish/vendor_completions.d/vmsnapctl.fish:$(ASSETS)/vmsnapctl.fish:644
+	$(DATADIR)/fish/vendor_completions.d/vmsnapctl.fish:$(ASSETS)/vmsnapctl.fish:644 \
+	$(DATADIR)/vmsnap/prometheus/vmsnap.rules.yml:prometheus/vmsnap.rules.yml:644
 
 CONFIGS := \
 	$(SYSCONFDIR)/vmsnap/vmsnapd.toml:systemd/vmsnapd.toml \

@@ -25,7 +25,7 @@ pub use options::{
 };
 pub use proxy::{Interaction, JobProxy, ManagerProxy};
 pub use status::{
-    BackupChain, BackupDirStats, BackupPoint, BitmapStatus, DiskStatus, DomainStatus,
+    BackupChain, BackupDirStats, BackupPoint, BitmapStatus, DiskStatus, DomainHealth, DomainStatus,
     OverallStatus, PruneResult, ScrubResult, SkippedDisk,
 };
 

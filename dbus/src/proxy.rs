@@ -12,7 +12,7 @@ use zvariant::{OwnedObjectPath, Value};
 
 use crate::job::DomainResult;
 use crate::options::{BackupOptions, PruneOptions, RestoreOptions, ScrubOptions, VerifyOptions};
-use crate::status::{BackupChain, DomainStatus, PruneResult, ScrubResult};
+use crate::status::{BackupChain, DomainHealth, DomainStatus, PruneResult, ScrubResult};
 use crate::Error;
 
 /// `org.vmsnap.VMSnap1.Manager` at `/org/vmsnap/VMSnap1`.
@@ -53,6 +53,11 @@ pub trait Manager {
         domains: &[&str],
         options: HashMap<&str, Value<'_>>,
     ) -> Result<Vec<PruneResult>, Error>;
+
+    /// Per domain, the facts an operator alerts on (last backup and its outcome, the live
+    /// chain, the last verify, the status verdict); all domains the service has seen when
+    /// `domains` is empty.
+    fn backup_health(&self, domains: &[&str]) -> Result<Vec<DomainHealth>, Error>;
 
     /// The backup chains found under `output` for the selected domains.
     fn list_backups(

@@ -192,6 +192,33 @@ pub struct BackupPoint {
     pub files: Vec<String>,
 }
 
+/// What an operator alerts on for one domain (`Manager.BackupHealth`), as the service
+/// remembers it across restarts. Times are seconds since the epoch; absent when unknown.
+#[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type)]
+#[zvariant(signature = "a{sv}", rename_all = "camelCase")]
+pub struct DomainHealth {
+    pub domain: String,
+    /// The end of the last backup that succeeded.
+    pub last_success: Option<u64>,
+    /// The end of the last backup attempt, whatever its outcome.
+    pub last_attempt: Option<u64>,
+    /// Whether that attempt succeeded (a cancelled or interrupted one did not).
+    pub last_attempt_ok: Option<bool>,
+    /// How long the last successful backup's job ran, in seconds.
+    pub last_duration: Option<u64>,
+    /// Bytes the last successful backup copied.
+    pub last_bytes: Option<u64>,
+    /// The chain the last successful backup went into: its folder, points and bytes on disk.
+    pub chain_folder: Option<String>,
+    pub chain_points: Option<u64>,
+    pub chain_bytes: Option<u64>,
+    /// The end of the last verify of the domain's backups, and whether it passed.
+    pub last_verify: Option<u64>,
+    pub last_verify_ok: Option<bool>,
+    /// Whether Status's verdict was OK when the facts were last refreshed.
+    pub status_ok: Option<bool>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,12 @@ pub struct FileConfig {
     pub command_timeout_seconds: u64,
     pub cancel_grace_seconds: u64,
     pub job_retention_seconds: u64,
+    /// node_exporter's textfile-collector directory (Debian:
+    /// `/var/lib/prometheus/node-exporter`); unset: no metrics are written.
+    pub metrics_dir: Option<PathBuf>,
+    /// After how long without a successful backup a domain is overdue (the shipped alert
+    /// rule reads it from the metrics).
+    pub metrics_backup_max_age_seconds: u64,
 }
 
 impl Default for FileConfig {
@@ -44,6 +50,8 @@ impl Default for FileConfig {
             command_timeout_seconds: 60,
             cancel_grace_seconds: 60,
             job_retention_seconds: 600,
+            metrics_dir: None,
+            metrics_backup_max_age_seconds: 26 * 3600,
         }
     }
 }
@@ -60,6 +68,13 @@ impl FileConfig {
         };
         let config: FileConfig =
             toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if config
+            .metrics_dir
+            .as_ref()
+            .is_some_and(|d| !d.is_absolute())
+        {
+            return Err(format!("{}: metrics_dir must be absolute", path.display()));
+        }
         if config.backup_roots.iter().any(|r| !r.is_absolute()) {
             return Err(format!("{}: backup_roots must be absolute", path.display()));
         }

@@ -58,6 +58,10 @@ struct Args {
     #[arg(long)]
     job_retention: Option<u64>,
 
+    /// node_exporter's textfile-collector directory: backup health goes there as vmsnap.prom.
+    #[arg(long, value_name = "DIR")]
+    metrics_dir: Option<PathBuf>,
+
     /// Log to stderr even when the journal is available.
     #[arg(long)]
     log_to_stderr: bool,
@@ -144,9 +148,13 @@ async fn serve() -> ExitCode {
         backup_roots: roots,
         scratch_dir,
         state_dir,
+        metrics_dir: args.metrics_dir.or(file.metrics_dir),
+        metrics_backup_max_age: Duration::from_secs(file.metrics_backup_max_age_seconds),
     }));
     // Before taking calls: undo what a killed predecessor left (domains left paused).
     let interrupted = engine.recover().await;
+    // Backup health: counted from the jobs as they end, written for Prometheus if configured.
+    tokio::spawn(engine.clone().keep_health());
     let retention = Duration::from_secs(args.job_retention.unwrap_or(file.job_retention_seconds));
     let connection = match vmsnapd::bus::serve(engine.clone(), retention, interrupted).await {
         Ok(c) => c,

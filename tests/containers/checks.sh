@@ -287,6 +287,24 @@ journal_fields() {
 }
 
 # as USER CMD: runs CMD in a login shell of USER, a real logind session (pam_systemd).
+# Backup health for Prometheus under the real unit: the package ships the rules, and with
+# metrics_dir set the sandboxed service writes Debian's node_exporter directory, readable by all.
+metrics_through_the_sandbox() {
+    local prom=/var/lib/prometheus/node-exporter/vmsnap.prom want='vmsnap_backup_last_attempt_success{domain="ct-off"} 1'
+    test -f /usr/share/vmsnap/prometheus/vmsnap.rules.yml
+    mkdir -p /var/lib/prometheus/node-exporter
+    printf 'metrics_dir = "/var/lib/prometheus/node-exporter"\n' >> /etc/vmsnap/vmsnapd.toml
+    systemctl restart vmsnapd
+    vmsnapctl backup ct-off --output "$OUT"
+    for _ in $(seq 1 150); do
+        grep -qF "$want" "$prom" 2>/dev/null && break
+        sleep 0.2
+    done
+    cat "$prom"
+    grep -qF "$want" "$prom"
+    [ "$(stat -c %a "$prom")" = 644 ]
+}
+
 as() { su - "$1" -c "$2"; }
 
 group_member_backs_up() {
@@ -406,6 +424,7 @@ check "a guest on a block device: status, backups, verify, restores (1.9: refuse
 check "the timer's service backs up what backup.env names" timer_backs_up
 check "the timer's service fails when a domain fails; the timer has a next run" timer_fails_with_a_domain
 check "journal fields JOB and DOMAIN, failures at priority err" journal_fields
+check "backup health metrics reach node_exporter's directory through the sandbox" metrics_through_the_sandbox
 check "a libvirt-group member backs up without a password" group_member_backs_up
 check "a user outside the group is refused" outsider_refused
 check "--no-ask-password without a rule refuses at once" no_ask_password_refuses_at_once

@@ -3,7 +3,8 @@
 # Sourced by tests/run and tests/host/demo. Recipe: shared/reference/test-host.md.
 
 HOST_PACKAGES=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils virtnbdbackup
-               dbus polkitd faketime systemd libxml2-utils make xz-utils tmux fish zsh)
+               dbus polkitd faketime systemd libxml2-utils make xz-utils tmux fish zsh
+               prometheus-node-exporter prometheus)
 
 log() { printf '[test-host] %s\n' "$*" >&2; }
 die() { printf '[test-host] ERROR: %s\n' "$*" >&2; exit 1; }

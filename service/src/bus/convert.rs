@@ -151,3 +151,24 @@ pub fn error(e: EngineError) -> Error {
         },
     }
 }
+
+/// One domain's backup health facts, as the contract carries them.
+pub fn health(
+    domain: String,
+    f: crate::engine::health::DomainFacts,
+) -> vmsnap_dbus::status::DomainHealth {
+    vmsnap_dbus::status::DomainHealth {
+        domain,
+        last_success: f.last_success,
+        last_attempt: f.last_attempt,
+        last_attempt_ok: f.last_attempt_ok,
+        last_duration: f.last_duration,
+        last_bytes: f.last_bytes,
+        chain_folder: f.chain_folder,
+        chain_points: f.chain_points,
+        chain_bytes: f.chain_bytes,
+        last_verify: f.last_verify,
+        last_verify_ok: f.last_verify_ok,
+        status_ok: f.status_ok,
+    }
+}

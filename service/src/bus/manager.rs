@@ -13,7 +13,7 @@ use vmsnap_dbus::options::{
     BackupOptions, ListOptions, PruneOptions, RestoreOptions, ScrubOptions, StatusOptions,
     VerifyOptions,
 };
-use vmsnap_dbus::status::{BackupChain, DomainStatus, PruneResult, ScrubResult};
+use vmsnap_dbus::status::{BackupChain, DomainHealth, DomainStatus, PruneResult, ScrubResult};
 use zbus::message::Header;
 use zbus::{interface, Connection};
 use zvariant::{OwnedObjectPath, OwnedValue};
@@ -338,6 +338,40 @@ impl Manager {
                 problems: r.problems,
                 dry_run: request.dry_run,
             })
+            .collect())
+    }
+
+    /// Per domain, what an operator alerts on, as the service remembers it across restarts:
+    /// the last backup (when it ended, whether it succeeded, how long it took, bytes), the
+    /// chain it went into (folder, points, bytes), the last verify and the status verdict.
+    /// The same facts vmsnapd writes for Prometheus. A caller other than root needs
+    /// org.vmsnap.read (chain folders and sizes are named).
+    ///
+    /// domains: names (no patterns); empty: every domain the service has facts for.
+    /// report: per domain a{sv}: domain s, lastSuccess t, lastAttempt t, lastAttemptOk b,
+    /// lastDuration t, lastBytes t, chainFolder s, chainPoints t, chainBytes t, lastVerify t,
+    /// lastVerifyOk b, statusOk b (each absent while unknown; times in seconds since the epoch).
+    #[zbus(out_args("report"))]
+    async fn backup_health(
+        &self,
+        domains: Vec<String>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<Vec<DomainHealth>, CallError> {
+        let uid = caller_uid(connection, &header).await;
+        let _admitted = self.reads.admit(uid).await?;
+        if uid != 0 {
+            let details = Details::new("read", &domains);
+            self.authority
+                .check(connection, &header, actions::READ, &details)
+                .await?;
+        }
+        Ok(self
+            .engine
+            .health()
+            .into_iter()
+            .filter(|(domain, _)| domains.is_empty() || domains.contains(domain))
+            .map(|(domain, facts)| convert::health(domain, facts))
             .collect())
     }
 

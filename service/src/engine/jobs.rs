@@ -109,6 +109,8 @@ pub struct Job {
     /// Held while the job runs; released as soon as it ends (the job itself stays readable).
     locks: Mutex<Option<DomainLocks>>,
     journal: Option<JobJournal>,
+    /// The registry's count of ended jobs, raised when this one ends (backup health listens).
+    ended: Arc<watch::Sender<u64>>,
 }
 
 /// Locks a mutex even if a panicking task poisoned it: job records are plain data that every
@@ -201,6 +203,7 @@ impl Job {
         self.journal_write();
         if state.is_final() {
             self.log_end(None, state, "");
+            self.ended.send_modify(|n| *n = n.wrapping_add(1));
         }
         let _ = self.events.send(if state.is_final() {
             JobEvent::Finished(state)
@@ -340,6 +343,8 @@ pub struct JobRegistry {
     /// Bounds how many domains are backed up at once.
     pub slots: Arc<Semaphore>,
     journal: Option<JobJournal>,
+    /// How many jobs have ended; watched by whoever acts on job ends.
+    ended: Arc<watch::Sender<u64>>,
 }
 
 impl JobRegistry {
@@ -351,7 +356,22 @@ impl JobRegistry {
             all: Mutex::new(Vec::new()),
             slots: Arc::new(Semaphore::new(parallel.max(1))),
             journal,
+            ended: Arc::new(watch::channel(0).0),
         }
+    }
+
+    /// Changes whenever a job ends.
+    pub fn ended(&self) -> watch::Receiver<u64> {
+        self.ended.subscribe()
+    }
+
+    /// Jobs that have ended and are still kept (on the bus, for their retention time).
+    pub fn finished(&self) -> Vec<Arc<Job>> {
+        lock(&self.all)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|j| j.state().is_final())
+            .collect()
     }
 
     /// Reads the journal at start-up: job numbers continue after the highest recorded, and
@@ -416,6 +436,7 @@ impl JobRegistry {
                 cancel: watch::channel(false).0,
                 locks: Mutex::new(None),
                 journal: Some(journal.clone()),
+                ended: self.ended.clone(),
             });
             job.set_state(JobState::Failed);
             tracing::warn!(
@@ -487,6 +508,7 @@ impl JobRegistry {
             cancel,
             locks: Mutex::new(Some(locks)),
             journal: self.journal.clone(),
+            ended: self.ended.clone(),
         });
         let mut all = lock(&self.all);
         all.retain(|w| w.strong_count() > 0);
@@ -556,7 +578,7 @@ pub fn spawn_guarded(
     )
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -9,8 +9,11 @@ pub mod catalog;
 pub mod chain;
 pub mod consistency;
 pub mod eligibility;
+pub mod health;
+mod health_refresh;
 pub mod jobs;
 pub mod journal;
+pub mod metrics;
 pub mod prune;
 pub mod recovery;
 pub mod restore;
@@ -47,6 +50,12 @@ pub struct Config {
     pub scratch_dir: std::path::PathBuf,
     /// The service's own state (what to undo after a crash).
     pub state_dir: std::path::PathBuf,
+    /// node_exporter's textfile-collector directory: backup health is written there as
+    /// `vmsnap.prom` after every job, at start and every few minutes (none: not written).
+    pub metrics_dir: Option<std::path::PathBuf>,
+    /// The age after which a domain's last successful backup is overdue (exported for the
+    /// shipped alert rule).
+    pub metrics_backup_max_age: Duration,
 }
 
 impl Default for Config {
@@ -60,6 +69,8 @@ impl Default for Config {
             backup_roots: vec![crate::config::DEFAULT_ROOT.into()],
             scratch_dir: "/var/lib/vmsnapd/scratch".into(),
             state_dir: "/var/lib/vmsnapd".into(),
+            metrics_dir: None,
+            metrics_backup_max_age: Duration::from_secs(26 * 3600),
         }
     }
 }
@@ -113,11 +124,14 @@ pub struct Engine {
     /// serves a bounded number of calls per connection at once, and a flood of status calls
     /// on the jobs' connection would make a running backup's calls wait or time out.
     reads: host::libvirt::Libvirt,
+    /// Per domain, what an operator alerts on (`health.rs`).
+    health: health::HealthBook,
 }
 
 impl Engine {
     pub fn new(config: Config) -> Self {
         Engine {
+            health: health::HealthBook::load(&config.state_dir),
             jobs: jobs::JobRegistry::new(
                 config.parallel_backups,
                 Some(journal::JobJournal::new(&config.state_dir)),

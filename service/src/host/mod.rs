@@ -17,6 +17,7 @@ pub mod qemu_img;
 pub mod qmp;
 pub mod safe_fs;
 pub mod stream_meta;
+pub mod textfile;
 pub mod tools;
 pub mod virtnbdbackup;
 pub mod virtnbdrestore;
