@@ -99,7 +99,18 @@ impl HealthBook {
                 changed = true;
             }
         }
+        // Only ids of jobs still kept can come again.
+        lock(&self.counted).retain(|id| jobs.iter().any(|j| j.id == *id));
         changed
+    }
+
+    /// Drops the facts of domains libvirt no longer has: a deleted guest must not stay
+    /// "overdue" forever. Returns whether any were dropped.
+    pub fn forget_all_but(&self, existing: &[String]) -> bool {
+        let mut facts = lock(&self.facts);
+        let before = facts.len();
+        facts.retain(|domain, _| existing.contains(domain));
+        facts.len() != before
     }
 
     /// Sets what is read from the host before each write: the chains' sizes and the verdicts.

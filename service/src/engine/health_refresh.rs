@@ -58,7 +58,11 @@ impl Engine {
         .unwrap_or_default();
         let verdicts = self.verdicts(facts.keys().cloned().collect()).await;
         self.health.set_observed(&chains, &verdicts);
-        if changed {
+        let forgotten = match self.reads.list_all().await {
+            Ok(existing) => self.health.forget_all_but(&existing),
+            Err(_) => false,
+        };
+        if changed || forgotten {
             if let Err(e) = self.health.save() {
                 tracing::warn!(error = %e, "cannot keep the backup health facts");
             }
