@@ -57,7 +57,24 @@ pub async fn list(context: &Context, args: &JobsArgs) -> Result<u8, Failure> {
             return Ok(exit::OK);
         }
         let ended = watch::wait_all(&connection, &running, OnInterrupt::StopWatching).await?;
-        let mut code = exit::OK;
+        let code = ended
+            .iter()
+            .map(|(_, state, _)| watch::exit_code(*state))
+            .max()
+            .unwrap_or(exit::OK);
+        if context.json() {
+            // One document on stdout: every job's end, as `wait --json` prints one.
+            let doc: Vec<serde_json::Value> = ended
+                .iter()
+                .map(|(path, state, results)| {
+                    let mut end = render::document::job_results(*state, results);
+                    end["job"] = path.as_str().into();
+                    end
+                })
+                .collect();
+            println!("{}", serde_json::Value::Array(doc));
+            return Ok(code);
+        }
         for (path, state, results) in ended {
             let operation = rows
                 .iter()
@@ -65,7 +82,6 @@ pub async fn list(context: &Context, args: &JobsArgs) -> Result<u8, Failure> {
                 .and_then(|r| Operation::parse(&r.operation))
                 .unwrap_or(Operation::Backup);
             print_job_result(context, operation, state, &results);
-            code = code.max(watch::exit_code(state));
         }
         return Ok(code);
     }

@@ -128,6 +128,11 @@ pub async fn wait_all(
                     }
                 }
             }
+            // Every stream ended without a Completed: the connection is gone.
+            else => {
+                display.finish();
+                return Err((exit::FAILURE, "lost the connection to vmsnapd while waiting".into()));
+            }
         }
     }
     display.finish();

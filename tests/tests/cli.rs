@@ -231,6 +231,23 @@ fn a_job_started_by_another_user_is_followed_by_wait_and_jobs_watch() {
     );
     let entry = vmsnap_integration::chain::job_entry(&host().bus_address, &job);
     assert_eq!(entry["state"], "succeeded");
+
+    // With --json: one document on stdout, every watched job's end in it.
+    g.destroy();
+    g.write("vda", 0x43, 0, 700);
+    g.start();
+    let job = backup_under_way(&host().bus_address, &g, root);
+    let watched = vmsnapctl(&["jobs", "--watch", "--json"])
+        .expect_code(0)
+        .json();
+    let end = watched
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["job"] == job.as_str())
+        .unwrap_or_else(|| panic!("{job} not in {watched}"));
+    assert_eq!(end["state"], "succeeded", "{end}");
+    assert_eq!(end["domains"][0]["domain"], g.name.as_str());
     g.destroy();
 }
 
