@@ -17,12 +17,12 @@ struct Row {
     results: Vec<vmsnap_dbus::DomainResult>,
 }
 
-async fn rows(context: &Context, connection: &zbus::Connection) -> Result<Vec<Row>, Failure> {
-    let timeout = context.session.call_timeout();
-    let manager = vmsnap_dbus::ManagerProxy::new(connection)
-        .await
-        .map_err(|e| client::failure(&vmsnap_dbus::Error::ZBus(e)))?;
-    let paths = client::answer(timeout, manager.list_jobs()).await?;
+async fn rows(
+    context: &Context,
+    connection: &zbus::Connection,
+    manager: &vmsnap_dbus::ManagerProxy<'_>,
+) -> Result<Vec<Row>, Failure> {
+    let paths = client::answer(context.session.call_timeout(), manager.list_jobs()).await?;
     let mut rows = Vec::new();
     for path in paths {
         let job = watch::job_proxy(connection, path.clone()).await?;
@@ -44,8 +44,8 @@ async fn rows(context: &Context, connection: &zbus::Connection) -> Result<Vec<Ro
 }
 
 pub async fn list(context: &Context, args: &JobsArgs) -> Result<u8, Failure> {
-    let (connection, _) = client::connect(context.session.call_timeout()).await?;
-    let rows = rows(context, &connection).await?;
+    let (connection, manager) = client::connect(context.session.call_timeout()).await?;
+    let rows = rows(context, &connection, &manager).await?;
     if args.watch {
         let running: Vec<OwnedObjectPath> = rows
             .iter()

@@ -56,12 +56,22 @@ impl Engine {
         })
         .await
         .unwrap_or_default();
-        let verdicts = self.verdicts(facts.keys().cloned().collect()).await;
-        self.health.set_observed(&chains, &verdicts);
-        let forgotten = match self.reads.list_all().await {
-            Ok(existing) => self.health.forget_all_but(&existing),
-            Err(_) => false,
+        // One listing of libvirt's domains serves both: whose verdicts to ask, which facts to drop.
+        let (verdicts, forgotten) = match self.reads.list_all().await {
+            Ok(existing) => {
+                let present: Vec<String> = facts
+                    .keys()
+                    .filter(|n| existing.contains(n))
+                    .cloned()
+                    .collect();
+                (
+                    self.verdicts(present).await,
+                    self.health.forget_all_but(&existing),
+                )
+            }
+            Err(_) => (BTreeMap::new(), false),
         };
+        self.health.set_observed(&chains, &verdicts);
         if changed || forgotten {
             if let Err(e) = self.health.save() {
                 tracing::warn!(error = %e, "cannot keep the backup health facts");
@@ -89,12 +99,8 @@ impl Engine {
         }
     }
 
-    /// Status's verdict for each of `names` that still exists.
-    async fn verdicts(&self, names: Vec<String>) -> BTreeMap<String, bool> {
-        let Ok(existing) = self.reads.list_all().await else {
-            return BTreeMap::new();
-        };
-        let present: Vec<String> = names.into_iter().filter(|n| existing.contains(n)).collect();
+    /// Status's verdict for each of `present` (domains libvirt has).
+    async fn verdicts(&self, present: Vec<String>) -> BTreeMap<String, bool> {
         let Ok(selectors) = crate::selection::parse_all(&present) else {
             return BTreeMap::new();
         };
