@@ -91,6 +91,10 @@ pub trait Manager {
     #[zbus(property)]
     fn libvirt_uri(&self) -> zbus::Result<String>;
 
+    /// Where callers other than root may put backups and restores; the first is the default.
+    #[zbus(property)]
+    fn backup_roots(&self) -> zbus::Result<Vec<String>>;
+
     /// Version of the virtnbdbackup found on the host, empty when it is missing.
     #[zbus(property)]
     fn virtnbdbackup_version(&self) -> zbus::Result<String>;

@@ -71,6 +71,11 @@ async fn properties_describe_the_service_and_its_tools() {
     let manager = vmsnap_dbus::ManagerProxy::new(&conn).await.unwrap();
     assert_eq!(manager.version().await.unwrap(), env!("CARGO_PKG_VERSION"));
     assert_eq!(manager.libvirt_uri().await.unwrap(), "qemu:///system");
+    // tests/run starts the service with `--backup-root $VMSNAP_TEST_IMAGES/roots`.
+    assert_eq!(
+        manager.backup_roots().await.unwrap(),
+        [host().images.join("roots").display().to_string()]
+    );
     let installed = tool("virtnbdbackup", &["-V"]);
     assert_eq!(
         manager.virtnbdbackup_version().await.unwrap(),

@@ -508,6 +508,18 @@ impl Manager {
         self.engine.config().libvirt_uri.clone()
     }
 
+    /// Where callers other than root may put backups and restores (root may use any absolute
+    /// path); the first is the default a client offers (the Cockpit page does).
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn backup_roots(&self) -> Vec<String> {
+        self.engine
+            .config()
+            .backup_roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect()
+    }
+
     /// Version of the installed virtnbdbackup, empty when it is missing. Read on every get
     /// (cached per binary), so an upgrade is seen without a restart.
     #[zbus(property(emits_changed_signal = "false"))]
