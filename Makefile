@@ -12,6 +12,7 @@ UNITDIR     ?= $(PREFIX)/lib/systemd/system
 DBUSDIR     ?= $(DATADIR)/dbus-1
 POLKITDIR   ?= $(DATADIR)/polkit-1
 MANDIR      ?= $(DATADIR)/man
+COCKPITDIR  ?= $(DATADIR)/cockpit/vmsnap
 CARGO       ?= cargo
 INSTALL     ?= install
 
@@ -45,9 +46,13 @@ CONFIGS := \
 	$(SYSCONFDIR)/vmsnap/vmsnapd.toml:systemd/vmsnapd.toml \
 	$(SYSCONFDIR)/vmsnap/backup.env:systemd/backup.env
 
-.PHONY: all build assets install uninstall list
+# The Cockpit page (cockpit/build: its sources plus PatternFly's stylesheet and the files that
+# stylesheet loads), installed as a whole directory.
+COCKPIT_PAGE := $(ASSETS)/cockpit
 
-all: build assets
+.PHONY: all build assets cockpit-page install uninstall list
+
+all: build assets cockpit-page
 
 build:
 	$(CARGO) build $(CARGO_PROFILE) --locked --bin vmsnapd --bin vmsnapctl
@@ -67,7 +72,10 @@ assets: build
 		    -e 's|/etc/vmsnap/|$(SYSCONFDIR)/vmsnap/|g' systemd/$$f > $(ASSETS)/$$f; \
 	done
 
-install: assets
+cockpit-page:
+	@cockpit/build $(COCKPIT_PAGE) >&2
+
+install: assets cockpit-page
 	@set -e; for entry in $(FILES); do \
 		dst=$${entry%%:*}; rest=$${entry#*:}; src=$${rest%%:*}; mode=$${rest##*:}; \
 		$(INSTALL) -D -m $$mode "$$src" "$(DESTDIR)$$dst"; echo "installed $$dst"; \
@@ -76,6 +84,9 @@ install: assets
 		dst=$${entry%%:*}; src=$${entry#*:}; \
 		if [ -e "$(DESTDIR)$$dst" ]; then echo "kept $$dst"; \
 		else $(INSTALL) -D -m 644 "$$src" "$(DESTDIR)$$dst"; echo "installed $$dst"; fi; \
+	done
+	@set -e; cd $(COCKPIT_PAGE) && for f in $$(find . -type f | sort); do \
+		$(INSTALL) -D -m 644 "$$f" "$(DESTDIR)$(COCKPITDIR)/$${f#./}"; echo "installed $(COCKPITDIR)/$${f#./}"; \
 	done
 
 uninstall:
@@ -86,7 +97,9 @@ uninstall:
 		elif [ -e "$(DESTDIR)$$dst" ]; then echo "kept $$dst (edited)"; fi; \
 	done
 	@rmdir "$(DESTDIR)$(SYSCONFDIR)/vmsnap" 2>/dev/null || true
+	@rm -rf -- "$(DESTDIR)$(COCKPITDIR)" && echo "removed $(COCKPITDIR)"
 
 # The installed paths, one per line (the tests compare an install against it).
-list:
+list: cockpit-page
 	@for entry in $(FILES) $(CONFIGS); do echo "$${entry%%:*}"; done
+	@cd $(COCKPIT_PAGE) && find . -type f | sort | sed 's|^\./|$(COCKPITDIR)/|'

@@ -13,6 +13,11 @@ CT_MIRROR=${VMSNAP_CT_MIRROR:-http://deb.debian.org/debian}
 CT_BASE_INCLUDE=systemd,systemd-sysv,dbus,libpam-systemd,ca-certificates
 CT_TEST_PACKAGES=(qemu-system-x86 qemu-utils tmux procps)
 
+# What the Cockpit page's browser test adds to a root (tests/cockpit): Debian's Cockpit and
+# Chromium with its driver and Selenium, nothing that downloads a browser; sudo, through which
+# Cockpit gives an administrator administrative access.
+CT_COCKPIT_PACKAGES=(cockpit-ws cockpit-bridge cockpit-system sudo chromium chromium-driver python3-selenium)
+
 # The environment of everything run in a container: a fresh one, as a login would have.
 # Nothing of the caller's may leak in — tests/run exports DBUS_SYSTEM_BUS_ADDRESS for its own
 # private bus, and inside a container that would point vmsnapctl, pam_systemd and polkit at a
@@ -71,6 +76,27 @@ ct_base_root() {
     : > "$dir/root.new/etc/machine-id"
     mv "$dir/root.new" "$dir/root"
     ct_stamp "$suite" "$deps" > "$dir/stamp"
+    echo "$dir/root"
+}
+
+# Builds (or finds cached) the root of release $1 for the Cockpit browser test: a copy of the
+# base root $2 with CT_COCKPIT_PACKAGES installed. Prints its path.
+ct_cockpit_root() {
+    local suite=$1 base=$2 dir="$CT_CACHE/$1-cockpit" stamp
+    stamp=$(cat "$(dirname "$base")/stamp"; echo "${CT_COCKPIT_PACKAGES[*]}")
+    if [ -f "$dir/stamp" ] && [ "$(cat "$dir/stamp")" = "$stamp" ] && [ -x "$dir/root/usr/bin/chromium" ]; then
+        echo "$dir/root"; return 0
+    fi
+    ct_log "building the $suite Cockpit root in $dir (cached for later runs)"
+    rm -rf -- "$dir"
+    mkdir -p "$dir"
+    ct_copy_root "$base" "$dir/root.new"
+    ct_logged "$dir/apt.log" "apt-get update in the $suite Cockpit root failed" \
+        ct_chroot_run "$dir/root.new" apt-get update -qq
+    ct_logged "$dir/apt.log" "installing Cockpit and Chromium in the $suite root failed" \
+        ct_chroot_run "$dir/root.new" apt-get install -y -q --no-install-recommends "${CT_COCKPIT_PACKAGES[@]}"
+    mv "$dir/root.new" "$dir/root"
+    echo "$stamp" > "$dir/stamp"
     echo "$dir/root"
 }
 

@@ -9,6 +9,17 @@ HOST_PACKAGES=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils 
 log() { printf '[test-host] %s\n' "$*" >&2; }
 die() { printf '[test-host] ERROR: %s\n' "$*" >&2; exit 1; }
 
+# npm builds the Cockpit page (cockpit/build fetches PatternFly's CSS with `npm ci`). Any npm
+# will do: Debian's, or the one a NodeSource nodejs brings (which Debian's would conflict with).
+host_install_npm() {
+    command -v npm >/dev/null && return 0
+    [ "$(id -u)" -eq 0 ] || die "npm is missing and not root to install it"
+    log "installing: npm"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q npm >&2 \
+        || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q npm >&2; } \
+        || die "cannot install npm"
+}
+
 # Installs the packages that are missing. qemu-utils is pinned to the version of
 # qemu-system-x86: machines that carry a newer qemu-utils from backports otherwise refuse to
 # install Debian 12's QEMU ("held broken packages").
