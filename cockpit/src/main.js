@@ -29,6 +29,7 @@ const state = {
 
 let retryTimer = null;
 let loading = null;
+let again = false;
 
 const service = new Service((event, ...args) => {
     if (event === "up" || event === "down") {
@@ -53,10 +54,16 @@ const service = new Service((event, ...args) => {
     }
 });
 
-/** Reads everything from the service; shows "not running" when it cannot be reached. */
+/**
+ * Reads everything from the service; shows "not running" when it cannot be reached. A
+ * request while a read is under way (a job ended in the middle of it) reads once more after
+ * it, so the page never keeps what was read before the event.
+ */
 function load() {
-    if (loading)
+    if (loading) {
+        again = true;
         return loading;
+    }
     loading = (async () => {
         try {
             const [version, tool, roots] = await Promise.all([
@@ -91,6 +98,10 @@ function load() {
             loading = null;
         }
         render();
+        if (again) {
+            again = false;
+            load();
+        }
     })();
     return loading;
 }
@@ -168,6 +179,12 @@ function render() {
 }
 
 function renderJobSection() {
+    // Progress of jobs the service no longer lists is forgotten.
+    const listed = new Set(service.jobList().map(job => job.path));
+    for (const path of state.progress.keys()) {
+        if (!listed.has(path))
+            state.progress.delete(path);
+    }
     const section = document.getElementById("jobs");
     if (section && state.phase === "ready")
         renderJobs(section, actions);
