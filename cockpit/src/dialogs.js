@@ -4,8 +4,13 @@
 import { h, replace, button, alert, field, textInput, select, checkbox } from "./dom.js";
 import { options, describe } from "./service.js";
 
-/** Opens a modal; returns {body, footer, close}. Escape and the close button close it. */
-function modal(actions, title, id) {
+const FOCUSABLE = "button:not([disabled]), input:not([disabled]), select:not([disabled])";
+
+/**
+ * Opens a modal; returns {body, footer, close}. Escape and the close button close it, Tab
+ * stays inside it, and the focus goes back where it was when it closes.
+ */
+function modal(title, id) {
     const host = document.getElementById("dialog");
     const previous = document.activeElement;
     const body = h("div", { class: "pf-v6-c-modal-box__body" });
@@ -17,8 +22,24 @@ function modal(actions, title, id) {
             previous.focus();
     };
     const onKey = event => {
-        if (event.key === "Escape")
+        if (event.key === "Escape") {
             close();
+        } else if (event.key === "Tab") {
+            const box = document.getElementById(id);
+            const items = box ? [...box.querySelectorAll(FOCUSABLE)] : [];
+            if (!items.length)
+                return;
+            const first = items[0];
+            const last = items[items.length - 1];
+            const inside = box.contains(document.activeElement);
+            if (!inside || (event.shiftKey && document.activeElement === first)) {
+                event.preventDefault();
+                (event.shiftKey ? last : first).focus();
+            } else if (!event.shiftKey && document.activeElement === last) {
+                event.preventDefault();
+                first.focus();
+            }
+        }
     };
     document.addEventListener("keydown", onKey);
     replace(host, h("div", { class: "pf-v6-c-backdrop" },
@@ -27,11 +48,12 @@ function modal(actions, title, id) {
                           class: "pf-v6-c-modal-box pf-m-md", role: "dialog", "aria-modal": "true",
                           "aria-labelledby": id + "-title", id,
                       },
-                        h("div", { class: "pf-v6-c-modal-box__close" },
-                          button("×", close, { variant: "plain", id: id + "-close" })),
                         h("header", { class: "pf-v6-c-modal-box__header" },
                           h("h1", { class: "pf-v6-c-modal-box__title", id: id + "-title" }, title)),
-                        body, footer))));
+                        body, footer,
+                        // Last in the tab order; PatternFly places it in the top corner.
+                        h("div", { class: "pf-v6-c-modal-box__close" },
+                          button("×", close, { variant: "plain", id: id + "-close", label: "Close" }))))));
     return { body, footer, close };
 }
 
@@ -43,7 +65,7 @@ function focusFirst(container) {
 
 export async function openRestore(actions, domain) {
     const { state, service } = actions;
-    const { body, footer, close } = modal(actions, "Restore " + domain, "restore-dialog");
+    const { body, footer, close } = modal("Restore " + domain, "restore-dialog");
     let chains = [];
     try {
         chains = (await service.listBackups(state.root, [domain])).filter(c => c.domain === domain);
@@ -105,7 +127,7 @@ export async function openRestore(actions, domain) {
  * return the service's per-domain report; `items(report)` lists what it removes.
  */
 function confirmRemoval(actions, id, title, form, preview, apply, items) {
-    const { body, footer, close } = modal(actions, title, id);
+    const { body, footer, close } = modal(title, id);
     const outcome = h("div", { id: id + "-outcome" });
     const show = (reports, done) => {
         const removed = reports.flatMap(items);

@@ -69,10 +69,21 @@ export function percent(done, total) {
     return Math.min(100, Math.floor((Number(done) * 100) / Number(total)));
 }
 
-/** A PatternFly button. */
-export function button(label, onclick, { variant = "secondary", id, disabled, danger } = {}) {
+/**
+ * A PatternFly button. When `onclick` returns a promise, the button stays disabled until it
+ * settles, so a second click cannot start the same restore or removal twice.
+ */
+export function button(text, onclick, { variant = "secondary", id, disabled, danger, label: name } = {}) {
     const cls = "pf-v6-c-button pf-m-" + variant + (danger ? " pf-m-danger" : "");
-    return h("button", { type: "button", class: cls, id, disabled, onclick }, label);
+    const handler = event => {
+        const el = event.currentTarget;
+        const pending = onclick(event);
+        if (pending && typeof pending.finally === "function") {
+            el.disabled = true;
+            pending.finally(() => { el.disabled = false });
+        }
+    };
+    return h("button", { type: "button", class: cls, id, disabled, onclick: handler, "aria-label": name }, text);
 }
 
 /** A PatternFly label; color one of green, red, orange, blue, grey. */

@@ -106,6 +106,21 @@ def find(css):
     return driver.find_element(By.CSS_SELECTOR, css)
 
 
+# The page re-renders its sections after every job, so an element found a moment ago may be
+# gone. What the steps read, they read in one script run in the page: no stale elements.
+def texts(css):
+    """The visible text of every element matching `css`, in document order."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(e => e.innerText)", css)
+
+
+def text(css):
+    """The visible text of the first element matching `css`; fails when there is none."""
+    found = texts(css)
+    assert found, f"nothing matches {css}"
+    return found[0]
+
+
 def click(css):
     """Clicks `css`, again if the page re-rendered it in between (it does after every job)."""
     wait_for(f"a click on {css}", lambda: find(css).click() or True)
@@ -135,24 +150,30 @@ def login(user, password):
     enter_page()
 
 
-def row(domain):
-    return find(f'tr[data-domain="{domain}"]')
-
-
 def newest_job(operation, domain, seen):
-    """The first job card of `operation` on `domain` that is not in `seen`."""
-    for card in finds(f'.vs-job[data-operation="{operation}"]'):
-        if card.get_attribute("id") not in seen and domain in card.find_element(By.TAG_NAME, "strong").text:
-            return card
-    return None
+    """The id of the first job card of `operation` on `domain` whose id is not in `seen`."""
+    return driver.execute_script("""
+        for (const card of document.querySelectorAll('.vs-job[data-operation="' + arguments[0] + '"]')) {
+            if (!arguments[2].includes(card.id) && card.querySelector('strong').innerText.includes(arguments[1]))
+                return card.id;
+        }
+        return null;""", operation, domain, list(seen))
 
 
 def job_ids():
-    return {c.get_attribute("id") for c in finds(".vs-job")}
+    return set(driver.execute_script("return [...document.querySelectorAll('.vs-job')].map(e => e.id)"))
 
 
 def job_state(job_id):
-    return find(f"#{job_id}").get_attribute("data-state")
+    return driver.execute_script(
+        "const e = document.getElementById(arguments[0]); return e ? e.dataset.state : null", job_id)
+
+
+def percents(job_id):
+    """The progress bars of a job card: their percentages."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#' + arguments[0] + ' .pf-v6-c-progress')]"
+        ".map(e => Number(e.dataset.percent))", job_id)
 
 
 def ended(job_id):
@@ -163,8 +184,7 @@ def start_job(button, operation, domain):
     """Clicks `button` and returns the id of the job card it made appear."""
     before = job_ids()
     click(button)
-    card = wait_for(f"the {operation} job", lambda: newest_job(operation, domain, before))
-    return card.get_attribute("id")
+    return wait_for(f"the {operation} job", lambda: newest_job(operation, domain, before))
 
 
 def run_job(button, operation, domain, shot):
@@ -172,7 +192,7 @@ def run_job(button, operation, domain, shot):
     job = start_job(button, operation, domain)
     wait_for(f"the {operation} to end", lambda: ended(job), JOB_WAIT)
     screenshot(shot)
-    assert job_state(job) == "succeeded", find(f"#{job}").text
+    assert job_state(job) == "succeeded", text(f"#{job}")
     return job
 
 
@@ -207,11 +227,12 @@ def _():
 @step("the overview lists the test domains with state, verdict and checkpoints")
 def _():
     for domain in ("cp-small", "cp-large"):
-        wait_for(domain, lambda: row(domain))
-        assert "running" in row(domain).text, row(domain).text
-        assert row(domain).find_element(By.CSS_SELECTOR, ".vs-verdict").text == "OK"
-        assert row(domain).find_element(By.CSS_SELECTOR, ".vs-checkpoints").text == "0"
-    assert "vmsnapd" in find("#service-info").text
+        wait_for(domain, lambda: texts(f'tr[data-domain="{domain}"]'))
+        at = f'tr[data-domain="{domain}"]'
+        assert "running" in text(at), text(at)
+        assert text(f"{at} .vs-verdict") == "OK"
+        assert text(f"{at} .vs-checkpoints") == "0"
+    assert "vmsnapd" in text("#service-info")
 
 
 @step("a backup shows a moving progress bar per disk and its result")
@@ -220,21 +241,22 @@ def _():
     seen = set()
 
     def progressed():
-        for bar in finds(f"#{job} .pf-v6-c-progress"):
-            seen.add((job_state(job), bar.get_attribute("data-percent")))
-        return ended(job)
+        state = job_state(job)
+        for value in percents(job):
+            seen.add((state, value))
+        return state in ("succeeded", "failed", "cancelled")
 
     wait_for("the backup to end", progressed, JOB_WAIT)
     screenshot("backup-done")
-    assert job_state(job) == "succeeded", find(f"#{job}").text
+    assert job_state(job) == "succeeded", text(f"#{job}")
     running = {p for s, p in seen if s in ("queued", "running")}
     assert running, f"no progress bar while the backup ran: {seen}"
-    assert ("succeeded", "100") in seen, seen
-    result = find(f'#{job} .vs-result[data-domain="cp-small"]').text
+    assert ("succeeded", 100) in seen, seen
+    result = text(f'#{job} .vs-result[data-domain="cp-small"]')
     assert "full" in result and "vmsnap-backup-" in result, result
     # The overview refreshes when the job completes: the live chain and the checkpoint.
-    wait_for("the refreshed row", lambda: row("cp-small").find_element(By.CSS_SELECTOR, ".vs-checkpoints").text == "1")
-    assert "1 points" in row("cp-small").find_element(By.CSS_SELECTOR, ".vs-chain").text
+    wait_for("the refreshed row", lambda: texts('tr[data-domain="cp-small"] .vs-checkpoints') == ["1"])
+    assert "1 points" in text('tr[data-domain="cp-small"] .vs-chain')
 
 
 @step("a larger backup is cancelled from the page")
@@ -242,8 +264,7 @@ def _():
     job = start_job("#backup-cp-large", "backup", "cp-large")
 
     def moving():
-        bars = finds(f"#{job} .pf-v6-c-progress")
-        return bars and int(bars[0].get_attribute("data-percent")) > 0
+        return any(p > 0 for p in percents(job))
 
     wait_for("the first progress", moving)
     click(f"#cancel-{job[len('job-'):]}")
@@ -253,13 +274,13 @@ def _():
     # the overview shows no chain.
     data = host("find", ROOT, "-path", f"{ROOT}/cp-large/*", "-name", "*.data")
     assert data.strip() == "", data
-    wait_for("the refreshed row", lambda: row("cp-large").find_element(By.CSS_SELECTOR, ".vs-chain").text == "none")
+    wait_for("the refreshed row", lambda: texts('tr[data-domain="cp-large"] .vs-chain') == ["none"])
 
 
 @step("verify checks every point and shows the per-point results")
 def _():
     job = run_job("#verify-cp-small", "verify", "cp-small", "verify-done")
-    checks = [li.text for li in finds(f"#{job} .vs-result__checks li")]
+    checks = texts(f"#{job} .vs-result__checks li")
     assert checks and any("virtnbdbackup.0" in c for c in checks), checks
 
 
@@ -284,19 +305,18 @@ def _():
     click("#prune-dialog-preview")
     wait_for("the prune preview", lambda: finds("#prune-dialog-nothing") or finds("#prune-dialog-items"))
     # The chain is of the current period: prune keeps it.
-    assert finds("#prune-dialog-nothing"), find("#prune-dialog-outcome").text
+    assert finds("#prune-dialog-nothing"), text("#prune-dialog-outcome")
     click("#prune-dialog-cancel")
 
     click("#scrub-cp-small")
     click("#scrub-dialog-preview")
-    items = wait_for("the scrub preview", lambda: finds("#scrub-dialog-items li"))
-    listed = sorted(li.text for li in items)
+    listed = sorted(wait_for("the scrub preview", lambda: texts("#scrub-dialog-items li")))
     screenshot("scrub-preview")
     assert "checkpoint virtnbdbackup.0" in listed, listed
     assert host("virsh", "checkpoint-list", "--name", "cp-small").split() == ["virtnbdbackup.0"], \
         "the dry run removed something"
     click("#scrub-dialog-confirm")
-    wait_for("the scrub outcome", lambda: "Removed:" in find("#scrub-dialog-outcome").text)
+    wait_for("the scrub outcome", lambda: "Removed:" in text("#scrub-dialog-outcome"))
     assert host("virsh", "checkpoint-list", "--name", "cp-small").strip() == ""
     click("#scrub-dialog-cancel")
 
@@ -308,6 +328,12 @@ def _():
     button.send_keys(Keys.ENTER)
     wait_for("the dialog's first field to have the focus",
              lambda: driver.switch_to.active_element.get_attribute("id") == "restore-chain")
+    # Tab stays inside the dialog: backwards from its first field to its last button (Close),
+    # and forwards from there to the first field again.
+    driver.switch_to.active_element.send_keys(Keys.SHIFT, Keys.TAB)
+    assert driver.switch_to.active_element.get_attribute("id") == "restore-dialog-close"
+    driver.switch_to.active_element.send_keys(Keys.TAB)
+    assert driver.switch_to.active_element.get_attribute("id") == "restore-chain"
     driver.switch_to.active_element.send_keys(Keys.ESCAPE)
     wait_for("the dialog to close", lambda: not finds("#restore-dialog"))
     assert driver.switch_to.active_element.get_attribute("id") == "restore-cp-small"
@@ -361,25 +387,25 @@ driver = browser()
 @step("a libvirt-group user logs in and sees the domains")
 def _():
     login("cpuser", "cockpit-user-pw")
-    wait_for("cp-small", lambda: row("cp-small"))
+    wait_for("cp-small", lambda: texts('tr[data-domain="cp-small"]'))
     screenshot("user-overview")
 
 
 @step("the libvirt-group user backs up; the job says who started it")
 def _():
     job = run_job("#backup-cp-small", "backup", "cp-small", "user-backup-done")
-    assert "by cpuser" in find(f"#{job}").text, find(f"#{job}").text
+    assert "by cpuser" in text(f"#{job}"), text(f"#{job}")
 
 
 @step("scrub as the libvirt-group user is refused with the service's message")
 def _():
     click("#scrub-cp-small")
     click("#scrub-dialog-preview")
-    outcome = wait_for("the refusal", lambda: "Refused" in find("#scrub-dialog-outcome").text
-                       and find("#scrub-dialog-outcome"))
+    outcome = wait_for("the refusal", lambda: "Refused" in text("#scrub-dialog-outcome")
+                       and text("#scrub-dialog-outcome"))
     screenshot("user-scrub-refused")
-    assert "Not authorized" in outcome.text, outcome.text
-    assert "org.vmsnap.scrub" in outcome.text, outcome.text
+    assert "Not authorized" in outcome, outcome
+    assert "org.vmsnap.scrub" in outcome, outcome
     assert host("virsh", "checkpoint-list", "--name", "cp-small").strip() != "", "scrubbed anyway"
 
 

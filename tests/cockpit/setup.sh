@@ -4,6 +4,7 @@
 # Installs the package the way a user does, turns on cockpit.socket, and makes the two
 # users who log in through Cockpit's login page (PAM, real passwords) and the test guests.
 set -euo pipefail
+trap 'echo "setup.sh: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 DEB=$1
 export DEBIAN_FRONTEND=noninteractive
 IMAGES=/var/lib/libvirt/images

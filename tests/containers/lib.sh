@@ -80,10 +80,12 @@ ct_base_root() {
 }
 
 # Builds (or finds cached) the root of release $1 for the Cockpit browser test: a copy of the
-# base root $2 with CT_COCKPIT_PACKAGES installed. Prints its path.
+# base root $2 with CT_COCKPIT_PACKAGES installed and the packages $3 (the .deb's
+# dependencies) in its apt cache again, for the index this root was updated to: the test
+# container has no network. Prints its path.
 ct_cockpit_root() {
-    local suite=$1 base=$2 dir="$CT_CACHE/$1-cockpit" stamp
-    stamp=$(cat "$(dirname "$base")/stamp"; echo "${CT_COCKPIT_PACKAGES[*]}")
+    local suite=$1 base=$2 deps=$3 dir="$CT_CACHE/$1-cockpit" stamp
+    stamp=$(cat "$(dirname "$base")/stamp"; echo "v2 ${CT_COCKPIT_PACKAGES[*]}")
     if [ -f "$dir/stamp" ] && [ "$(cat "$dir/stamp")" = "$stamp" ] && [ -x "$dir/root/usr/bin/chromium" ]; then
         echo "$dir/root"; return 0
     fi
@@ -95,6 +97,9 @@ ct_cockpit_root() {
         ct_chroot_run "$dir/root.new" apt-get update -qq
     ct_logged "$dir/apt.log" "installing Cockpit and Chromium in the $suite root failed" \
         ct_chroot_run "$dir/root.new" apt-get install -y -q --no-install-recommends "${CT_COCKPIT_PACKAGES[@]}"
+    # shellcheck disable=SC2086  # a list of package names
+    ct_logged "$dir/apt.log" "downloading VMSnap's dependencies in the $suite Cockpit root failed" \
+        ct_chroot_run "$dir/root.new" apt-get install -y -q --download-only $deps
     mv "$dir/root.new" "$dir/root"
     echo "$stamp" > "$dir/stamp"
     echo "$dir/root"
