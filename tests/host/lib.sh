@@ -4,7 +4,8 @@
 
 HOST_PACKAGES=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils virtnbdbackup
                dbus polkitd faketime systemd libxml2-utils make xz-utils tmux fish zsh
-               prometheus-node-exporter prometheus)
+               prometheus-node-exporter prometheus
+               fdisk dosfstools mtools fuse2fs xfsprogs)
 
 log() { printf '[test-host] %s\n' "$*" >&2; }
 die() { printf '[test-host] ERROR: %s\n' "$*" >&2; exit 1; }

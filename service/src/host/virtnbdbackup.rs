@@ -310,6 +310,11 @@ fn unexplained_end(status: std::process::ExitStatus, last_line: &str) -> String 
     }
 }
 
+/// virtnbdbackup's closing lines that only say that something failed before.
+fn is_summary(message: &str) -> bool {
+    matches!(message, "Error during backup" | "Backup failed")
+}
+
 /// What the log said so far.
 #[derive(Default)]
 struct Log {
@@ -340,6 +345,9 @@ impl Log {
             Some(LogEvent::DiskFinished { disk }) => {
                 disk_mut(&mut self.disks, &disk).finished = true
             }
+            // 2.x ends a failed run with the bare summary "Error during backup"; the line
+            // before it says what failed, and is the one worth showing.
+            Some(LogEvent::Error(m)) if is_summary(&m) && self.last_error.is_some() => {}
             Some(LogEvent::Error(m)) => self.last_error = Some(m),
             None => {}
         }
@@ -452,6 +460,24 @@ mod tests {
         );
         let exited = unexplained_end(std::process::ExitStatus::from_raw(2 << 8), "");
         assert_eq!(exited, "virtnbdbackup exited with code 2");
+    }
+
+    #[test]
+    fn the_cause_is_kept_over_the_closing_summary() {
+        let mut log = Log::default();
+        for line in [
+            "[2026-12-07 00:48:40] ERROR root disk - backup [vda]: Disk backup failed: [NBD connection reset]",
+            "[2026-12-07 00:48:41] ERROR root virtnbdbackup - main [MainThread]: Error during backup",
+        ] {
+            log.take(line);
+        }
+        assert_eq!(
+            log.last_error.as_deref(),
+            Some("Disk backup failed: [NBD connection reset]")
+        );
+        let mut alone = Log::default();
+        alone.take("[2026-12-07 00:48:41] ERROR root virtnbdbackup - main [MainThread]: Error during backup");
+        assert_eq!(alone.last_error.as_deref(), Some("Error during backup"));
     }
 
     #[test]

@@ -1,0 +1,198 @@
+//! What vmsnapd and the helper say to each other over the helper's stdin and stdout.
+//!
+//! One JSON request per line in; one JSON [`Reply`] per line out. A `Read` is answered by a
+//! `Reply::File` line and then the file's bytes in frames: a 4-byte big-endian length and that
+//! many bytes, ended by an empty frame (all read) or by [`FRAME_FAILED`] followed by a
+//! `Reply::Failed` line (the file system broke mid-file). Frames let the service bound every
+//! read and stop a file that grows past what its header announced.
+
+use serde::{Deserialize, Serialize};
+
+/// The longest frame the helper sends; the service refuses a longer one.
+pub const MAX_FRAME: u32 = 1 << 20;
+/// A frame length that means "failed; an error line follows".
+pub const FRAME_FAILED: u32 = u32::MAX;
+/// At most this many entries are listed for one directory (`truncated` says so).
+pub const MAX_ENTRIES: usize = 100_000;
+/// The longest reply line the service reads (a full listing fits).
+pub const MAX_LINE: usize = 64 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum Request {
+    /// The partitions of the disk (or the whole disk when it has no partition table).
+    Volumes,
+    /// The entries of a directory.
+    List { volume: u32, path: String },
+    /// One entry, not following a symlink at its end.
+    Stat { volume: u32, path: String },
+    /// A regular file's contents, in frames.
+    Read { volume: u32, path: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Reply {
+    Volumes(Vec<Volume>),
+    Entries {
+        entries: Vec<Entry>,
+        truncated: bool,
+    },
+    Entry(Entry),
+    File {
+        size: u64,
+    },
+    Failed(Failure),
+}
+
+/// A partition or a whole-disk file system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Volume {
+    /// The partition number (1-based), or 0 for a disk without a partition table.
+    pub number: u32,
+    /// `gpt`, `mbr` or `none`.
+    pub table: String,
+    /// Byte offset on the disk.
+    pub start: u64,
+    pub size: u64,
+    /// The file system found there: `ext2`, `ext3`, `ext4`, `vfat`, or what was recognised
+    /// and is not readable (`xfs`, `btrfs`, `ntfs`, `swap`, `luks`, `lvm`, …), or `unknown`.
+    pub filesystem: String,
+    pub label: String,
+    /// Whether the helper can list and read it.
+    pub readable: bool,
+}
+
+/// What an entry is. Only files and directories are ever extracted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    BlockDevice,
+    CharDevice,
+    Fifo,
+    Socket,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Dir => "dir",
+            Kind::Symlink => "symlink",
+            Kind::BlockDevice => "block-device",
+            Kind::CharDevice => "char-device",
+            Kind::Fifo => "fifo",
+            Kind::Socket => "socket",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    /// The name as the guest wrote it (bytes that are not UTF-8 replaced).
+    pub name: String,
+    pub kind: Kind,
+    pub size: u64,
+    /// Permission bits including setuid, setgid and sticky (as recorded, never applied).
+    pub mode: u32,
+    /// Seconds since the epoch.
+    pub mtime: i64,
+    /// A symlink's target, as recorded; never followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FailureKind {
+    /// No such volume, or no such entry in it.
+    NotFound,
+    NotADirectory,
+    /// Not a regular file (a read of a directory, link or device).
+    NotAFile,
+    /// A symlink in the middle of a path: the helper does not follow it.
+    SymlinkInPath,
+    /// A file system it recognises and does not read (named in the message).
+    Unsupported,
+    /// An encrypted volume (LUKS, BitLocker).
+    Encrypted,
+    /// The file system's structures are damaged or hostile.
+    Corrupt,
+    /// The request itself is malformed.
+    BadRequest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// The path components of a request path: absolute, `/`-separated, no `.`/`..` (a guest
+/// path means nothing relative to anything else).
+pub fn components(path: &str) -> Result<Vec<&str>, Failure> {
+    if !path.starts_with('/') {
+        return Err(Failure::new(
+            FailureKind::BadRequest,
+            format!("{path:?}: a path inside the guest starts with /"),
+        ));
+    }
+    let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    if parts
+        .iter()
+        .any(|c| *c == "." || *c == ".." || c.contains('\0'))
+    {
+        return Err(Failure::new(
+            FailureKind::BadRequest,
+            format!("{path:?}: . and .. are not allowed"),
+        ));
+    }
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_replies_have_a_stable_wire_form() {
+        let r: Request = serde_json::from_str(r#"{"op":"list","volume":2,"path":"/etc"}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::List {
+                volume: 2,
+                path: "/etc".into()
+            }
+        );
+        let f = Reply::Failed(Failure::new(FailureKind::Unsupported, "xfs: not supported"));
+        assert_eq!(
+            serde_json::to_string(&f).unwrap(),
+            r#"{"failed":{"kind":"unsupported","message":"xfs: not supported"}}"#
+        );
+    }
+
+    #[test]
+    fn paths_are_absolute_and_never_climb() {
+        assert_eq!(components("/a//b/").unwrap(), ["a", "b"]);
+        assert!(components("/").unwrap().is_empty());
+        for bad in ["a/b", "/a/../b", "/./a", ""] {
+            assert!(components(bad).is_err(), "{bad}");
+        }
+    }
+}
