@@ -125,6 +125,14 @@ pub enum Command {
         vmsnapctl restore web1 --output /var/lib/vmsnap --target /var/lib/libvirt/images/web1-old \
         --until virtnbdbackup.3 --define-as web1-old")]
     Restore(RestoreArgs),
+    /// Browse the files inside a backup point and copy some out (browsing needs the
+    /// org.vmsnap.browse right, copying out the restore right).
+    #[command(after_help = "Examples:\n  \
+        vmsnapctl files web1 --output /var/lib/vmsnap ls\n  \
+        vmsnapctl files web1 --output /var/lib/vmsnap --point virtnbdbackup.2 ls --volume 1 /etc\n  \
+        vmsnapctl files web1 --output /var/lib/vmsnap --point virtnbdbackup.2 get --volume 1 \
+        /etc/hosts /home/alice --target /var/lib/vmsnap/restored")]
+    Files(FilesArgs),
     /// List the service's jobs (running and recently finished).
     #[command(after_help = "Examples:\n  vmsnapctl jobs\n  vmsnapctl jobs --watch")]
     Jobs(JobsArgs),
@@ -356,6 +364,57 @@ pub struct RestoreArgs {
     pub wait: Wait,
     #[command(flatten)]
     pub libvirt: Libvirt,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FilesArgs {
+    /// The domain whose backup is browsed.
+    #[arg(value_name = "DOMAIN")]
+    pub domain: String,
+    #[command(flatten)]
+    pub root: Root,
+    /// Chain folder (default: the live chain, else the newest).
+    #[arg(long, value_name = "NAME")]
+    pub folder: Option<String>,
+    /// The point (default: the chain's last).
+    #[arg(long, value_name = "virtnbdbackup.N")]
+    pub point: Option<String>,
+    /// The disk (default: the first).
+    #[arg(long, value_name = "DISK")]
+    pub disk: Option<String>,
+    #[command(flatten)]
+    pub libvirt: Libvirt,
+    #[command(subcommand)]
+    pub action: FilesAction,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum FilesAction {
+    /// Without --volume: the disk's partitions and their file systems. With it: the entries
+    /// of PATH (default /) in that volume.
+    Ls {
+        /// The partition number (0: a disk without a partition table).
+        #[arg(long, value_name = "N")]
+        volume: Option<u32>,
+        /// A directory inside the volume, from its root.
+        #[arg(value_name = "PATH", default_value = "/")]
+        path: String,
+    },
+    /// Copy files or directories out of the volume into --target.
+    Get {
+        /// The partition number (default: the only readable one).
+        #[arg(long, value_name = "N")]
+        volume: Option<u32>,
+        /// Files or directories inside the volume, from its root.
+        #[arg(value_name = "PATH", required = true)]
+        paths: Vec<String>,
+        /// The directory to copy into.
+        #[arg(long, value_name = "DIR")]
+        target: String,
+        /// Replace what already exists in the target under the same names.
+        #[arg(long)]
+        overwrite: bool,
+    },
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -19,6 +19,9 @@
 //! | 15 | the service will not use a folder or file (not root's alone, a symlink, too large) |
 //! | 16 | too many calls or jobs under way for this user (or the service); try again later |
 //! | 17 | the job cannot be cancelled: it has ended, or was cancelled already |
+//! | 18 | `files`: no such file, directory or volume in the backup |
+//! | 19 | `files`: the volume's file system is not supported, or it is encrypted |
+//! | 20 | `files`: the guest's file system is damaged; the session ended |
 
 use std::process::ExitCode;
 
@@ -41,6 +44,9 @@ pub const NOT_WRITABLE: u8 = 14;
 pub const UNTRUSTED: u8 = 15;
 pub const BUSY: u8 = 16;
 pub const NOT_CANCELABLE: u8 = 17;
+pub const NO_SUCH_FILE: u8 = 18;
+pub const UNREADABLE_VOLUME: u8 = 19;
+pub const CORRUPT_FILESYSTEM: u8 = 20;
 
 /// The exit code for an error the service (or the bus) returned.
 pub fn for_error(e: &Error) -> u8 {
@@ -54,6 +60,9 @@ pub fn for_error(e: &Error) -> u8 {
         Error::Untrusted(_) => UNTRUSTED,
         Error::Busy(_) => BUSY,
         Error::AlreadyCancelled(_) | Error::NotCancelable(_) => NOT_CANCELABLE,
+        Error::NoSuchFile(_) => NO_SUCH_FILE,
+        Error::UnsupportedFilesystem(_) | Error::Encrypted(_) => UNREADABLE_VOLUME,
+        Error::CorruptFilesystem(_) => CORRUPT_FILESYSTEM,
         Error::HostUnavailable(_) | Error::Failed(_) | Error::AlreadyRunning(_) => FAILURE,
         Error::ZBus(z) if is_unreachable(z) => UNREACHABLE,
         Error::ZBus(zbus::Error::MethodError(name, _, _))

@@ -8,6 +8,7 @@ mod client;
 mod compat;
 mod completion;
 mod exit;
+mod files;
 mod hint;
 mod jobs;
 mod overview;
@@ -81,6 +82,7 @@ async fn run(context: &Context, command: Command) -> Result<u8, Failure> {
         Command::Backups(a) => restore::list(context, &a).await,
         Command::Verify(a) => restore::verify(context, &a).await,
         Command::Restore(a) => restore::restore(context, &a).await,
+        Command::Files(a) => files::run(context, &a).await,
         Command::Jobs(a) => jobs::list(context, &a).await,
         Command::Wait { job } => jobs::wait(context, &job).await,
         Command::Cancel { job } => jobs::cancel(context, &job).await,

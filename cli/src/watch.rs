@@ -93,6 +93,10 @@ pub async fn wait_all(
     }
     let mut display = Display::new();
     let mut cancel_sent = false;
+    // Signals are the way a job's end is heard; its State is looked at now and then as well,
+    // so that an end whose Completed signal never reached this connection is still seen.
+    let mut look = tokio::time::interval(std::time::Duration::from_secs(2));
+    look.tick().await;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     while ended.iter().any(Option::is_none) {
@@ -114,6 +118,17 @@ pub async fn wait_all(
                     ended[i] = Some((state, a.results.clone()));
                 }
             },
+            _ = look.tick() => {
+                for (i, job) in jobs.iter().enumerate() {
+                    if ended[i].is_some() {
+                        continue;
+                    }
+                    let state = job.state().await.map_err(bus)?;
+                    if let Some(s) = JobState::parse(&state).filter(|s| s.is_final()) {
+                        ended[i] = Some((s, job.results().await.map_err(bus)?));
+                    }
+                }
+            }
             _ = &mut ctrl_c, if !cancel_sent => {
                 cancel_sent = true;
                 if on_interrupt == OnInterrupt::StopWatching {
@@ -161,6 +176,7 @@ pub fn summary(operation: Operation, results: &[DomainResult]) -> String {
         Operation::Backup => "Backup of",
         Operation::Scrub => "Scrub of",
         Operation::Prune => "Prune of",
+        Operation::Extract => "Extraction from",
     };
     let mut out = String::new();
     for r in results {

@@ -27,8 +27,15 @@ pub const PRUNE: &str = "org.vmsnap.prune";
 /// Restoring backups (writes disk images, may define domains): administrator every time.
 pub const RESTORE: &str = "org.vmsnap.restore";
 
+/// Browsing the files inside a backup (OpenFiles): listing a guest's directories and, with
+/// RESTORE, extracting its files. A separate action, not READ or BACKUP: a backup's contents
+/// are the guest's secrets (its /etc/shadow, its keys, its database files), which neither a
+/// Status nor a backup ever shows. Administrator by default (kept for a while, since a
+/// session is many calls); the shipped libvirt-group rule does not grant it.
+pub const BROWSE: &str = "org.vmsnap.browse";
+
 /// All actions the service may check, for the policy-file consistency test.
-pub const ALL: &[&str] = &[READ, BACKUP, CANCEL, SCRUB, PRUNE, RESTORE];
+pub const ALL: &[&str] = &[READ, BACKUP, CANCEL, SCRUB, PRUNE, RESTORE, BROWSE];
 
 #[cfg(test)]
 mod tests {
@@ -47,7 +54,7 @@ mod tests {
     #[test]
     fn the_shipped_rule_grants_nothing_destructive() {
         let rules = include_str!("../../polkit/50-org.vmsnap.rules");
-        for destructive in [super::SCRUB, super::PRUNE, super::RESTORE] {
+        for destructive in [super::SCRUB, super::PRUNE, super::RESTORE, super::BROWSE] {
             assert!(
                 !rules.contains(destructive),
                 "{destructive} in the libvirt-group rule"

@@ -47,6 +47,16 @@ pub enum Error {
     AlreadyCancelled(String),
     /// The job cannot be cancelled: it has ended (the message says how).
     NotCancelable(String),
+    /// No such file, directory or volume inside the backup, or no such browsing session
+    /// (closed, expired, or another caller's).
+    NoSuchFile(String),
+    /// The volume holds a file system the service does not read; the message names it
+    /// ("xfs: not supported").
+    UnsupportedFilesystem(String),
+    /// The volume is encrypted (LUKS, BitLocker); the message names it.
+    Encrypted(String),
+    /// The guest's file system is damaged (or built to harm its reader); the session ended.
+    CorruptFilesystem(String),
 }
 
 impl Error {
@@ -78,6 +88,10 @@ impl Error {
             | Error::Failed(m)
             | Error::AlreadyRunning(m)
             | Error::NoSuchJob(m)
+            | Error::NoSuchFile(m)
+            | Error::UnsupportedFilesystem(m)
+            | Error::Encrypted(m)
+            | Error::CorruptFilesystem(m)
             | Error::NoSuchBackup(m)
             | Error::TargetExists(m)
             | Error::NotWritable(m)

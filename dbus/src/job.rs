@@ -17,15 +17,18 @@ pub enum Operation {
     /// are reserved so that a client reading `Operation` knows every one the service has.
     Scrub,
     Prune,
+    /// Files copied out of a backup (`Files.Extract`).
+    Extract,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 5] = [
+    pub const ALL: [Operation; 6] = [
         Operation::Backup,
         Operation::Verify,
         Operation::Restore,
         Operation::Scrub,
         Operation::Prune,
+        Operation::Extract,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -35,6 +38,7 @@ impl Operation {
             Operation::Restore => "restore",
             Operation::Scrub => "scrub",
             Operation::Prune => "prune",
+            Operation::Extract => "extract",
         }
     }
 

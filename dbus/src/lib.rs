@@ -11,6 +11,7 @@
 
 pub mod actions;
 pub mod error;
+pub mod files;
 pub mod job;
 pub mod names;
 pub mod options;
@@ -35,3 +36,7 @@ pub const MANAGER_INTROSPECTION_XML: &str =
 
 /// The checked-in introspection XML of the Job interface.
 pub const JOB_INTROSPECTION_XML: &str = include_str!("../interfaces/org.vmsnap.VMSnap1.Job.xml");
+
+/// Introspection XML of `org.vmsnap.VMSnap1.Files` (a file-browsing session).
+pub const FILES_INTROSPECTION_XML: &str =
+    include_str!("../interfaces/org.vmsnap.VMSnap1.Files.xml");

@@ -20,3 +20,9 @@ pub const JOB_PATH_PREFIX: &str = "/org/vmsnap/VMSnap1/job";
 
 /// The interface of job objects.
 pub const JOB_INTERFACE: &str = "org.vmsnap.VMSnap1.Job";
+
+/// Object path prefix of file-browsing sessions (`/org/vmsnap/VMSnap1/files/<n>`).
+pub const FILES_PATH_PREFIX: &str = "/org/vmsnap/VMSnap1/files";
+
+/// Interface of a file-browsing session.
+pub const FILES_INTERFACE: &str = "org.vmsnap.VMSnap1.Files";

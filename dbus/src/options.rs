@@ -294,6 +294,28 @@ option_dict! {
     }
 }
 
+/// `s`: OpenFiles: the point to browse (`virtnbdbackup.N`); the chain's last one by default.
+pub const POINT: &str = "point";
+
+option_dict! {
+    /// Options of `OpenFiles` (`output` is required; the other keys pick the chain, the point
+    /// and the disk, like Restore's).
+    FilesOptions {
+        output: String = OUTPUT,
+        folder: String = FOLDER,
+        point: String = POINT,
+        disk: String = DISK,
+        connect: String = CONNECT,
+    }
+}
+
+option_dict! {
+    /// Options of `Files.Extract` (`target` is the method's argument).
+    ExtractOptions {
+        overwrite: bool = OVERWRITE,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

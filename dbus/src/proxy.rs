@@ -10,8 +10,12 @@ use zbus::proxy;
 use zbus::proxy::MethodFlags;
 use zvariant::{OwnedObjectPath, Value};
 
+use crate::files::{FileEntry, Volume};
 use crate::job::DomainResult;
-use crate::options::{BackupOptions, PruneOptions, RestoreOptions, ScrubOptions, VerifyOptions};
+use crate::options::{
+    BackupOptions, ExtractOptions, FilesOptions, PruneOptions, RestoreOptions, ScrubOptions,
+    VerifyOptions,
+};
 use crate::status::{BackupChain, DomainHealth, DomainStatus, PruneResult, ScrubResult};
 use crate::Error;
 
@@ -75,6 +79,15 @@ pub trait Manager {
 
     /// Restores a chain up to a point into a target directory; returns the job.
     fn restore(
+        &self,
+        domain: &str,
+        options: HashMap<&str, Value<'_>>,
+    ) -> Result<OwnedObjectPath, Error>;
+
+    /// Opens a point of a domain's backup for browsing: rebuilds the disk at that point in the
+    /// service's scratch area and returns the session (`org.vmsnap.VMSnap1.Files`) once its
+    /// volumes can be read. Options: see [`crate::options::FilesOptions`].
+    fn open_files(
         &self,
         domain: &str,
         options: HashMap<&str, Value<'_>>,
@@ -157,6 +170,80 @@ pub trait Job {
     fn end_time(&self) -> zbus::Result<u64>;
 }
 
+/// `org.vmsnap.VMSnap1.Files` at `/org/vmsnap/VMSnap1/files/<n>`: one point of one disk,
+/// open for its opener alone until `Close`, its idle timeout, or the opener leaving the bus.
+#[proxy(
+    interface = "org.vmsnap.VMSnap1.Files",
+    default_service = "org.vmsnap.VMSnap1",
+    gen_blocking = false
+)]
+pub trait Files {
+    /// The disk's partitions (or the whole disk), with the file system found on each.
+    fn volumes(&self) -> Result<Vec<Volume>, Error>;
+
+    /// The entries of a directory (`/`-separated path from the volume's root; symlinks in the
+    /// path are not followed) and whether the listing was cut at its cap.
+    fn list(&self, volume: u32, path: &str) -> Result<(Vec<FileEntry>, bool), Error>;
+
+    /// Copies files and directories out into `target` as a job (needs the restore right).
+    /// Options: see [`crate::options::ExtractOptions`].
+    fn extract(
+        &self,
+        volume: u32,
+        paths: &[&str],
+        target: &str,
+        options: HashMap<&str, Value<'_>>,
+    ) -> Result<OwnedObjectPath, Error>;
+
+    /// Ends the session: the rebuilt disk and the reader go at once.
+    fn close(&self) -> Result<(), Error>;
+
+    #[zbus(property)]
+    fn domain(&self) -> zbus::Result<String>;
+
+    /// The chain folder's path.
+    #[zbus(property)]
+    fn folder(&self) -> zbus::Result<String>;
+
+    /// The point (`virtnbdbackup.N`).
+    #[zbus(property)]
+    fn point(&self) -> zbus::Result<String>;
+
+    /// The disk's target name (`vda`).
+    #[zbus(property)]
+    fn disk(&self) -> zbus::Result<String>;
+
+    /// Seconds of inactivity after which the service closes the session.
+    #[zbus(property)]
+    fn idle_timeout(&self) -> zbus::Result<u32>;
+}
+
+impl FilesProxy<'_> {
+    /// [`FilesProxy::extract`], allowing interaction or not.
+    pub async fn extract_as(
+        &self,
+        interaction: Interaction,
+        volume: u32,
+        paths: &[&str],
+        target: &str,
+        options: &ExtractOptions,
+    ) -> Result<OwnedObjectPath, Error> {
+        let flags = match interaction {
+            Interaction::Allowed => MethodFlags::AllowInteractiveAuth.into(),
+            Interaction::Denied => enumflags2::BitFlags::empty(),
+        };
+        let reply: Option<OwnedObjectPath> = self
+            .inner()
+            .call_with_flags(
+                "Extract",
+                flags,
+                &(volume, paths, target, options.to_dict()),
+            )
+            .await?;
+        reply.ok_or_else(|| Error::Failed("Extract returned no reply".into()))
+    }
+}
+
 /// Whether a call may make polkit ask the user (through an agent) for a password, as
 /// `ALLOW_INTERACTIVE_AUTHORIZATION` on the message says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,6 +317,17 @@ impl ManagerProxy<'_> {
         options: &VerifyOptions,
     ) -> Result<OwnedObjectPath, Error> {
         self.call_changing("Verify", interaction, &(domains, options.to_dict()))
+            .await
+    }
+
+    /// [`ManagerProxy::open_files`], allowing interaction or not.
+    pub async fn open_files_as(
+        &self,
+        interaction: Interaction,
+        domain: &str,
+        options: &FilesOptions,
+    ) -> Result<OwnedObjectPath, Error> {
+        self.call_changing("OpenFiles", interaction, &(domain, options.to_dict()))
             .await
     }
 

@@ -37,6 +37,10 @@ pub struct FileConfig {
     /// After how long without a successful backup a domain is overdue (the shipped alert
     /// rule reads it from the metrics).
     pub metrics_backup_max_age_seconds: u64,
+    /// The unprivileged user that reads guest file systems for file browsing.
+    pub files_user: String,
+    /// After how long without a call a file-browsing session is closed.
+    pub files_idle_timeout_seconds: u64,
 }
 
 impl Default for FileConfig {
@@ -52,6 +56,8 @@ impl Default for FileConfig {
             job_retention_seconds: 600,
             metrics_dir: None,
             metrics_backup_max_age_seconds: 26 * 3600,
+            files_user: "vmsnap-files".into(),
+            files_idle_timeout_seconds: 600,
         }
     }
 }

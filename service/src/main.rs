@@ -62,6 +62,14 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     metrics_dir: Option<PathBuf>,
 
+    /// The user that reads guest file systems (default from the configuration: vmsnap-files).
+    #[arg(long, value_name = "USER")]
+    files_user: Option<String>,
+
+    /// Seconds without a call after which a file-browsing session is closed.
+    #[arg(long, value_name = "SECONDS")]
+    files_idle_timeout: Option<u64>,
+
     /// Log to stderr even when the journal is available.
     #[arg(long)]
     log_to_stderr: bool,
@@ -150,9 +158,21 @@ async fn serve() -> ExitCode {
         state_dir,
         metrics_dir: args.metrics_dir.or(file.metrics_dir),
         metrics_backup_max_age: Duration::from_secs(file.metrics_backup_max_age_seconds),
+        files_user: args.files_user.unwrap_or(file.files_user),
+        // Installed side by side (/usr/libexec); the tests run both from target/.
+        files_helper: std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("vmsnap-guestfs")))
+            .unwrap_or_else(|| "/usr/libexec/vmsnap-guestfs".into()),
+        files_idle_timeout: Duration::from_secs(
+            args.files_idle_timeout
+                .unwrap_or(file.files_idle_timeout_seconds)
+                .max(1),
+        ),
     }));
     // Before taking calls: undo what a killed predecessor left (domains left paused).
     let interrupted = engine.recover().await;
+    engine.remove_stale_file_scratch();
     // Backup health: counted from the jobs as they end, written for Prometheus if configured.
     tokio::spawn(engine.clone().keep_health());
     let retention = Duration::from_secs(args.job_retention.unwrap_or(file.job_retention_seconds));

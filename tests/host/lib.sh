@@ -74,6 +74,9 @@ host_test_user() {
     getent group libvirt >/dev/null || die "the libvirt group is missing (libvirt-daemon-system)"
     id vmsnaplv >/dev/null 2>&1 || useradd --create-home --shell /bin/bash -G libvirt vmsnaplv \
         || die "cannot create the user vmsnaplv"
+    # The unprivileged user that reads guest file systems (the package creates it the same way).
+    id vmsnap-files >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin vmsnap-files || die "cannot create the user vmsnap-files"
 }
 
 POLKIT_FILES=("polkit/org.vmsnap.policy:/usr/share/polkit-1/actions/org.vmsnap.policy"

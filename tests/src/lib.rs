@@ -7,6 +7,7 @@
 pub mod bus;
 pub mod chain;
 pub mod guest;
+pub mod guestdisk;
 pub mod polkit;
 pub mod socket_proxy;
 

@@ -32,6 +32,7 @@ pub fn operation(operation: crate::engine::jobs::Operation) -> vmsnap_dbus::Oper
         Engine::Restore => Wire::Restore,
         Engine::Scrub => Wire::Scrub,
         Engine::Prune => Wire::Prune,
+        Engine::Extract => Wire::Extract,
     }
 }
 
@@ -142,6 +143,11 @@ pub fn error(e: EngineError) -> Error {
         EngineError::NotWritable(e) => Error::NotWritable(e.message),
         EngineError::Untrusted(m) => Error::Untrusted(m),
         EngineError::Busy(m) => Error::Busy(m),
+        EngineError::NoSuchFile(m) => Error::NoSuchFile(m),
+        EngineError::UnsupportedFilesystem(m) => Error::UnsupportedFilesystem(m),
+        EngineError::Encrypted(m) => Error::Encrypted(m),
+        EngineError::CorruptFilesystem(m) => Error::CorruptFilesystem(m),
+        EngineError::MissingSetup(m) => Error::MissingDependency(m),
         EngineError::Host(host) => match host {
             HostError::Rejected(m) => Error::Untrusted(m),
             e @ HostError::MissingDependency(_) => Error::MissingDependency(e.to_string()),
@@ -170,5 +176,30 @@ pub fn health(
         last_verify: f.last_verify,
         last_verify_ok: f.last_verify_ok,
         status_ok: f.status_ok,
+    }
+}
+
+/// A volume as the contract carries it.
+pub fn volume(v: vmsnap_guestfs::protocol::Volume) -> vmsnap_dbus::files::Volume {
+    vmsnap_dbus::files::Volume {
+        number: v.number,
+        table: v.table,
+        start: v.start,
+        size: v.size,
+        filesystem: v.filesystem,
+        label: v.label,
+        readable: v.readable,
+    }
+}
+
+/// A directory entry as the contract carries it.
+pub fn file_entry(e: vmsnap_guestfs::protocol::Entry) -> vmsnap_dbus::files::FileEntry {
+    vmsnap_dbus::files::FileEntry {
+        name: e.name,
+        kind: e.kind.as_str().to_string(),
+        size: e.size,
+        mode: e.mode,
+        mtime: e.mtime,
+        target: e.target,
     }
 }

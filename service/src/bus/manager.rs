@@ -51,7 +51,7 @@ pub struct Manager {
 impl Manager {
     /// Exports a new job (ObjectManager announces it with `InterfacesAdded`) and lists it;
     /// the caller then starts it.
-    async fn announce(
+    pub(super) async fn announce(
         &self,
         connection: &Connection,
         job: &std::sync::Arc<crate::engine::jobs::Job>,
@@ -69,6 +69,10 @@ impl Manager {
         let names: Vec<String> = job.domains.iter().map(|d| d.to_string()).collect();
         tracing::info!(uid = job.uid, job = job.id, operation = job.operation.as_str(), domains = ?names, "job created");
         Ok(path)
+    }
+
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.clone()
     }
 
     pub fn new(engine: Arc<Engine>, job_retention: Duration) -> Self {
@@ -486,6 +490,50 @@ impl Manager {
     }
 
     /// Paths of the jobs: running ones and those finished within the retention period.
+    /// Opens one point of one disk of a domain's backup for browsing its files, and returns
+    /// the session (org.vmsnap.VMSnap1.Files) once it can be read: the disk is rebuilt up to
+    /// the point in the service's scratch area and read by an unprivileged, sandboxed reader.
+    /// Options: output (required), folder, point (default the chain's last), disk (default
+    /// the first). Needs org.vmsnap.browse, checked before anything is read. The session is
+    /// the caller's alone and ends with Close, after its idle timeout, or when the caller
+    /// leaves the bus. Errors: NoSuchBackup (no such chain, point or disk), Busy (too many
+    /// sessions), MissingDependency (the reader or its user is not installed), Failed.
+    #[zbus(out_args("session"))]
+    async fn open_files(
+        &self,
+        domain: String,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<OwnedObjectPath, CallError> {
+        let options = vmsnap_dbus::options::FilesOptions::from_dict(options)?;
+        let details = Details::new("browse", std::slice::from_ref(&domain))
+            .option(keys::OUTPUT, &options.output)
+            .option(keys::FOLDER, &options.folder)
+            .option(keys::POINT, &options.point);
+        let caller = self
+            .authority
+            .check(connection, &header, actions::BROWSE, &details)
+            .await?;
+        let request = options::files_request(&domain, options, self.engine.config())?;
+        let client = header.sender().map(|s| s.to_string()).unwrap_or_default();
+        let span = tracing::info_span!("OpenFiles", uid = caller.uid, domain = %request.domain);
+        let session = self
+            .engine
+            .open_files(request, caller.uid, client)
+            .instrument(span)
+            .await
+            .map_err(convert::error)?;
+        super::files::export(
+            connection,
+            self.engine.clone(),
+            self.authority.clone(),
+            session,
+        )
+        .await
+        .map_err(CallError::from)
+    }
+
     fn list_jobs(&self) -> Vec<OwnedObjectPath> {
         self.jobs
             .lock()

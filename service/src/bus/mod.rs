@@ -8,6 +8,7 @@ pub mod caller;
 pub mod convert;
 pub mod details;
 pub mod error;
+pub mod files;
 pub mod job;
 pub mod limits;
 pub mod manager;
@@ -56,6 +57,12 @@ pub async fn serve(
         .interface::<_, manager::Manager>(MANAGER_PATH)
         .await
         .map_err(|e| format!("cannot find the manager object: {e}"))?;
+    // File sessions end when their opener leaves the bus or stays idle.
+    tokio::spawn(files::watch_clients(
+        connection.clone(),
+        manager.get().await.engine(),
+    ));
+    tokio::spawn(files::reap_idle(manager.get().await.engine()));
     for job in interrupted {
         manager
             .get()

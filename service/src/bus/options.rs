@@ -255,6 +255,44 @@ pub fn restore_request(
     })
 }
 
+/// An `OpenFiles` call as an engine request.
+pub fn files_request(
+    domain: &str,
+    options: vmsnap_dbus::options::FilesOptions,
+    config: &Config,
+) -> Result<crate::engine::files::FilesRequest, Error> {
+    let domain = DomainName::new(domain).map_err(invalid)?;
+    let folder = folder_name(options.folder)?;
+    if let Some(d) = &options.disk {
+        if d.is_empty() || d.len() > 64 || !d.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(Error::InvalidArgument(format!(
+                "disk {d:.64?} is not a target name like vda"
+            )));
+        }
+    }
+    if let Some(p) = &options.point {
+        if crate::host::backup_dir::checkpoint_index(p).is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "point {p:.64?} is not a point name like virtnbdbackup.2"
+            )));
+        }
+    }
+    let root = required_output(options.output)?;
+    check_connect(options.connect, config)?;
+    Ok(crate::engine::files::FilesRequest {
+        domain,
+        root,
+        folder,
+        point: options.point,
+        disk: options.disk,
+    })
+}
+
+/// An extraction's target directory.
+pub fn extract_target(target: &str) -> Result<BackupRoot, Error> {
+    directory(target, "target")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -150,6 +150,9 @@ fn access_denied(e: &Error) -> bool {
 async fn the_interfaces_match_the_checked_in_xml() {
     let p = peer("xml").await;
     let live = p.introspect(MANAGER_PATH).await;
+    if std::env::var_os("VMSNAP_WRITE_XML").is_some() {
+        std::fs::write("/tmp/live-manager.xml", &live).unwrap();
+    }
     assert_eq!(
         interface(&live, MANAGER_INTERFACE),
         interface(vmsnap_dbus::MANAGER_INTROSPECTION_XML, MANAGER_INTERFACE),
@@ -162,6 +165,24 @@ async fn the_interfaces_match_the_checked_in_xml() {
         interface(&live, job),
         interface(vmsnap_dbus::JOB_INTROSPECTION_XML, job),
         "dbus/interfaces/…Job.xml differs from the Job the service serves"
+    );
+    let session = std::sync::Arc::new(crate::engine::files::Session::detached(
+        7,
+        0,
+        crate::selection::DomainName::new("vm1").unwrap(),
+    ));
+    let path = super::files::export(&p.server, p.engine.clone(), Default::default(), session)
+        .await
+        .unwrap();
+    let live = p.introspect(path.as_str()).await;
+    let files = vmsnap_dbus::names::FILES_INTERFACE;
+    if std::env::var_os("VMSNAP_WRITE_XML").is_some() {
+        std::fs::write("/tmp/live-files.xml", &live).unwrap();
+    }
+    assert_eq!(
+        interface(&live, files),
+        interface(vmsnap_dbus::FILES_INTROSPECTION_XML, files),
+        "dbus/interfaces/…Files.xml differs from the Files the service serves"
     );
 }
 

@@ -469,9 +469,16 @@ impl JobRegistry {
                 "uid {uid} has {mine} jobs queued or running (at most {cap}); wait for one to end"
             )));
         }
+        // Extracting reads a scratch copy, never the domain or its chain: it holds no domain
+        // lock, so the nightly backup is not held up by someone copying files out.
+        let locked: Vec<String> = if operation == Operation::Extract {
+            Vec::new()
+        } else {
+            names.clone()
+        };
         {
             let mut held = lock(&self.locks.0);
-            let busy: Vec<&str> = names
+            let busy: Vec<&str> = locked
                 .iter()
                 .filter(|n| held.contains(*n))
                 .map(String::as_str)
@@ -479,11 +486,11 @@ impl JobRegistry {
             if !busy.is_empty() {
                 return Err(Error::AlreadyRunning(busy.join(", ")));
             }
-            held.extend(names.iter().cloned());
+            held.extend(locked.iter().cloned());
         }
         let locks = DomainLocks {
             set: self.locks.clone(),
-            names: names.clone(),
+            names: locked,
         };
         let (events, _) = broadcast::channel(256);
         let (cancel, _) = watch::channel(false);

@@ -9,6 +9,8 @@ pub mod catalog;
 pub mod chain;
 pub mod consistency;
 pub mod eligibility;
+pub mod extract;
+pub mod files;
 pub mod health;
 mod health_refresh;
 pub mod jobs;
@@ -56,6 +58,12 @@ pub struct Config {
     /// The age after which a domain's last successful backup is overdue (exported for the
     /// shipped alert rule).
     pub metrics_backup_max_age: Duration,
+    /// The unprivileged user `vmsnap-guestfs` runs as (file browsing).
+    pub files_user: String,
+    /// The guest-file-system reader: `vmsnap-guestfs` beside `vmsnapd` unless configured.
+    pub files_helper: std::path::PathBuf,
+    /// A file-browsing session without a call for this long is closed.
+    pub files_idle_timeout: Duration,
 }
 
 impl Default for Config {
@@ -71,6 +79,9 @@ impl Default for Config {
             state_dir: "/var/lib/vmsnapd".into(),
             metrics_dir: None,
             metrics_backup_max_age: Duration::from_secs(26 * 3600),
+            files_user: "vmsnap-files".into(),
+            files_helper: "/usr/libexec/vmsnap-guestfs".into(),
+            files_idle_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -99,6 +110,20 @@ pub enum Error {
     Busy(String),
     #[error(transparent)]
     Host(#[from] host::Error),
+    /// Inside a browsed backup: no such volume, file or directory (or no such session).
+    #[error("{0}")]
+    NoSuchFile(String),
+    /// A volume the reader does not read ("xfs: not supported").
+    #[error("{0}")]
+    UnsupportedFilesystem(String),
+    #[error("{0}")]
+    Encrypted(String),
+    /// The guest's file system broke its reader; the session is closed.
+    #[error("{0}")]
+    CorruptFilesystem(String),
+    /// Something the feature needs is not installed (the reader, its user).
+    #[error("{0}")]
+    MissingSetup(String),
 }
 
 impl From<InvalidName> for Error {
@@ -126,6 +151,8 @@ pub struct Engine {
     reads: host::libvirt::Libvirt,
     /// Per domain, what an operator alerts on (`health.rs`).
     health: health::HealthBook,
+    /// Open file-browsing sessions (`files.rs`).
+    files: files::Sessions,
 }
 
 impl Engine {
@@ -140,6 +167,7 @@ impl Engine {
             reads: host::libvirt::Libvirt::new(&config.libvirt_uri, config.command_timeout),
             config,
             versions: VersionCache::default(),
+            files: files::Sessions::default(),
         }
     }
 
@@ -158,6 +186,7 @@ impl Engine {
     /// `limit`. Backups that were running end as `cancelled`, never half-written.
     pub async fn shutdown(&self, limit: Duration) {
         self.stop_jobs(limit).await;
+        self.close_all_files().await;
         // The ends just recorded must be on disk, or the next start reports them interrupted.
         self.jobs.flush_journal().await;
     }

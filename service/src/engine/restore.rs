@@ -117,7 +117,7 @@ impl Engine {
     /// qemu-nbd when `job` is cancelled.
     pub(super) async fn run_restore(
         &self,
-        job: &Job,
+        cancelled: impl std::future::Future<Output = ()>,
         chain: &Path,
         out: &Path,
         until: Option<&str>,
@@ -139,12 +139,8 @@ impl Engine {
             define_as: define_as.map(String::from),
         }
         .argv();
-        let run = command::run_cancellable(
-            &program,
-            &args,
-            Duration::from_secs(24 * 3600),
-            job.cancelled(),
-        );
+        let run =
+            command::run_cancellable(&program, &args, Duration::from_secs(24 * 3600), cancelled);
         let result = run.await.map_err(|e| e.to_string())?;
         let _ = std::fs::remove_file(&log);
         if !result.success {
@@ -227,12 +223,23 @@ impl Engine {
     }
 
     async fn restore_chain(&self, request: &RestoreRequest) -> Result<Chain, Error> {
-        let chains =
-            catalog::chains_of(request.root.as_path().join(request.domain.as_str())).await?;
-        let chosen = match &request.folder {
-            Some(f) => chains.into_iter().find(|c| &c.folder == f),
+        self.chosen_chain(&request.domain, &request.root, request.folder.as_deref())
+            .await
+    }
+
+    /// The chain `folder` of `domain` under `root`, or by default its live chain (else its
+    /// newest); never one without a point.
+    pub(super) async fn chosen_chain(
+        &self,
+        domain: &DomainName,
+        root: &BackupRoot,
+        folder: Option<&str>,
+    ) -> Result<Chain, Error> {
+        let chains = catalog::chains_of(root.as_path().join(domain.as_str())).await?;
+        let chosen = match folder {
+            Some(f) => chains.into_iter().find(|c| c.folder == f),
             None => {
-                let live = self.live_checkpoints(request.domain.as_str()).await;
+                let live = self.live_checkpoints(domain.as_str()).await;
                 let live_chain = chains.iter().position(|c| c.is_live(&live));
                 match live_chain {
                     Some(i) => chains.into_iter().nth(i),
@@ -246,13 +253,9 @@ impl Engine {
         chosen.filter(|c| !c.points.is_empty()).ok_or_else(|| {
             Error::NoSuchBackup(format!(
                 "no backup chain{} for {} under {}",
-                request
-                    .folder
-                    .as_deref()
-                    .map(|f| format!(" {f}"))
-                    .unwrap_or_default(),
-                request.domain,
-                request.root.as_path().display()
+                folder.map(|f| format!(" {f}")).unwrap_or_default(),
+                domain,
+                root.as_path().display()
             ))
         })
     }
@@ -321,7 +324,7 @@ impl Engine {
             let target_dir = Dir::open(target).map_err(|e| HostError::at(target, e).to_string())?;
             let before: Vec<String> = names(&target_dir)?;
             let run = self.run_restore(
-                job,
+                job.cancelled(),
                 &chain.path,
                 target,
                 until,
@@ -354,7 +357,7 @@ impl Engine {
             let staging_id = staging.identity().map_err(|e| e.to_string())?;
             let result = self
                 .run_restore(
-                    job,
+                    job.cancelled(),
                     &chain.path,
                     staging.path(),
                     until,

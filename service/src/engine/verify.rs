@@ -207,7 +207,14 @@ impl Engine {
             .map_err(|e| format!("{}: {e}", self.config.scratch_dir.display()))?;
         let until = (point.level != Level::Copy).then_some(point.checkpoint.as_str());
         let result = self
-            .run_restore(job, &chain.path, scratch.path(), until, None, None)
+            .run_restore(
+                job.cancelled(),
+                &chain.path,
+                scratch.path(),
+                until,
+                None,
+                None,
+            )
             .await;
         let checked = match result {
             Ok(()) => self.check_images(job, scratch.path()).await,

@@ -12,15 +12,18 @@ pub enum Operation {
     /// Scrub and prune take a job only for its domain locks; they run within their call.
     Scrub,
     Prune,
+    /// Files copied out of a backup (`Files.Extract`).
+    Extract,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 5] = [
+    pub const ALL: [Operation; 6] = [
         Operation::Backup,
         Operation::Verify,
         Operation::Restore,
         Operation::Scrub,
         Operation::Prune,
+        Operation::Extract,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -30,6 +33,7 @@ impl Operation {
             Operation::Restore => "restore",
             Operation::Scrub => "scrub",
             Operation::Prune => "prune",
+            Operation::Extract => "extract",
         }
     }
 

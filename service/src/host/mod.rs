@@ -10,6 +10,7 @@ pub mod checksums;
 pub mod command;
 pub mod domain_xml;
 pub mod fs_access;
+pub mod guestfs;
 pub mod libvirt;
 pub mod libvirt_rpc;
 pub mod period;

@@ -128,8 +128,18 @@ fn meta_of(st: &rustix::fs::Stat) -> Meta {
     }
 }
 
+/// Sets the owner and mode of an open file or directory.
+pub fn set_owner_and_mode(fd: impl AsFd, uid: u32, gid: u32, mode: u32) -> std::io::Result<()> {
+    let (uid, gid) = (
+        rustix::fs::Uid::from_raw(uid),
+        rustix::fs::Gid::from_raw(gid),
+    );
+    rustix::fs::fchown(&fd, Some(uid), Some(gid)).map_err(std::io::Error::from)?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(std::io::Error::from)
+}
+
 /// A single path component: no `/`, not `.` or `..`, not empty.
-fn check_name(name: &str) -> std::io::Result<()> {
+pub fn check_name(name: &str) -> std::io::Result<()> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -376,6 +386,25 @@ impl Dir {
             )));
         }
         file.write_all(data)
+    }
+
+    /// Creates the regular file `name` for writing: new (`O_EXCL`, so nothing prepared there
+    /// is reused), never through a link.
+    pub fn create_new_file(&self, name: &str, mode: u32) -> std::io::Result<std::fs::File> {
+        check_name(name)?;
+        let fd = open_at(
+            &self.fd,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
+            Mode::from_raw_mode(mode),
+        )
+        .map_err(std::io::Error::from)?;
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// Sets this directory's owner and mode (through its handle, so never a link's target).
+    pub fn set_owner_and_mode(&self, uid: u32, gid: u32, mode: u32) -> std::io::Result<()> {
+        set_owner_and_mode(&self.fd, uid, gid, mode)
     }
 
     /// Removes the entry `name` (a file, a link, anything but a directory).

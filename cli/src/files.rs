@@ -1,0 +1,259 @@
+//! `files`: browse the files of a backup point and copy some out.
+//!
+//! One session per invocation: opened (the service rebuilds the point), asked, closed. The
+//! session belongs to this connection, so if vmsnapctl dies the service ends it too.
+
+use std::time::Duration;
+
+use vmsnap_dbus::files::{FileEntry, Volume};
+use vmsnap_dbus::options::{ExtractOptions, FilesOptions};
+use vmsnap_dbus::proxy::FilesProxy;
+use vmsnap_dbus::{Error, Operation};
+
+use crate::args::{FilesAction, FilesArgs, Wait};
+use crate::backup::follow;
+use crate::render::size::pretty;
+use crate::{agent, client, exit, flag, need_output, Context, Failure};
+
+/// Opening rebuilds a whole disk: it may take far longer than an ordinary call.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(3600);
+
+pub async fn run(context: &Context, args: &FilesArgs) -> Result<u8, Failure> {
+    let output = need_output(&args.root.output)?;
+    let timeout = context.session.call_timeout().max(OPEN_TIMEOUT);
+    let agent = agent::start(context.session.no_ask_password);
+    let (connection, manager) = client::connect(timeout).await?;
+    let options = FilesOptions {
+        output: Some(output),
+        folder: args.folder.clone(),
+        point: args.point.clone(),
+        disk: args.disk.clone(),
+        connect: args.libvirt.connect.clone(),
+    };
+    let path = client::answer(
+        timeout,
+        manager.open_files_as(agent::interaction(&agent), &args.domain, &options),
+    )
+    .await?;
+    let files = FilesProxy::builder(&connection)
+        .path(path)
+        .map(|b| b.cache_properties(zbus::proxy::CacheProperties::No))
+        .map_err(|e| client::failure(&Error::ZBus(e)))?
+        .build()
+        .await
+        .map_err(|e| client::failure(&Error::ZBus(e)))?;
+    let result = match &args.action {
+        FilesAction::Ls { volume: None, .. } => volumes(context, &files, timeout).await,
+        FilesAction::Ls {
+            volume: Some(v),
+            path,
+        } => list(context, &files, timeout, *v, path).await,
+        FilesAction::Get {
+            volume,
+            paths,
+            target,
+            overwrite,
+        } => {
+            let volume = match volume {
+                Some(v) => *v,
+                None => only_readable(&files, timeout).await?,
+            };
+            let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+            let options = ExtractOptions {
+                overwrite: flag(*overwrite),
+            };
+            let job = client::answer(
+                timeout,
+                files.extract_as(agent::interaction(&agent), volume, &paths, target, &options),
+            )
+            .await;
+            match job {
+                Ok(job) => {
+                    let wait = Wait { no_wait: false };
+                    follow(context, &connection, job, Operation::Extract, &wait).await
+                }
+                Err(e) => Err(e),
+            }
+        }
+    };
+    // The session would end with this connection anyway; closing says so at once.
+    let _ = client::answer(context.session.call_timeout(), files.close()).await;
+    drop(agent);
+    result
+}
+
+/// The one readable volume, when there is exactly one.
+async fn only_readable(files: &FilesProxy<'_>, timeout: Duration) -> Result<u32, Failure> {
+    let volumes = client::answer(timeout, files.volumes()).await?;
+    let readable: Vec<u32> = volumes
+        .iter()
+        .filter(|v| v.readable)
+        .map(|v| v.number)
+        .collect();
+    match readable.as_slice() {
+        [one] => Ok(*one),
+        _ => Err((
+            exit::USAGE,
+            format!(
+                "the disk has {} readable volumes ({}); name one with --volume (see `ls`)",
+                readable.len(),
+                readable
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
+
+async fn volumes(
+    context: &Context,
+    files: &FilesProxy<'_>,
+    timeout: Duration,
+) -> Result<u8, Failure> {
+    let volumes = client::answer(timeout, files.volumes()).await?;
+    let (domain, point, disk) = (
+        files.domain().await.unwrap_or_default(),
+        files.point().await.unwrap_or_default(),
+        files.disk().await.unwrap_or_default(),
+    );
+    if context.json() {
+        let doc = serde_json::json!({
+            "domain": domain, "folder": files.folder().await.unwrap_or_default(),
+            "point": point, "disk": disk,
+            "volumes": volumes.iter().map(volume_json).collect::<Vec<_>>(),
+        });
+        println!("{doc}");
+        return Ok(exit::OK);
+    }
+    println!("{domain} {disk} at {point}:");
+    for v in &volumes {
+        let label = if v.label.is_empty() {
+            String::new()
+        } else {
+            format!(" \"{}\"", v.label)
+        };
+        let readable = if v.readable { "" } else { "  (not readable)" };
+        println!(
+            "  volume {:<2} {:<4} {:>10}  {}{label}{readable}",
+            v.number,
+            v.table,
+            pretty(v.size),
+            v.filesystem
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn volume_json(v: &Volume) -> serde_json::Value {
+    serde_json::json!({
+        "volume": v.number, "table": v.table, "start": v.start, "size": v.size,
+        "filesystem": v.filesystem, "label": v.label, "readable": v.readable,
+    })
+}
+
+async fn list(
+    context: &Context,
+    files: &FilesProxy<'_>,
+    timeout: Duration,
+    volume: u32,
+    path: &str,
+) -> Result<u8, Failure> {
+    let (entries, truncated) = client::answer(timeout, files.list(volume, path)).await?;
+    if context.json() {
+        let doc = serde_json::json!({
+            "volume": volume, "path": path, "truncated": truncated,
+            "entries": entries.iter().map(entry_json).collect::<Vec<_>>(),
+        });
+        println!("{doc}");
+        return Ok(exit::OK);
+    }
+    for e in &entries {
+        let when = chrono::DateTime::from_timestamp(e.mtime, 0)
+            .map(|t| {
+                t.with_timezone(&chrono::Local)
+                    .format("%Y-%m-%d %H:%M")
+                    .to_string()
+            })
+            .unwrap_or_else(|| "-".into());
+        let target = e
+            .target
+            .as_deref()
+            .map(|t| format!(" -> {t}"))
+            .unwrap_or_default();
+        println!(
+            "{} {:>10} {when} {}{target}",
+            mode_string(e),
+            e.size,
+            e.name
+        );
+    }
+    if truncated {
+        eprintln!(
+            "vmsnapctl: {path}: only the first {} entries are listed",
+            entries.len()
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn entry_json(e: &FileEntry) -> serde_json::Value {
+    serde_json::json!({
+        "name": e.name, "kind": e.kind, "size": e.size, "mode": format!("{:04o}", e.mode),
+        "mtime": e.mtime, "target": e.target,
+    })
+}
+
+/// `ls -l`'s mode column: the kind, then rwx triplets with s/S and t/T.
+fn mode_string(e: &FileEntry) -> String {
+    let kind = match e.kind.as_str() {
+        "dir" => 'd',
+        "symlink" => 'l',
+        "block-device" => 'b',
+        "char-device" => 'c',
+        "fifo" => 'p',
+        "socket" => 's',
+        _ => '-',
+    };
+    let m = e.mode;
+    let bit = |mask: u32, c: char| if m & mask != 0 { c } else { '-' };
+    let special = |exec: bool, set: bool, lower: char, upper: char| match (set, exec) {
+        (true, true) => lower,
+        (true, false) => upper,
+        (false, true) => 'x',
+        (false, false) => '-',
+    };
+    [
+        kind,
+        bit(0o400, 'r'),
+        bit(0o200, 'w'),
+        special(m & 0o100 != 0, m & 0o4000 != 0, 's', 'S'),
+        bit(0o040, 'r'),
+        bit(0o020, 'w'),
+        special(m & 0o010 != 0, m & 0o2000 != 0, 's', 'S'),
+        bit(0o004, 'r'),
+        bit(0o002, 'w'),
+        special(m & 0o001 != 0, m & 0o1000 != 0, 't', 'T'),
+    ]
+    .iter()
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_read_like_ls() {
+        let e = |kind: &str, mode| FileEntry {
+            kind: kind.into(),
+            mode,
+            ..Default::default()
+        };
+        assert_eq!(mode_string(&e("file", 0o4755)), "-rwsr-xr-x");
+        assert_eq!(mode_string(&e("dir", 0o1777)), "drwxrwxrwt");
+        assert_eq!(mode_string(&e("symlink", 0o777)), "lrwxrwxrwx");
+        assert_eq!(mode_string(&e("file", 0o2640)), "-rw-r-S---");
+    }
+}

@@ -1,0 +1,475 @@
+//! File browsing: one point of one disk, rebuilt in scratch space and read by the sandboxed
+//! reader, for as long as its opener needs it.
+//!
+//! A session costs a rebuilt disk and a reader process, so it is bounded in number (per
+//! caller and in all), belongs to the caller that opened it (another caller, even root,
+//! cannot use it: it would read data it was never authorized for), and ends when its opener
+//! closes it, stays idle past the timeout, leaves the bus, or when the service stops. What a
+//! crash leaves (scratch directories `files-*`) goes at the next start.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use vmsnap_guestfs::protocol::{Entry, FailureKind, Volume};
+
+use super::access::Use;
+use super::{Engine, Error};
+use crate::host::guestfs::{AskError, Reader, Sandbox};
+use crate::host::safe_fs::{Dir, Identity};
+use crate::host::tools::{self, Tool};
+use crate::host::virtnbdbackup::Level;
+use crate::host::{command, qemu_img, Error as HostError};
+use crate::paths::BackupRoot;
+use crate::selection::DomainName;
+
+/// Open sessions per caller other than root, and in all.
+const PER_CALLER: usize = 2;
+const IN_ALL: usize = 8;
+/// Scratch directories of sessions start with this.
+const SCRATCH_PREFIX: &str = "files-";
+/// How long one question to the reader may take (a directory of 100 000 entries included).
+const ANSWER_DEADLINE: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone)]
+pub struct FilesRequest {
+    pub domain: DomainName,
+    pub root: BackupRoot,
+    pub folder: Option<String>,
+    pub point: Option<String>,
+    pub disk: Option<String>,
+}
+
+/// The scratch directory a session rebuilt its disk in, removed by handle when it ends.
+struct Scratch {
+    parent: PathBuf,
+    name: String,
+    identity: Identity,
+}
+
+impl Scratch {
+    fn remove(&self) {
+        let removed = Dir::open(&self.parent)
+            .and_then(|parent| parent.remove_tree(&self.name, Some(self.identity)));
+        if let Err(e) = removed {
+            tracing::warn!(scratch = %self.parent.join(&self.name).display(), error = %e, "scratch not removed");
+        }
+    }
+}
+
+pub struct Session {
+    pub id: u64,
+    pub uid: u32,
+    /// Who opened it, in the bus layer's terms (its unique name); opaque here.
+    pub client: String,
+    pub domain: DomainName,
+    pub folder: PathBuf,
+    pub point: String,
+    pub disk: String,
+    reader: tokio::sync::Mutex<Option<Reader>>,
+    scratch: Mutex<Option<Scratch>>,
+    last_used: Mutex<Instant>,
+    /// Raised when the session ends (a rebuild under way stops).
+    ended: watch::Sender<bool>,
+    closed: AtomicBool,
+}
+
+impl Session {
+    /// A session with nothing behind it, for tests of the bus object's shape.
+    #[cfg(test)]
+    pub fn detached(id: u64, uid: u32, domain: DomainName) -> Session {
+        Session {
+            id,
+            uid,
+            client: String::new(),
+            domain,
+            folder: PathBuf::from("/b/vm1/vmsnap-backup-monthly-2026-12"),
+            point: "virtnbdbackup.0".into(),
+            disk: "vda".into(),
+            reader: tokio::sync::Mutex::new(None),
+            scratch: Mutex::new(None),
+            last_used: Mutex::new(Instant::now()),
+            ended: watch::channel(false).0,
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn touch(&self) {
+        *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.last_used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when the session has ended.
+    pub async fn ended(&self) {
+        let mut receiver = self.ended.subscribe();
+        let _ = receiver.wait_for(|ended| *ended).await;
+    }
+
+    /// Stops the reader and removes the rebuilt disk; once.
+    async fn close(&self) {
+        if self.closed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        self.ended.send_replace(true);
+        if let Some(mut reader) = self.reader.lock().await.take() {
+            reader.stop().await;
+        }
+        let scratch = self
+            .scratch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(scratch) = scratch {
+            scratch.remove();
+        }
+        tracing::info!(session = self.id, uid = self.uid, domain = %self.domain, "file session closed");
+    }
+
+    /// Asks the reader; a reader that broke ends the session.
+    pub(super) async fn ask<T>(
+        &self,
+        question: impl AsyncFnOnce(&mut Reader) -> Result<T, AskError>,
+    ) -> Result<T, Error> {
+        self.touch();
+        let mut guard = self.reader.lock().await;
+        let Some(reader) = guard.as_mut() else {
+            return Err(Error::NoSuchFile(format!(
+                "file session {} has ended",
+                self.id
+            )));
+        };
+        let answer = question(reader).await;
+        drop(guard);
+        self.touch();
+        match answer {
+            Ok(t) => Ok(t),
+            Err(AskError::Broken(why)) => {
+                tracing::warn!(session = self.id, domain = %self.domain, error = %why, "file session failed");
+                self.close().await;
+                Err(Error::CorruptFilesystem(format!(
+                    "{why}; the session is closed"
+                )))
+            }
+            Err(e) => Err(failure(e)),
+        }
+    }
+
+    pub async fn volumes(&self) -> Result<Vec<Volume>, Error> {
+        self.ask(async |r: &mut Reader| r.volumes().await).await
+    }
+
+    pub async fn list(&self, volume: u32, path: &str) -> Result<(Vec<Entry>, bool), Error> {
+        self.ask(async |r: &mut Reader| r.list(volume, path).await)
+            .await
+    }
+}
+
+/// The engine error for a reader's answer.
+pub(super) fn failure(e: AskError) -> Error {
+    match e {
+        AskError::Failed(f) => match f.kind {
+            FailureKind::NotFound | FailureKind::NotADirectory | FailureKind::NotAFile => {
+                Error::NoSuchFile(f.message)
+            }
+            FailureKind::SymlinkInPath | FailureKind::BadRequest => {
+                Error::InvalidArgument(f.message)
+            }
+            FailureKind::Unsupported => Error::UnsupportedFilesystem(f.message),
+            FailureKind::Encrypted => Error::Encrypted(f.message),
+            FailureKind::Corrupt => Error::CorruptFilesystem(f.message),
+        },
+        AskError::Broken(why) => Error::CorruptFilesystem(why),
+        AskError::Cancelled => Error::Host(HostError::Cancelled {
+            program: "vmsnap-guestfs".into(),
+        }),
+        AskError::Sink(e) => Error::Host(HostError::Rejected(e.to_string())),
+    }
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    next: AtomicU64,
+    open: Mutex<Vec<Arc<Session>>>,
+}
+
+impl Sessions {
+    fn all(&self) -> Vec<Arc<Session>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn forget(&self, id: u64) {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|s| s.id != id);
+    }
+}
+
+/// The disk a point's data file is of (`vda.inc.virtnbdbackup.2.data` → `vda`).
+fn disk_of(file: &str) -> &str {
+    file.split('.').next().unwrap_or(file)
+}
+
+impl Engine {
+    /// Opens `request`'s point for `uid` (calling as `client`): checks, rebuilds the disk,
+    /// starts the reader. Nothing is rebuilt for a request that is refused.
+    pub async fn open_files(
+        &self,
+        request: FilesRequest,
+        uid: u32,
+        client: String,
+    ) -> Result<Arc<Session>, Error> {
+        let open = self.files.all();
+        let mine = open.iter().filter(|s| s.uid == uid).count();
+        if open.len() >= IN_ALL || (uid != 0 && mine >= PER_CALLER) {
+            return Err(Error::Busy(format!(
+                "{mine} file sessions open for uid {uid}, {} in all (at most {PER_CALLER} per \
+                 caller, {IN_ALL} in all); close one",
+                open.len()
+            )));
+        }
+        let sandbox = Sandbox::for_user(&self.config.files_user).map_err(Error::MissingSetup)?;
+        if !self.config.files_helper.is_file() {
+            return Err(Error::MissingSetup(format!(
+                "the guest-file-system reader {} is not installed",
+                self.config.files_helper.display()
+            )));
+        }
+        tools::require(&[Tool::QemuImg, Tool::Virtnbdrestore])?;
+        let chain = self
+            .chosen_chain(&request.domain, &request.root, request.folder.as_deref())
+            .await?;
+        self.require_trusted(uid, &chain.path, Use::Source)?;
+        let point = match &request.point {
+            None => chain.points.last(),
+            Some(p) => chain.points.iter().find(|q| &q.checkpoint == p),
+        }
+        .ok_or_else(|| {
+            Error::NoSuchBackup(format!(
+                "{} has no point {}",
+                chain.folder,
+                request.point.as_deref().unwrap_or("")
+            ))
+        })?;
+        let disks: Vec<&str> = chain.points[0].files.iter().map(|f| disk_of(f)).collect();
+        let disk = match &request.disk {
+            Some(d) if disks.contains(&d.as_str()) => d.clone(),
+            Some(d) => {
+                return Err(Error::NoSuchBackup(format!(
+                    "{} has no disk {d} (it has {})",
+                    chain.folder,
+                    disks.join(", ")
+                )))
+            }
+            None => disks
+                .first()
+                .map(|d| d.to_string())
+                .ok_or_else(|| Error::NoSuchBackup(format!("{} holds no disk", chain.folder)))?,
+        };
+        let id = self.files.next.fetch_add(1, Ordering::Relaxed) + 1;
+        std::fs::create_dir_all(&self.config.scratch_dir)
+            .map_err(|e| HostError::at(&self.config.scratch_dir, e))?;
+        let scratch_root = Dir::open(&self.config.scratch_dir)
+            .map_err(|e| HostError::at(&self.config.scratch_dir, e))?;
+        let dir = scratch_root
+            .create_unique_dir(&format!("{SCRATCH_PREFIX}{id}-u{uid}-"))
+            .map_err(|e| HostError::at(&self.config.scratch_dir, e))?;
+        let scratch = Scratch {
+            parent: self.config.scratch_dir.clone(),
+            name: dir.name().unwrap_or_default().to_string(),
+            identity: dir.identity().map_err(|e| HostError::at(dir.path(), e))?,
+        };
+        let (ended, _) = watch::channel(false);
+        let session = Arc::new(Session {
+            id,
+            uid,
+            client,
+            domain: request.domain.clone(),
+            folder: chain.path.clone(),
+            point: point.checkpoint.clone(),
+            disk: disk.clone(),
+            reader: tokio::sync::Mutex::new(None),
+            scratch: Mutex::new(Some(scratch)),
+            last_used: Mutex::new(Instant::now()),
+            ended,
+            closed: AtomicBool::new(false),
+        });
+        // Listed before the rebuild, so that the opener leaving the bus stops it.
+        self.files
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(session.clone());
+        let until = (point.level != Level::Copy).then_some(point.checkpoint.as_str());
+        let started = self
+            .map_point(&session, &chain.path, dir, until, &disk, sandbox)
+            .await;
+        match started {
+            Ok(reader) if !session.is_closed() => {
+                tracing::info!(session = id, uid, domain = %session.domain, point = %session.point, disk = %disk, reader = ?reader.pid(), "file session open");
+                *session.reader.lock().await = Some(reader);
+                session.touch();
+                Ok(session)
+            }
+            Ok(mut reader) => {
+                reader.stop().await;
+                self.close_files(id).await;
+                Err(Error::Host(HostError::Cancelled {
+                    program: "virtnbdrestore".into(),
+                }))
+            }
+            Err(e) => {
+                self.close_files(id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Rebuilds the disk up to `until` in `dir`, makes it a raw image, and starts the reader
+    /// on it.
+    async fn map_point(
+        &self,
+        session: &Session,
+        chain: &std::path::Path,
+        dir: Dir,
+        until: Option<&str>,
+        disk: &str,
+        sandbox: Sandbox,
+    ) -> Result<Reader, Error> {
+        let rebuilt = dir.path().join("rebuilt");
+        self.run_restore(session.ended(), chain, &rebuilt, until, Some(disk), None)
+            .await
+            .map_err(|e| {
+                Error::Host(HostError::CommandFailed {
+                    program: "virtnbdrestore".into(),
+                    message: e,
+                })
+            })?;
+        let images = super::restore::disk_images(&rebuilt)
+            .map_err(|e| Error::Host(HostError::Rejected(e)))?;
+        let [image] = images.as_slice() else {
+            return Err(Error::Host(HostError::Rejected(format!(
+                "the rebuild of {disk} produced {} images",
+                images.len()
+            ))));
+        };
+        let qemu_img = tools::require(&[Tool::QemuImg])?.remove(0);
+        let raw = dir.path().join("disk.raw");
+        let args = qemu_img::argv::convert_to_raw(image, &raw);
+        let out = command::run_cancellable(
+            &qemu_img,
+            &args,
+            Duration::from_secs(24 * 3600),
+            session.ended(),
+        )
+        .await?;
+        if !out.success {
+            return Err(Error::Host(HostError::CommandFailed {
+                program: "qemu-img convert".into(),
+                message: out.error_line(),
+            }));
+        }
+        // Only the raw image stays: half the scratch space.
+        if let Ok(rebuilt_dir) = dir.open_dir("rebuilt") {
+            let id = rebuilt_dir.identity().ok();
+            let _ = dir.remove_tree("rebuilt", id);
+        }
+        let (file, _) = dir.open_file("disk.raw").map_err(HostError::from)?;
+        Reader::start(&self.config.files_helper, file, sandbox, ANSWER_DEADLINE).map_err(|e| {
+            Error::Host(HostError::Spawn {
+                program: "vmsnap-guestfs".into(),
+                source: e,
+            })
+        })
+    }
+
+    /// The open session `id`, for its opener `uid` only.
+    pub fn files_session(&self, id: u64, uid: u32) -> Result<Arc<Session>, Error> {
+        self.files
+            .all()
+            .into_iter()
+            .find(|s| s.id == id && s.uid == uid && !s.is_closed())
+            .ok_or_else(|| Error::NoSuchFile(format!("no open file session {id} of uid {uid}")))
+    }
+
+    /// Ends session `id` (whoever's: the bus layer checked).
+    pub async fn close_files(&self, id: u64) {
+        let found = self.files.all().into_iter().find(|s| s.id == id);
+        if let Some(session) = found {
+            session.close().await;
+        }
+        self.files.forget(id);
+    }
+
+    /// Ends every session `client` opened (it left the bus).
+    pub async fn close_files_of(&self, client: &str) -> Vec<u64> {
+        let gone: Vec<u64> = self
+            .files
+            .all()
+            .iter()
+            .filter(|s| s.client == client)
+            .map(|s| s.id)
+            .collect();
+        for id in &gone {
+            self.close_files(*id).await;
+        }
+        gone
+    }
+
+    /// Ends the sessions idle for longer than the timeout; returns their ids.
+    pub async fn close_idle_files(&self) -> Vec<u64> {
+        let timeout = self.config.files_idle_timeout;
+        let idle: Vec<u64> = self
+            .files
+            .all()
+            .iter()
+            // A session still being rebuilt has no reader yet and is not idle.
+            .filter(|s| s.idle_for() > timeout && s.reader.try_lock().is_ok_and(|r| r.is_some()))
+            .map(|s| s.id)
+            .collect();
+        for id in &idle {
+            tracing::info!(session = id, "file session idle past its timeout");
+            self.close_files(*id).await;
+        }
+        idle
+    }
+
+    /// Ends every session (the service is stopping).
+    pub async fn close_all_files(&self) {
+        for s in self.files.all() {
+            self.close_files(s.id).await;
+        }
+    }
+
+    /// Removes the scratch directories of sessions a previous instance left behind.
+    pub fn remove_stale_file_scratch(&self) {
+        let Ok(Some(root)) = Dir::open_if_exists(&self.config.scratch_dir) else {
+            return;
+        };
+        for entry in root.entries().unwrap_or_default() {
+            if entry.name.starts_with(SCRATCH_PREFIX) {
+                let id = root.open_dir(&entry.name).and_then(|d| d.identity()).ok();
+                match root.remove_tree(&entry.name, id) {
+                    Ok(()) => {
+                        tracing::info!(scratch = %entry.name, "removed a file session's scratch left by a previous instance")
+                    }
+                    Err(e) => {
+                        tracing::warn!(scratch = %entry.name, error = %e, "stale scratch not removed")
+                    }
+                }
+            }
+        }
+    }
+}

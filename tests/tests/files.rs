@@ -1,0 +1,547 @@
+//! Single files back from any point: `vmsnapctl files` against real guest file systems
+//! (GPT with ext4, FAT32 and XFS; MBR), changed between backups through QEMU's block layer.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use vmsnap_integration::chain::{backup, result, root};
+use vmsnap_integration::guest::Guest;
+use vmsnap_integration::guestdisk::{build, Fs, Mounted, Part};
+use vmsnap_integration::polkit::{eventually, Rule};
+use vmsnap_integration::{backup_root_for_users, host, tool, vmsnapctl, vmsnapctl_as, Run};
+
+/// Random bytes (no compressor or zero detection shortens them).
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn work(g: &Guest, what: &str) -> PathBuf {
+    host().images.join(format!("{}-{what}", g.name))
+}
+
+/// A guest whose disk has a GPT with ext4 (`tree`), FAT32 and XFS partitions; returns the
+/// guest and the ext4 partition's offset.
+fn guest_with(suffix: &str, tree: &Path) -> (Guest, u64) {
+    let g = Guest::qcow2(suffix, 16);
+    let fat: &[(&str, &[u8])] = &[("README.TXT", b"boot partition\n")];
+    let offsets = build(
+        &work(&g, "build"),
+        g.image("vda"),
+        "gpt",
+        &[
+            Part {
+                size_mib: 64,
+                fs: Fs::Ext4 {
+                    label: "rootfs",
+                    from: tree,
+                },
+            },
+            Part {
+                size_mib: 32,
+                fs: Fs::Vfat {
+                    label: "BOOT",
+                    files: fat,
+                },
+            },
+            Part {
+                size_mib: 300,
+                fs: Fs::Xfs,
+            },
+        ],
+    );
+    (g, offsets[0])
+}
+
+fn files(g: &Guest, root: &str, point: Option<&str>, rest: &[&str]) -> Run {
+    let mut args = vec!["files", g.name.as_str(), "--output", root];
+    if let Some(p) = point {
+        args.extend(["--point", p]);
+    }
+    args.extend(rest);
+    vmsnapctl(&args)
+}
+
+fn names(run: &Run) -> Vec<String> {
+    run.json()["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The scratch directories of open sessions (`files-<session>-u<uid>-<random>`).
+fn scratch_sessions() -> Vec<String> {
+    let dir = host().run_dir.join("state").join("scratch");
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("files-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether a reader still has session `id`'s disk open (its descriptor 3 is the image).
+fn reader_of(id: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|p| std::fs::read_link(p.path().join("fd/3")).ok())
+        .any(|image| image.to_string_lossy().contains(&format!("/files-{id}-")))
+}
+
+fn eventually_true(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(60), "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_file_deleted_later_is_listed_and_extracted_from_an_earlier_point_byte_for_byte() {
+    let tree = host().images.join("fl-chain-tree");
+    std::fs::create_dir_all(tree.join("data")).unwrap();
+    std::fs::write(tree.join("data/report.bin"), noise(3 << 20, 1)).unwrap();
+    std::fs::write(tree.join("hello.txt"), b"hello\n").unwrap();
+    let (g, ext4) = guest_with("fl-chain", &tree);
+    let root = root("fl-chain");
+    result(&backup(&g, &root, &[]).expect_code(0));
+    // Point 1: a file added. Point 2: report.bin rewritten. Point 3: report.bin deleted.
+    let version2 = noise(2 << 20, 2);
+    for step in 1..=3 {
+        let m = Mounted::new(&work(&g, "mount"), g.image("vda"), ext4);
+        match step {
+            1 => std::fs::write(m.root.join("data/added.txt"), b"added at point 1\n").unwrap(),
+            2 => std::fs::write(m.root.join("data/report.bin"), &version2).unwrap(),
+            _ => std::fs::remove_file(m.root.join("data/report.bin")).unwrap(),
+        }
+        m.finish();
+        let r = result(&backup(&g, &root, &[]).expect_code(0));
+        assert_eq!(r["level"], "inc", "{r}");
+    }
+
+    // The volumes: ext4, vfat, and xfs named but not readable.
+    let v = files(&g, &root, None, &["--json", "ls"])
+        .expect_code(0)
+        .json();
+    let fs: Vec<(&str, bool)> = v["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["filesystem"].as_str().unwrap(),
+                v["readable"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(fs, [("ext4", true), ("vfat", true), ("xfs", false)], "{v}");
+    assert_eq!(v["point"], "virtnbdbackup.3");
+    let text = files(&g, &root, None, &["ls"]).expect_code(0).stdout;
+    assert!(
+        text.contains("ext4 \"rootfs\"") && text.contains("(not readable)"),
+        "{text}"
+    );
+
+    // Deleted at point 3, there at point 2.
+    let at3 = files(&g, &root, None, &["--json", "ls", "--volume", "1", "/data"]).expect_code(0);
+    assert_eq!(names(&at3), ["added.txt"]);
+    let at2 = files(
+        &g,
+        &root,
+        Some("virtnbdbackup.2"),
+        &["--json", "ls", "--volume", "1", "/data"],
+    )
+    .expect_code(0);
+    assert_eq!(names(&at2), ["added.txt", "report.bin"]);
+    let target = backup_root_for_users().join("fl-chain-out");
+    let _ = std::fs::remove_dir_all(&target);
+    let t = target.display().to_string();
+    let got = files(
+        &g,
+        &root,
+        Some("virtnbdbackup.2"),
+        &[
+            "get",
+            "--volume",
+            "1",
+            "/data/report.bin",
+            "/hello.txt",
+            "--target",
+            &t,
+        ],
+    )
+    .expect_code(0);
+    assert!(got.stdout.contains("succeeded"), "{}", got.stdout);
+    assert!(
+        std::fs::read(target.join("report.bin")).unwrap() == version2,
+        "report.bin differs from point 2's"
+    );
+    assert_eq!(std::fs::read(target.join("hello.txt")).unwrap(), b"hello\n");
+    // At point 0 it was the first version.
+    let t0 = target.join("p0").display().to_string();
+    files(
+        &g,
+        &root,
+        Some("virtnbdbackup.0"),
+        &["get", "--volume", "1", "/data/report.bin", "--target", &t0],
+    )
+    .expect_code(0);
+    assert!(std::fs::read(target.join("p0/report.bin")).unwrap() == noise(3 << 20, 1));
+    // Not again without --overwrite; with it, replaced.
+    let again = files(
+        &g,
+        &root,
+        Some("virtnbdbackup.2"),
+        &["get", "--volume", "1", "/hello.txt", "--target", &t],
+    );
+    again.expect_code(13);
+    files(
+        &g,
+        &root,
+        Some("virtnbdbackup.2"),
+        &[
+            "get",
+            "--volume",
+            "1",
+            "/hello.txt",
+            "--target",
+            &t,
+            "--overwrite",
+        ],
+    )
+    .expect_code(0);
+    // The FAT partition.
+    files(
+        &g,
+        &root,
+        None,
+        &["get", "--volume", "2", "/README.TXT", "--target", &t],
+    )
+    .expect_code(0);
+    assert_eq!(
+        std::fs::read(target.join("README.TXT")).unwrap(),
+        b"boot partition\n"
+    );
+    // XFS is named; a missing point and a missing file are typed.
+    let xfs = files(&g, &root, None, &["ls", "--volume", "3"]).expect_code(19);
+    assert!(xfs.stderr.contains("xfs: not supported"), "{}", xfs.stderr);
+    files(&g, &root, Some("virtnbdbackup.9"), &["ls"]).expect_code(1);
+    files(
+        &g,
+        &root,
+        None,
+        &["ls", "--volume", "1", "/data/report.bin"],
+    )
+    .expect_code(18);
+}
+
+#[test]
+fn a_hostile_tree_extracts_without_links_devices_or_setuid() {
+    let tree = host().images.join("fl-hostile-tree");
+    let _ = std::fs::remove_dir_all(&tree);
+    std::fs::create_dir_all(tree.join("evil/sub")).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", tree.join("evil/shadow")).unwrap();
+    std::os::unix::fs::symlink("/etc", tree.join("evil/etc")).unwrap();
+    tool(
+        "mknod",
+        &[tree.join("evil/disk").to_str().unwrap(), "b", "8", "0"],
+    );
+    tool("mkfifo", &[tree.join("evil/fifo").to_str().unwrap()]);
+    std::fs::write(tree.join("evil/sub/suid"), b"#!/bin/sh\nid\n").unwrap();
+    std::fs::write(tree.join("evil/sub/open"), b"world-writable\n").unwrap();
+    // Owned by a uid of the guest's (before the modes: chown clears setuid bits).
+    tool(
+        "chown",
+        &["-R", "12345:12345", tree.join("evil").to_str().unwrap()],
+    );
+    std::fs::set_permissions(
+        tree.join("evil/sub/suid"),
+        std::fs::Permissions::from_mode(0o4777),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        tree.join("evil/sub/open"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
+    let (g, _) = guest_with("fl-hostile", &tree);
+    let root = root("fl-hostile");
+    result(&backup(&g, &root, &[]).expect_code(0));
+
+    // Listed as they are, links with their targets, never followed.
+    let listed = files(&g, &root, None, &["--json", "ls", "--volume", "1", "/evil"])
+        .expect_code(0)
+        .json();
+    let kinds: Vec<(String, String)> = listed["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().into(),
+                e["kind"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let want = [
+        ("disk", "block-device"),
+        ("etc", "symlink"),
+        ("fifo", "fifo"),
+        ("shadow", "symlink"),
+        ("sub", "dir"),
+    ];
+    assert_eq!(
+        kinds,
+        want.map(|(a, b)| (a.to_string(), b.to_string())),
+        "{listed}"
+    );
+    assert!(
+        listed.to_string().contains("\"target\":\"/etc/shadow\""),
+        "{listed}"
+    );
+    let through = files(&g, &root, None, &["ls", "--volume", "1", "/evil/etc"]);
+    through.expect_code(18);
+    let through = files(&g, &root, None, &["ls", "--volume", "1", "/evil/etc/ssh"]);
+    assert!(through.stderr.contains("symlink"), "{}", through.stderr);
+
+    // Files and directories only, all the target's owner's (never the guest's uid 12345).
+    let target = backup_root_for_users().join("fl-hostile-out");
+    let _ = std::fs::remove_dir_all(&target);
+    std::fs::create_dir_all(&target).unwrap();
+    let owner = std::fs::metadata(&target).unwrap();
+    let t = target.display().to_string();
+    let got = files(
+        &g,
+        &root,
+        None,
+        &["--json", "get", "--volume", "1", "/evil", "--target", &t],
+    )
+    .expect_code(0);
+    let checks = got.stdout.clone();
+    for skipped in [
+        "/evil/shadow: a symlink to /etc/shadow, not recreated",
+        "/evil/disk: a block-device, not recreated",
+        "/evil/fifo: a fifo, not recreated",
+        "/evil/sub/suid: setuid",
+    ] {
+        assert!(checks.contains(skipped), "{skipped} missing from {checks}");
+    }
+    let mut seen = Vec::new();
+    for entry in walk(&target.join("evil")) {
+        let meta = std::fs::symlink_metadata(&entry).unwrap();
+        let ft = meta.file_type();
+        assert!(
+            ft.is_file() || ft.is_dir(),
+            "{} is neither file nor directory",
+            entry.display()
+        );
+        assert!(!ft.is_symlink() && !ft.is_block_device() && !ft.is_fifo());
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (owner.uid(), owner.gid()),
+            "{}",
+            entry.display()
+        );
+        assert_eq!(
+            meta.mode() & 0o7022,
+            0,
+            "{} mode {:o}",
+            entry.display(),
+            meta.mode()
+        );
+        seen.push(entry.strip_prefix(&target).unwrap().display().to_string());
+    }
+    seen.sort();
+    assert_eq!(seen, ["evil", "evil/sub", "evil/sub/open", "evil/sub/suid"]);
+    assert_eq!(
+        std::fs::read(target.join("evil/sub/suid")).unwrap(),
+        b"#!/bin/sh\nid\n"
+    );
+    // /etc/shadow of the host was not touched or copied anywhere.
+    assert!(!target.join("evil/shadow").exists());
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_corrupted_file_system_fails_its_session_and_the_service_keeps_serving() {
+    let tree = host().images.join("fl-corrupt-tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/hostname"), b"web1\n").unwrap();
+    let g = Guest::qcow2("fl-corrupt", 16);
+    let w = work(&g, "build");
+    // An MBR disk this time; its ext4's group descriptors are overwritten with noise.
+    let offsets = build(
+        &w,
+        g.image("vda"),
+        "dos",
+        &[Part {
+            size_mib: 32,
+            fs: Fs::Ext4 {
+                label: "broken",
+                from: &tree,
+            },
+        }],
+    );
+    let noise_file = w.join("noise");
+    std::fs::write(&noise_file, noise(64 << 10, 7)).unwrap();
+    let io = format!(
+        "write -s {} {} 65536",
+        noise_file.display(),
+        offsets[0] + 2048
+    );
+    tool(
+        "qemu-io",
+        &["-f", "qcow2", "-c", &io, g.image("vda").to_str().unwrap()],
+    );
+    let root = root("fl-corrupt");
+    result(&backup(&g, &root, &[]).expect_code(0));
+
+    let v = files(&g, &root, None, &["--json", "ls"])
+        .expect_code(0)
+        .json();
+    assert_eq!(v["volumes"][0]["table"], "mbr", "{v}");
+    let broken = files(&g, &root, None, &["ls", "--volume", "1", "/etc"]);
+    assert_eq!(broken.code, 20, "{}\n{}", broken.stdout, broken.stderr);
+    // The service is fine, and so is a healthy backup right after.
+    vmsnapctl(&["status", &g.name]).expect_code(0);
+}
+
+#[test]
+fn a_session_whose_client_vanished_is_cleaned_up() {
+    let tree = host().images.join("fl-abandon-tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("f"), b"x").unwrap();
+    let (g, _) = guest_with("fl-abandon", &tree);
+    let root = root("fl-abandon");
+    result(&backup(&g, &root, &[]).expect_code(0));
+    // busctl opens a session and exits without closing it, as a killed client would.
+    let out = tool(
+        "busctl",
+        &[
+            &format!("--address={}", host().bus_address),
+            "call",
+            "org.vmsnap.VMSnap1",
+            "/org/vmsnap/VMSnap1",
+            "org.vmsnap.VMSnap1.Manager",
+            "OpenFiles",
+            "sa{sv}",
+            &g.name,
+            "1",
+            "output",
+            "s",
+            &root,
+            "--timeout=600",
+        ],
+    );
+    let session = out
+        .trim()
+        .trim_start_matches("o ")
+        .trim_matches('"')
+        .to_string();
+    assert!(session.starts_with("/org/vmsnap/VMSnap1/files/"), "{out}");
+    let id = session.rsplit('/').next().unwrap().to_string();
+    let mine = |s: &String| s.starts_with(&format!("files-{id}-"));
+    eventually_true(
+        "the abandoned session's scratch, reader and object are gone",
+        || {
+            let object = std::process::Command::new("busctl")
+                .arg(format!("--address={}", host().bus_address))
+                .args(["introspect", "org.vmsnap.VMSnap1", &session])
+                .output()
+                .unwrap();
+            !scratch_sessions().iter().any(mine) && !reader_of(&id) && !object.status.success()
+        },
+    );
+}
+
+#[test]
+fn browsing_needs_its_own_right_and_extracting_the_restore_right() {
+    let tree = host().images.join("fl-authz-tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("secret"), b"guest secret\n").unwrap();
+    let (g, _) = guest_with("fl-authz", &tree);
+    // Below the users' backup root: the only place the service reads for them.
+    let root = backup_root_for_users()
+        .join("fl-authz")
+        .display()
+        .to_string();
+    result(&backup(&g, &root, &[]).expect_code(0));
+    let args = [
+        "files",
+        g.name.as_str(),
+        "--output",
+        root.as_str(),
+        "ls",
+        "--volume",
+        "1",
+    ];
+    // Neither a user nor a libvirt-group member (who may back up) may browse.
+    for user in ["vmsnaptest", "vmsnaplv"] {
+        let refused = vmsnapctl_as(user, &args).expect_code(12);
+        assert!(
+            refused.stderr.contains("org.vmsnap.browse"),
+            "{}",
+            refused.stderr
+        );
+    }
+    // Refused before anything was rebuilt: no session of that uid ever had scratch space.
+    let uid = tool("id", &["-u", "vmsnaptest"]).trim().to_string();
+    let theirs = |s: &String| s.contains(&format!("-u{uid}-"));
+    assert!(
+        !scratch_sessions().iter().any(theirs),
+        "{:?}",
+        scratch_sessions()
+    );
+    let _rule = Rule::grant("browse", "vmsnaptest", &["org.vmsnap.browse"]);
+    let listed = eventually(|| vmsnapctl_as("vmsnaptest", &args), 0);
+    assert!(listed.stdout.contains("secret"), "{}", listed.stdout);
+    // Browsing is not extracting.
+    let t = backup_root_for_users()
+        .join("fl-authz-out")
+        .display()
+        .to_string();
+    let get = [
+        "files",
+        g.name.as_str(),
+        "--output",
+        root.as_str(),
+        "get",
+        "--volume",
+        "1",
+        "/secret",
+        "--target",
+        t.as_str(),
+    ];
+    let refused = vmsnapctl_as("vmsnaptest", &get).expect_code(12);
+    assert!(
+        refused.stderr.contains("org.vmsnap.restore"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!Path::new(&t).join("secret").exists());
+}
