@@ -26,6 +26,8 @@ CARGO_PROFILE := $(if $(filter release,$(PROFILE)),--release,)
 FILES := \
 	$(BINDIR)/vmsnapctl:$(RELEASE)/vmsnapctl:755 \
 	$(LIBEXECDIR)/vmsnapd:$(RELEASE)/vmsnapd:755 \
+	$(LIBEXECDIR)/vmsnap-guestfs:$(RELEASE)/vmsnap-guestfs:755 \
+	$(PREFIX)/lib/sysusers.d/vmsnap.conf:systemd/vmsnap.sysusers:644 \
 	$(UNITDIR)/vmsnapd.service:$(ASSETS)/vmsnapd.service:644 \
 	$(UNITDIR)/vmsnap-backup.service:$(ASSETS)/vmsnap-backup.service:644 \
 	$(UNITDIR)/vmsnap-backup.timer:systemd/vmsnap-backup.timer:644 \
@@ -33,6 +35,7 @@ FILES := \
 	$(DBUSDIR)/system-services/org.vmsnap.VMSnap1.service:$(ASSETS)/org.vmsnap.VMSnap1.service:644 \
 	$(DBUSDIR)/interfaces/org.vmsnap.VMSnap1.Manager.xml:dbus/interfaces/org.vmsnap.VMSnap1.Manager.xml:644 \
 	$(DBUSDIR)/interfaces/org.vmsnap.VMSnap1.Job.xml:dbus/interfaces/org.vmsnap.VMSnap1.Job.xml:644 \
+	$(DBUSDIR)/interfaces/org.vmsnap.VMSnap1.Files.xml:dbus/interfaces/org.vmsnap.VMSnap1.Files.xml:644 \
 	$(POLKITDIR)/actions/org.vmsnap.policy:polkit/org.vmsnap.policy:644 \
 	$(POLKITDIR)/rules.d/50-org.vmsnap.rules:polkit/50-org.vmsnap.rules:644 \
 	$(MANDIR)/man1/vmsnapctl.1:$(ASSETS)/vmsnapctl.1:644 \
@@ -55,7 +58,7 @@ COCKPIT_PAGE := $(ASSETS)/cockpit
 all: build assets cockpit-page
 
 build:
-	$(CARGO) build $(CARGO_PROFILE) --locked --bin vmsnapd --bin vmsnapctl
+	$(CARGO) build $(CARGO_PROFILE) --locked --bin vmsnapd --bin vmsnapctl --bin vmsnap-guestfs
 
 # Man pages and completions come from the clap definitions; unit and activation files get the
 # real binary paths.
@@ -88,6 +91,9 @@ install: assets cockpit-page
 	@set -e; cd $(COCKPIT_PAGE) && for f in $$(find . -type f | sort); do \
 		$(INSTALL) -D -m 644 "$$f" "$(DESTDIR)$(COCKPITDIR)/$${f#./}"; echo "installed $(COCKPITDIR)/$${f#./}"; \
 	done
+	@# The file reader's user, on this system (a package's postinst does it for packages).
+	@if [ -z "$(DESTDIR)" ] && command -v systemd-sysusers >/dev/null; then \
+		systemd-sysusers "$(PREFIX)/lib/sysusers.d/vmsnap.conf" && echo "created the user vmsnap-files"; fi
 
 uninstall:
 	@for entry in $(FILES); do dst=$${entry%%:*}; rm -f "$(DESTDIR)$$dst" && echo "removed $$dst"; done

@@ -185,6 +185,24 @@ every_point_restores() {
     done
 }
 
+# File browsing under the unit's sandbox: the reader runs as vmsnap-files (the package made
+# the user), and a file comes back as it was.
+files_under_the_sandbox() {
+    cp /root/fs-guest.qcow2 "$IMAGES/ct-fs.qcow2"
+    define_guest ct-fs "$IMAGES/ct-fs.qcow2" file
+    getent passwd vmsnap-files
+    expect_exit 0 vmsnapctl backup ct-fs --output "$OUT"
+    expect_exit 0 vmsnapctl files ct-fs --output "$OUT" ls
+    contains 'ext4 "guestroot"'
+    expect_exit 0 vmsnapctl files ct-fs --output "$OUT" ls --volume 0 /notes
+    contains "hello.txt"
+    expect_exit 0 vmsnapctl files ct-fs --output "$OUT" get /notes/hello.txt --target "$OUT/extracted"
+    [ "$(cat "$OUT/extracted/hello.txt")" = "hello from the guest" ]
+    # Nothing of the sessions is left: no reader, no scratch.
+    refute pgrep -x vmsnap-guestfs
+    refute compgen -G '/var/lib/vmsnapd/scratch/files-*'
+}
+
 restore_outside_sandbox_refused() {
     expect_exit 14 vmsnapctl restore ct-off --output "$OUT" --target /var/lib/rs
     contains "/var/lib/rs"; contains "ReadWritePaths=-/var/lib/rs"
@@ -417,6 +435,7 @@ check "full backups of a running and a shut-off guest" full_backups
 check "incremental backups after data changed" incremental_backups
 check "backups lists the points and verify passes" listed_and_verified
 check "every point restores byte for byte" every_point_restores
+check "files of a point are listed and copied out by the sandboxed reader" files_under_the_sandbox
 check "a restore outside the writable paths is refused first, naming the way" restore_outside_sandbox_refused
 check "after the documented drop-in that restore works" restore_after_drop_in
 check "a backup root on another file system: refused, then allowed" backup_root_elsewhere
