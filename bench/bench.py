@@ -410,6 +410,101 @@ def bench_compress(host, repeats, data_mib):
     return results
 
 
+def build_fs_disk(host, image, work):
+    """A 1 GiB disk: GPT, one ext4 partition at 1 MiB holding a 100 MiB file of random bytes
+    and 500 small files, written into the qcow2 `image`. Returns the partition's offset."""
+    tree = os.path.join(work, "tree")
+    os.makedirs(os.path.join(tree, "etc"), exist_ok=True)
+    with open(os.path.join(tree, "big.bin"), "wb") as f:
+        f.write(os.urandom(100 << 20))
+    for i in range(500):
+        with open(os.path.join(tree, "etc", f"file{i:03d}.conf"), "w") as f:
+            f.write(f"setting{i} = {i}\n" * 20)
+    raw = os.path.join(work, "disk.raw")
+    part = os.path.join(work, "part.img")
+    run(["truncate", "-s", "1024M", raw])
+    subprocess.run(["sfdisk", "-q", raw], input="label: gpt\n,,L\n", text=True, check=True)
+    run(["truncate", "-s", "1000M", part])
+    run(["mkfs.ext4", "-q", "-L", "bench", "-d", tree, part])
+    run(["dd", f"if={part}", f"of={raw}", "bs=1M", "seek=1", "conv=notrunc,sparse",
+         "status=none"])
+    run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", raw, image])
+    for f in (raw, part):
+        os.unlink(f)
+    shutil.rmtree(tree)
+    return 1 << 20
+
+
+def manual_mount(chain, work, offset, action):
+    """What a user does without VMSnap: virtnbdrestore the point into a directory, export the
+    qcow2 as a raw file with qemu-storage-daemon (no nbd module here), mount the partition
+    read-only with fuse2fs, act, and take it all down again."""
+    out = os.path.join(work, "restored")
+    shutil.rmtree(out, ignore_errors=True)
+    run(["virtnbdrestore", "-i", chain, "-o", out, "-n", "-L", os.path.join(work, "vr.log")])
+    image = os.path.join(out, "vda.qcow2")
+    export = os.path.join(work, "export.raw")
+    mnt = os.path.join(work, "mnt")
+    open(export, "w").close()
+    os.makedirs(mnt, exist_ok=True)
+    qsd = subprocess.Popen(["qemu-storage-daemon", "--blockdev",
+                            f"driver=file,node-name=f0,filename={image},read-only=on",
+                            "--blockdev", "driver=qcow2,node-name=q0,file=f0,read-only=on",
+                            "--export",
+                            f"type=fuse,id=e0,node-name=q0,mountpoint={export},writable=off"])
+    try:
+        while os.path.getsize(export) == 0:
+            time.sleep(0.01)
+        run(["fuse2fs", export, mnt, "-o", f"ro,offset={offset}"])
+        try:
+            action(mnt)
+        finally:
+            run(["umount", mnt])
+    finally:
+        qsd.terminate()
+        qsd.wait()
+        subprocess.run(["umount", export], stderr=subprocess.DEVNULL)
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def bench_files(host, repeats):
+    """Listing the root of a 1 GiB point and extracting a 100 MiB file from it through
+    `vmsnapctl files`, against virtnbdrestore + mount by hand."""
+    name = f"{host.prefix}fl"
+    image = host.define(name, 1024)
+    work = os.path.join(host.images, "fl-work")
+    os.makedirs(work, exist_ok=True)
+    offset = build_fs_disk(host, image, work)
+    root = os.path.join(host.images, "fl-root")
+    host.vmsnapctl_run("backup", name, "--output", root)
+    chain = next(os.path.join(d) for d, _, fs in os.walk(root) if "vda.full.data" in fs)
+    target = os.path.join(host.images, "fl-out")
+    ls = lambda: host.vmsnapctl_run("files", name, "--output", root, "ls", "--volume", "1", "/")
+
+    def get():
+        shutil.rmtree(target, ignore_errors=True)
+        host.vmsnapctl_run("files", name, "--output", root, "get", "--volume", "1", "/big.bin",
+                           "--target", target)
+
+    manual_ls = lambda: manual_mount(chain, work, offset, lambda m: os.listdir(m))
+
+    def manual_get():
+        shutil.rmtree(target, ignore_errors=True)
+        os.makedirs(target)
+        manual_mount(chain, work, offset,
+                     lambda m: shutil.copyfile(os.path.join(m, "big.bin"),
+                                               os.path.join(target, "big.bin")))
+
+    result = {
+        "ls": timed(ls, repeats), "manual_ls": timed(manual_ls, repeats),
+        "get": timed(get, repeats), "manual_get": timed(manual_get, repeats),
+    }
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--prefix", required=True)
@@ -421,7 +516,7 @@ def main():
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--only",
                    default="status,footprint,backup,parallel,limits,status-during-verify,"
-                           "compress")
+                           "compress,files")
     args = p.parse_args()
     host = Host(args)
     only = set(args.only.split(","))
@@ -520,6 +615,16 @@ def main():
             out(f"  {kind:15} plain {plain_s:6.2f} s {plain_b / 2**20:8.1f} MiB   "
                 f"compressed {comp_s:6.2f} s {comp_b / 2**20:8.1f} MiB   "
                 f"size {comp_b / plain_b:5.3f}x  time {comp_s / plain_s:5.2f}x")
+    if "files" in only:
+        r = bench_files(host, max(3, args.repeats))
+        out()
+        out("a 1 GiB point (GPT, ext4, 100 MiB file + 500 small ones), each from nothing: "
+            "vmsnapctl files vs virtnbdrestore + qemu-storage-daemon + fuse2fs by hand")
+        for what, mine, manual in (("list the root", "ls", "manual_ls"),
+                                   ("extract the 100 MiB file", "get", "manual_get")):
+            (m, lo, hi), (h, hlo, hhi) = r[mine], r[manual]
+            out(f"  {what:26} vmsnapctl {m:6.2f} s ({lo:.2f}–{hi:.2f})   by hand {h:6.2f} s "
+                f"({hlo:.2f}–{hhi:.2f})   {m / h:5.2f}x")
     if "limits" in only:
         restart_service(4)
         peak = bench_limits(host, pid(), 512)
