@@ -545,3 +545,110 @@ fn browsing_needs_its_own_right_and_extracting_the_restore_right() {
     );
     assert!(!Path::new(&t).join("secret").exists());
 }
+
+#[tokio::test]
+async fn sessions_end_when_idle_and_what_a_crash_left_goes_at_the_next_start() {
+    use vmsnap_dbus::options::FilesOptions;
+    use vmsnap_dbus::proxy::{FilesProxy, ManagerProxy};
+    use vmsnap_integration::bus::ScratchBus;
+
+    let tree = host().images.join("fl-idle-tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("f"), b"x").unwrap();
+    let (g, _) = guest_with("fl-idle", &tree);
+    let root = root("fl-idle");
+    result(&backup(&g, &root, &[]).expect_code(0));
+    let bus = ScratchBus::start("fl-idle");
+    let scratch = host().run_dir.join("bus-fl-idle/state/scratch");
+    let sessions = || -> Vec<String> {
+        std::fs::read_dir(&scratch)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("files-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let options = FilesOptions {
+        output: Some(root.clone()),
+        ..Default::default()
+    };
+    let open = |conn: zbus::Connection| {
+        let options = options.to_dict();
+        let name = g.name.clone();
+        async move {
+            let manager = ManagerProxy::new(&conn).await.unwrap();
+            manager.open_files(&name, options).await.unwrap()
+        }
+    };
+
+    // A crash with a session open: its scratch stays until the next start removes it.
+    let mut service = bus.start_service_args(&[]);
+    let conn = zbus::connection::Builder::address(bus.address.as_str())
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let first = open(conn.clone()).await;
+    assert_eq!(sessions().len(), 1, "{first:?}");
+    // Another user cannot use it: to them it does not exist.
+    let theirs = vmsnap_integration::run(
+        std::process::Command::new("runuser").args([
+            "-u",
+            "vmsnaptest",
+            "--",
+            "busctl",
+            &format!("--address={}", bus.address),
+            "call",
+            "org.vmsnap.VMSnap1",
+            first.as_str(),
+            "org.vmsnap.VMSnap1.Files",
+            "Volumes",
+        ]),
+        Duration::from_secs(30),
+    );
+    assert_ne!(theirs.code, 0);
+    assert!(
+        theirs.stderr.contains("no open file session"),
+        "{}",
+        theirs.stderr
+    );
+    service.kill_hard();
+    drop(conn);
+    assert_eq!(
+        sessions().len(),
+        1,
+        "a crash removed nothing (nothing ran to remove it)"
+    );
+    let _service = bus.start_service_args(&["--files-idle-timeout", "2"]);
+    assert!(
+        sessions().is_empty(),
+        "left after the restart: {:?}",
+        sessions()
+    );
+
+    // Idle: the session ends while its client is still connected.
+    let conn = zbus::connection::Builder::address(bus.address.as_str())
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let second = open(conn.clone()).await;
+    assert_eq!(sessions().len(), 1);
+    let start = Instant::now();
+    while !sessions().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the idle session stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let files = FilesProxy::builder(&conn)
+        .path(second)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    assert!(files.volumes().await.is_err());
+}
