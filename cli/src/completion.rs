@@ -10,7 +10,7 @@ use clap::CommandFactory;
 use crate::args::Cli;
 
 /// The subcommands whose positional arguments are domains.
-const TAKE_DOMAINS: &str = "status list backup scrub prune backups verify restore";
+const TAKE_DOMAINS: &str = "status list backup scrub prune backups verify restore files";
 
 /// Options whose value is not a domain (completion offers files or nothing after them).
 const TAKE_VALUES: &str = "--output|--group-by|--groupBy|--connect|--target|--folder|--until|\
@@ -109,8 +109,8 @@ mod tests {
         assert!(bash.contains("complete -F _vmsnapctl_with_domains"));
         assert!(!bash.contains("complete -F _vmsnapctl -o"));
         let zsh = script(clap_complete::Shell::Zsh);
-        // Status, list, backup, scrub, prune, backups, verify, restore and --domains.
-        assert_eq!(zsh.matches(":_vmsnapctl_domains'").count(), 9, "{zsh}");
+        // Status, list, backup, scrub, prune, backups, verify, restore, files and --domains.
+        assert_eq!(zsh.matches(":_vmsnapctl_domains'").count(), 10, "{zsh}");
         assert!(zsh.contains("_vmsnapctl_domains() {"));
         let fish = script(clap_complete::Shell::Fish);
         assert!(fish.contains("__fish_vmsnapctl_using_subcommand status list backup"));

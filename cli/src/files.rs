@@ -8,12 +8,12 @@ use std::time::Duration;
 use vmsnap_dbus::files::{FileEntry, Volume};
 use vmsnap_dbus::options::{ExtractOptions, FilesOptions};
 use vmsnap_dbus::proxy::FilesProxy;
-use vmsnap_dbus::{Error, Operation};
+use vmsnap_dbus::{Error, JobState, Operation};
 
-use crate::args::{FilesAction, FilesArgs, Wait};
-use crate::backup::follow;
+use crate::args::{FilesAction, FilesArgs};
+use crate::backup::print_job_result;
 use crate::render::size::pretty;
-use crate::{agent, client, exit, flag, need_output, Context, Failure};
+use crate::{agent, client, exit, flag, need_output, watch, Context, Failure};
 
 /// Opening rebuilds a whole disk: it may take far longer than an ordinary call.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -68,10 +68,7 @@ pub async fn run(context: &Context, args: &FilesArgs) -> Result<u8, Failure> {
             )
             .await;
             match job {
-                Ok(job) => {
-                    let wait = Wait { no_wait: false };
-                    follow(context, &connection, job, Operation::Extract, &wait).await
-                }
+                Ok(job) => until_done(context, &connection, job).await,
                 Err(e) => Err(e),
             }
         }
@@ -80,6 +77,40 @@ pub async fn run(context: &Context, args: &FilesArgs) -> Result<u8, Failure> {
     let _ = client::answer(context.session.call_timeout(), files.close()).await;
     drop(agent);
     result
+}
+
+/// Waits for the extraction job by reading its `State`, each read bounded and repeated: an
+/// extraction usually ends before a signal subscription would be in place, and this command
+/// has nothing to show meanwhile but the end. (Ctrl-C ends the command, and with its
+/// connection the session: the extraction stops and leaves nothing in the target.)
+async fn until_done(
+    context: &Context,
+    connection: &zbus::Connection,
+    path: zvariant::OwnedObjectPath,
+) -> Result<u8, Failure> {
+    let job = watch::job_proxy(connection, path).await?;
+    let bus = |e: zbus::Error| client::failure(&Error::ZBus(e));
+    let mut failures = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), job.state()).await {
+            Ok(Ok(word)) => {
+                if let Some(state) = JobState::parse(&word).filter(|s| s.is_final()) {
+                    let results = job.results().await.map_err(bus)?;
+                    print_job_result(context, Operation::Extract, state, &results);
+                    return Ok(watch::exit_code(state));
+                }
+            }
+            Ok(Err(e)) => return Err(bus(e)),
+            // No answer in time: asked again (a busy service answers the next one).
+            Err(_) => {
+                failures += 1;
+                if failures > 60 {
+                    return Err((exit::FAILURE, "the service stopped answering".into()));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The one readable volume, when there is exactly one.

@@ -142,7 +142,9 @@ ct_boot() {
 
 # Boots a copy of root $1 as machine $2 with the checkout $3 and the Rust toolchain
 # bind-mounted at their own paths, so what the host built there runs inside unchanged (the
-# host suite, the benchmarks). Further arguments go to systemd-nspawn.
+# host suite, the benchmarks), and /dev/fuse, which systemd-nspawn does not give a container
+# (the file-browsing tests change guest disks through qemu-storage-daemon's FUSE export and
+# fuse2fs). Further arguments go to systemd-nspawn.
 ct_boot_with_checkout() {
     local base=$1 name=$2 repo=$3 root="$CT_RUN/$2"
     shift 3
@@ -150,7 +152,7 @@ ct_boot_with_checkout() {
     # Debian 13 mounts a tmpfs on /tmp at boot, which would hide a checkout bound below it.
     ln -sf /dev/null "$root/etc/systemd/system/tmp.mount"
     ct_boot "$root" "$name" --bind="$repo" --bind="$HOME/.cargo:/root/.cargo" \
-        --bind-ro="${RUSTUP_HOME:-$HOME/.rustup}:/root/.rustup" "$@"
+        --bind-ro="${RUSTUP_HOME:-$HOME/.rustup}:/root/.rustup" --bind=/dev/fuse "$@"
 }
 
 # The pid of the container's systemd: the child of its nspawn process.

@@ -5,7 +5,7 @@
 HOST_PACKAGES=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils virtnbdbackup
                dbus polkitd faketime systemd libxml2-utils make xz-utils tmux fish zsh
                prometheus-node-exporter prometheus
-               fdisk dosfstools mtools fuse2fs xfsprogs)
+               fdisk dosfstools mtools fuse2fs xfsprogs e2fsprogs)
 
 log() { printf '[test-host] %s\n' "$*" >&2; }
 die() { printf '[test-host] ERROR: %s\n' "$*" >&2; exit 1; }

@@ -16,7 +16,8 @@ const MIB: u64 = 1024 * 1024;
 
 /// A file system of a partition.
 pub enum Fs<'a> {
-    /// ext4 filled from a directory (`mkfs.ext4 -d`: modes, owners, links, device nodes kept).
+    /// ext4 without a journal, filled from a directory (`mkfs.ext4 -d`: modes, owners, links,
+    /// device nodes kept).
     Ext4 { label: &'a str, from: &'a Path },
     /// FAT (16 at these sizes) with these files (name in the root, contents).
     Vfat {
@@ -67,7 +68,18 @@ pub fn build(work: &Path, image: &Path, table: &str, parts: &[Part<'_>]) -> Vec<
             Fs::Ext4 { label, from } => {
                 tool(
                     "mkfs.ext4",
-                    &["-q", "-L", label, "-d", from.to_str().unwrap(), img_s],
+                    // Without a journal: fuse2fs (Debian 13's) does not write to a journaled
+                    // ext4, and the tests change these file systems through it.
+                    &[
+                        "-q",
+                        "-O",
+                        "^has_journal",
+                        "-L",
+                        label,
+                        "-d",
+                        from.to_str().unwrap(),
+                        img_s,
+                    ],
                 );
             }
             Fs::Vfat { label, files } => {
@@ -143,6 +155,26 @@ fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
 
 impl Mounted {
     pub fn new(work: &Path, image: &Path, offset: u64) -> Mounted {
+        Mounted::with(work, image, offset, true)
+    }
+
+    /// Mounted read-only: what the guest's file system holds now, read by fuse2fs (another
+    /// implementation than the one under test).
+    pub fn read_only(work: &Path, image: &Path, offset: u64) -> Mounted {
+        Mounted::with(work, image, offset, false)
+    }
+
+    fn with(work: &Path, image: &Path, offset: u64, writable: bool) -> Mounted {
+        let (export_mode, mount_mode, read_only) = if writable {
+            ("on", "rw", "off")
+        } else {
+            ("off", "ro", "on")
+        };
+        assert!(
+            Path::new("/dev/fuse").exists(),
+            "/dev/fuse is missing: qemu-storage-daemon's FUSE export and fuse2fs need it (a \
+             system container gets it from tests/containers/lib.sh's --bind=/dev/fuse)"
+        );
         std::fs::create_dir_all(work).unwrap();
         let export = work.join("export.raw");
         let root = work.join("mnt");
@@ -151,13 +183,16 @@ impl Mounted {
         let qsd = Command::new("qemu-storage-daemon")
             .arg("--blockdev")
             .arg(format!(
-                "driver=file,node-name=file0,filename={}",
+                "driver=file,node-name=file0,filename={},read-only={read_only}",
                 image.display()
             ))
-            .args(["--blockdev", "driver=qcow2,node-name=disk0,file=file0"])
+            .arg("--blockdev")
+            .arg(format!(
+                "driver=qcow2,node-name=disk0,file=file0,read-only={read_only}"
+            ))
             .arg("--export")
             .arg(format!(
-                "type=fuse,id=exp0,node-name=disk0,mountpoint={},writable=on",
+                "type=fuse,id=exp0,node-name=disk0,mountpoint={},writable={export_mode}",
                 export.display()
             ))
             .stdout(Stdio::null())
@@ -168,7 +203,7 @@ impl Mounted {
             .arg(&export)
             .arg(&root)
             .args(["-f", "-o"])
-            .arg(format!("rw,offset={offset}"))
+            .arg(format!("{mount_mode},offset={offset}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -124,10 +124,22 @@ fn a_file_deleted_later_is_listed_and_extracted_from_an_earlier_point_byte_for_b
         let m = Mounted::new(&work(&g, "mount"), g.image("vda"), ext4);
         match step {
             1 => std::fs::write(m.root.join("data/added.txt"), b"added at point 1\n").unwrap(),
-            2 => std::fs::write(m.root.join("data/report.bin"), &version2).unwrap(),
+            // Replaced, not rewritten in place: Debian 13's fuse2fs leaves a file opened with
+            // O_TRUNC at its old size (found by the read-back below).
+            2 => {
+                std::fs::remove_file(m.root.join("data/report.bin")).unwrap();
+                std::fs::write(m.root.join("data/report.bin"), &version2).unwrap();
+            }
             _ => std::fs::remove_file(m.root.join("data/report.bin")).unwrap(),
         }
         m.finish();
+        if step == 2 {
+            // The file as the guest's file system now holds it, read back by fuse2fs.
+            let m = Mounted::read_only(&work(&g, "mount"), g.image("vda"), ext4);
+            let now = std::fs::read(m.root.join("data/report.bin")).unwrap();
+            m.finish();
+            assert!(now == version2, "fuse2fs did not write report.bin as asked");
+        }
         let r = result(&backup(&g, &root, &[]).expect_code(0));
         assert_eq!(r["level"], "inc", "{r}");
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use vmsnap_dbus::actions;
 use vmsnap_dbus::files::{FileEntry, Volume};
-use vmsnap_dbus::names::{FILES_PATH_PREFIX, MANAGER_PATH};
+use vmsnap_dbus::names::FILES_PATH_PREFIX;
 use vmsnap_dbus::options::{self as keys, ExtractOptions};
 use zbus::message::Header;
 use zbus::{interface, Connection};
@@ -22,6 +22,7 @@ use super::authority::Authority;
 use super::caller::caller_uid;
 use super::details::Details;
 use super::error::CallError;
+use super::shelf::JobShelf;
 use super::{convert, options};
 use crate::engine::extract::ExtractRequest;
 use crate::engine::files::Session;
@@ -30,6 +31,7 @@ use crate::engine::Engine;
 pub struct Files {
     engine: Arc<Engine>,
     authority: Arc<Authority>,
+    shelf: Arc<JobShelf>,
     session: Arc<Session>,
 }
 
@@ -42,12 +44,14 @@ pub async fn export(
     connection: &Connection,
     engine: Arc<Engine>,
     authority: Arc<Authority>,
+    shelf: Arc<JobShelf>,
     session: Arc<Session>,
 ) -> zbus::Result<OwnedObjectPath> {
     let path = path_of(session.id);
     let object = Files {
         engine,
         authority,
+        shelf,
         session: session.clone(),
     };
     connection.object_server().at(&path, object).await?;
@@ -73,10 +77,15 @@ pub async fn watch_clients(connection: Connection, engine: Arc<Engine>) {
     while let Some(change) = changes.next().await {
         let Ok(args) = change.args() else { continue };
         if args.new_owner().is_none() && args.name().starts_with(':') {
+            // Closed in a task of its own: this stream is drained at once whatever a close
+            // waits for (zbus stops reading the socket while a stream's queue is full).
             let name = args.name().to_string();
-            for id in engine.close_files_of(&name).await {
-                tracing::info!(session = id, client = %name, "file session's client left the bus");
-            }
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                for id in engine.close_files_of(&name).await {
+                    tracing::info!(session = id, client = %name, "file session's client left the bus");
+                }
+            });
         }
     }
 }
@@ -183,13 +192,9 @@ impl Files {
             .prepare_extract(&request, caller.uid)
             .await
             .map_err(convert::error)?;
-        let manager = connection
-            .object_server()
-            .interface::<_, super::manager::Manager>(MANAGER_PATH)
-            .await
-            .map_err(CallError::from)?;
-        let path = manager.get().await.announce(connection, &job).await?;
+        let path = self.shelf.announce(connection, &job).await?;
         self.engine.spawn_extract(job, request);
+        tracing::debug!(session = self.session.id, job = %path.as_str(), "extract answered");
         Ok(path)
     }
 
@@ -201,6 +206,7 @@ impl Files {
     ) -> Result<(), CallError> {
         let session = self.mine(connection, &header).await?;
         self.engine.close_files(session.id).await;
+        tracing::debug!(session = session.id, "close answered");
         Ok(())
     }
 

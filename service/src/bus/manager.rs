@@ -4,7 +4,7 @@
 //! task and a slow call never holds up another.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::Instrument;
@@ -23,12 +23,10 @@ use super::caller::caller_uid;
 use super::details::Details;
 use super::error::CallError;
 use super::limits::ReadLimits;
+use super::shelf::JobShelf;
 use super::{convert, options};
 use crate::engine::Engine;
 use vmsnap_dbus::options as keys;
-
-/// Finished jobs kept on the bus at most (the newest), whatever the retention period.
-pub const MAX_FINISHED_JOBS: usize = 64;
 
 /// The backup folders a read-only call is about to read.
 struct Reading<'a> {
@@ -41,48 +39,33 @@ struct Reading<'a> {
 pub struct Manager {
     engine: Arc<Engine>,
     authority: Arc<Authority>,
-    job_retention: Duration,
-    /// Exported jobs, oldest first.
-    jobs: Mutex<Vec<super::job::Exported>>,
+    /// The jobs on the bus (shared with the file sessions, which make jobs too).
+    shelf: Arc<JobShelf>,
     /// Fair share of Status and ListBackups.
     reads: ReadLimits,
 }
 
 impl Manager {
-    /// Exports a new job (ObjectManager announces it with `InterfacesAdded`) and lists it;
-    /// the caller then starts it.
-    pub(super) async fn announce(
-        &self,
-        connection: &Connection,
-        job: &std::sync::Arc<crate::engine::jobs::Job>,
-    ) -> Result<OwnedObjectPath, CallError> {
-        let exported = super::job::export(
-            connection,
-            job.clone(),
-            self.authority.clone(),
-            self.job_retention,
-        )
-        .await
-        .map_err(CallError::from)?;
-        let path = exported.path.clone();
-        self.keep(exported);
-        let names: Vec<String> = job.domains.iter().map(|d| d.to_string()).collect();
-        tracing::info!(uid = job.uid, job = job.id, operation = job.operation.as_str(), domains = ?names, "job created");
-        Ok(path)
-    }
-
     pub fn engine(&self) -> Arc<Engine> {
         self.engine.clone()
     }
 
     pub fn new(engine: Arc<Engine>, job_retention: Duration) -> Self {
+        let authority: Arc<Authority> = Arc::default();
         Manager {
             engine,
-            authority: Arc::default(),
-            job_retention,
-            jobs: Mutex::new(Vec::new()),
+            shelf: Arc::new(JobShelf::new(authority.clone(), job_retention)),
+            authority,
             reads: ReadLimits::default(),
         }
+    }
+
+    async fn announce(
+        &self,
+        connection: &Connection,
+        job: &Arc<crate::engine::jobs::Job>,
+    ) -> Result<OwnedObjectPath, CallError> {
+        self.shelf.announce(connection, job).await
     }
 
     /// For a caller other than root reading backup folders under `root`: those it could not
@@ -121,39 +104,13 @@ impl Manager {
         }
     }
 
-    /// Lists a job a previous instance left unfinished (already failed): exported for the
-    /// retention period like any finished job.
+    /// Lists a job a previous instance left unfinished (already failed).
     pub async fn adopt(
         &self,
         connection: &Connection,
-        job: std::sync::Arc<crate::engine::jobs::Job>,
+        job: Arc<crate::engine::jobs::Job>,
     ) -> zbus::Result<()> {
-        let exported =
-            super::job::export(connection, job, self.authority.clone(), self.job_retention).await?;
-        self.keep(exported);
-        Ok(())
-    }
-
-    /// Lists an exported job; beyond [`MAX_FINISHED_JOBS`] finished ones, the oldest finished
-    /// go before their retention period is over, so a loop of failing jobs cannot grow the
-    /// service without bound.
-    fn keep(&self, exported: super::job::Exported) {
-        let mut jobs = self.jobs.lock().expect("poisoned");
-        jobs.retain(|j| !j.is_removed());
-        // Room for the new job once it has finished too.
-        let finished = jobs.iter().filter(|j| j.job.state().is_final()).count();
-        let mut excess = (finished + 1).saturating_sub(MAX_FINISHED_JOBS);
-        jobs.retain(|j| {
-            if excess > 0 && j.job.state().is_final() {
-                excess -= 1;
-                // Unlisted at once; the object goes (with InterfacesRemoved) as soon as its task runs.
-                j.evict.notify_one();
-                false
-            } else {
-                true
-            }
-        });
-        jobs.push(exported);
+        self.shelf.adopt(connection, job).await
     }
 }
 
@@ -528,6 +485,7 @@ impl Manager {
             connection,
             self.engine.clone(),
             self.authority.clone(),
+            self.shelf.clone(),
             session,
         )
         .await
@@ -535,13 +493,7 @@ impl Manager {
     }
 
     fn list_jobs(&self) -> Vec<OwnedObjectPath> {
-        self.jobs
-            .lock()
-            .expect("poisoned")
-            .iter()
-            .filter(|j| !j.is_removed())
-            .map(|j| j.path.clone())
-            .collect()
+        self.shelf.paths()
     }
 
     /// Version of the running service.

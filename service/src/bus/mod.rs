@@ -13,6 +13,7 @@ pub mod job;
 pub mod limits;
 pub mod manager;
 pub mod options;
+pub mod shelf;
 #[cfg(test)]
 mod tests;
 

@@ -171,9 +171,19 @@ async fn the_interfaces_match_the_checked_in_xml() {
         0,
         crate::selection::DomainName::new("vm1").unwrap(),
     ));
-    let path = super::files::export(&p.server, p.engine.clone(), Default::default(), session)
-        .await
-        .unwrap();
+    let shelf = std::sync::Arc::new(super::shelf::JobShelf::new(
+        Default::default(),
+        std::time::Duration::from_secs(60),
+    ));
+    let path = super::files::export(
+        &p.server,
+        p.engine.clone(),
+        Default::default(),
+        shelf,
+        session,
+    )
+    .await
+    .unwrap();
     let live = p.introspect(path.as_str()).await;
     let files = vmsnap_dbus::names::FILES_INTERFACE;
     if std::env::var_os("VMSNAP_WRITE_XML").is_some() {
