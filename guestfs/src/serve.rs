@@ -185,3 +185,43 @@ pub fn serve(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(image: &[u8], request: &str) -> String {
+        let path = std::env::temp_dir().join(format!(
+            "vmsnap-guestfs-test-{}-{}",
+            std::process::id(),
+            request.len()
+        ));
+        std::fs::write(&path, image).unwrap();
+        let file = File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let mut session = Session::new(file, image.len() as u64);
+        let mut out = Vec::new();
+        serve(&mut session, format!("{request}\n").as_bytes(), &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn an_encrypted_volume_is_named_and_refused() {
+        let mut disk = vec![0u8; 1 << 20];
+        disk[..6].copy_from_slice(b"LUKS\xba\xbe");
+        let volumes = ask(&disk, r#"{"op":"volumes"}"#);
+        assert!(volumes.contains(r#""filesystem":"luks""#), "{volumes}");
+        assert!(volumes.contains(r#""readable":false"#), "{volumes}");
+        let listed = ask(&disk, r#"{"op":"list","volume":0,"path":"/"}"#);
+        assert!(listed.contains(r#""kind":"encrypted""#), "{listed}");
+    }
+
+    #[test]
+    fn junk_requests_are_answered_not_fatal() {
+        let disk = vec![0u8; 4096];
+        let out = ask(&disk, r#"{"op":"list","volume":7,"path":"relative"}"#);
+        assert!(out.contains(r#""failed""#), "{out}");
+        let out = ask(&disk, "not json at all");
+        assert!(out.contains(r#""kind":"badRequest""#), "{out}");
+    }
+}
