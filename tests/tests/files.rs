@@ -79,10 +79,10 @@ fn names(run: &Run) -> Vec<String> {
         .collect()
 }
 
-/// The scratch directories of open sessions (`files-<session>-u<uid>-<random>`).
-fn scratch_sessions() -> Vec<String> {
-    let dir = host().run_dir.join("state").join("scratch");
-    std::fs::read_dir(dir)
+/// The scratch directories of open sessions (`files-<session>-u<uid>-<random>`) of the
+/// service whose state directory is `state`.
+fn sessions_in(state: &Path) -> Vec<String> {
+    std::fs::read_dir(state.join("scratch"))
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -90,6 +90,11 @@ fn scratch_sessions() -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The run's service's open sessions.
+fn scratch_sessions() -> Vec<String> {
+    sessions_in(&host().run_dir.join("state"))
 }
 
 /// Whether a reader still has session `id`'s disk open (its descriptor 3 is the image).
@@ -571,17 +576,8 @@ async fn sessions_end_when_idle_and_what_a_crash_left_goes_at_the_next_start() {
     let root = root("fl-idle");
     result(&backup(&g, &root, &[]).expect_code(0));
     let bus = ScratchBus::start("fl-idle");
-    let scratch = host().run_dir.join("bus-fl-idle/state/scratch");
-    let sessions = || -> Vec<String> {
-        std::fs::read_dir(&scratch)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with("files-"))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let state = host().run_dir.join("bus-fl-idle/state");
+    let sessions = || sessions_in(&state);
     let options = FilesOptions {
         output: Some(root.clone()),
         ..Default::default()

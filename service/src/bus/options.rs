@@ -219,6 +219,20 @@ pub fn verify_request(
     })
 }
 
+/// A disk option: a target name like `vda` (it reaches virtnbdrestore's command line).
+fn check_disk(disk: Option<&str>) -> Result<(), Error> {
+    match disk {
+        Some(d)
+            if d.is_empty() || d.len() > 64 || !d.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+        {
+            Err(Error::InvalidArgument(format!(
+                "disk {d:.64?} is not a target name like vda"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 pub fn restore_request(
     domain: &str,
     options: RestoreOptions,
@@ -226,13 +240,7 @@ pub fn restore_request(
 ) -> Result<RestoreRequest, Error> {
     let domain = DomainName::new(domain).map_err(invalid)?;
     let folder = folder_name(options.folder)?;
-    if let Some(d) = &options.disk {
-        if d.is_empty() || d.len() > 64 || !d.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(Error::InvalidArgument(format!(
-                "disk {d:.64?} is not a target name like vda"
-            )));
-        }
-    }
+    check_disk(options.disk.as_deref())?;
     let target = options.target.ok_or_else(|| {
         Error::InvalidArgument("No restore target specified (option target)".into())
     })?;
@@ -263,13 +271,7 @@ pub fn files_request(
 ) -> Result<crate::engine::files::FilesRequest, Error> {
     let domain = DomainName::new(domain).map_err(invalid)?;
     let folder = folder_name(options.folder)?;
-    if let Some(d) = &options.disk {
-        if d.is_empty() || d.len() > 64 || !d.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(Error::InvalidArgument(format!(
-                "disk {d:.64?} is not a target name like vda"
-            )));
-        }
-    }
+    check_disk(options.disk.as_deref())?;
     if let Some(p) = &options.point {
         if crate::host::backup_dir::checkpoint_index(p).is_none() {
             return Err(Error::InvalidArgument(format!(
