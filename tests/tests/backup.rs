@@ -239,15 +239,11 @@ fn one_job_per_domain_and_different_domains_run_together() {
     );
 }
 
-#[test]
-fn cancel_stops_cleanly_and_the_next_backup_succeeds() {
-    let g = guest("bk-cancel", 1024);
-    let root = root("cancel");
-    g.write("vda", 0x0c, 0, 900);
-    g.start();
-    let job = vmsnapctl(&["backup", &g.name, "--output", &root, "--no-wait"]).expect_code(0);
+/// Starts a backup of `g` into `root`, cancels it once bytes flow, and requires that it ended
+/// `cancelled` with no libvirt job left and the domain still running.
+fn cancel_a_backup_mid_way(g: &Guest, root: &str) {
+    let job = vmsnapctl(&["backup", &g.name, "--output", root, "--no-wait"]).expect_code(0);
     let job = job.stdout.trim().to_string();
-    // Wait until bytes are flowing, then cancel.
     let number = job.rsplit('/').next().unwrap().to_string();
     let start = Instant::now();
     while bytes_done(&job) == 0 {
@@ -262,18 +258,64 @@ fn cancel_stops_cleanly_and_the_next_backup_succeeds() {
     assert_eq!(state, "cancelled");
     let jobinfo = virsh(&["domjobinfo", "--domain", &g.name]);
     assert!(jobinfo.contains("None"), "libvirt's job is gone: {jobinfo}");
-    assert_eq!(domstate(&g), "running");
-    // The cancelled first full left nothing that looks like a backup.
+    assert_eq!(domstate(g), "running");
+}
+
+fn checkpoints(g: &Guest) -> Vec<String> {
+    virsh(&["checkpoint-list", "--name", "--topological", &g.name])
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn cancel_stops_cleanly_and_the_next_backup_succeeds() {
+    let g = guest("bk-cancel", 1024);
+    let root = root("cancel");
+    g.write("vda", 0x0c, 0, 900);
+    g.start();
+    cancel_a_backup_mid_way(&g, &root);
+    // The cancelled first full left nothing that looks like a backup, and no checkpoint on
+    // the guest.
     assert!(
         !std::path::Path::new(&format!("{root}/{}/{}", g.name, month_folder()))
             .join("vda.full.data")
             .exists()
     );
+    assert_eq!(checkpoints(&g), Vec::<String>::new());
     let next = result(&backup(&g, &root, &[]).expect_code(0));
     assert_eq!(next["state"], "succeeded");
     g.destroy();
     let now = snapshot(&g, "vda", "cancel");
     assert_restores_to(next["folder"].as_str().unwrap(), None, "vda.qcow2", &now);
+}
+
+#[test]
+fn a_cancelled_incremental_leaves_the_chain_to_continue() {
+    let g = guest("bk-cancel-inc", 1024);
+    let root = root("cancel-inc");
+    g.write("vda", 0x1c, 0, 8);
+    let s0 = snapshot(&g, "vda", "0");
+    g.start();
+    let full = result(&backup(&g, &root, &[]).expect_code(0));
+    let folder = full["folder"].as_str().unwrap().to_string();
+    g.destroy();
+    // Enough changed data for the incremental to be cancelled while it copies.
+    g.write("vda", 0x1d, 0, 900);
+    g.start();
+    cancel_a_backup_mid_way(&g, &root);
+    // The checkpoint the cancelled run began went with it (its bitmap merged into the
+    // full's): libvirt holds exactly the checkpoints the chain folder records.
+    assert_eq!(checkpoints(&g), vec!["virtnbdbackup.0".to_string()]);
+    let next = result(&backup(&g, &root, &[]).expect_code(0));
+    assert_eq!(next["level"], "inc", "{next}");
+    assert_eq!(next["folder"], folder.as_str());
+    // Nothing written since the full is forgotten: this incremental copies all of it.
+    assert!(next["bytesTotal"].as_u64().unwrap() >= 900 << 20, "{next}");
+    g.destroy();
+    let now = snapshot(&g, "vda", "1");
+    assert_restores_to(&folder, None, "vda.qcow2", &now);
+    assert_restores_to(&folder, Some("virtnbdbackup.0"), "vda.qcow2", &s0);
 }
 
 #[tokio::test]

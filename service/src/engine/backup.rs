@@ -265,8 +265,13 @@ impl Engine {
             &live,
             p.request.compress,
         );
+        // The checkpoints the run starts from; one it adds and does not finish goes again.
+        let mut kept: Vec<String> = Vec::new();
         let (folder, level, reason) = match plan {
-            Plan::Continue { folder } => (folder, Level::Inc, String::new()),
+            Plan::Continue { folder } => {
+                kept = live.checkpoints.iter().map(|(n, _)| n.clone()).collect();
+                (folder, Level::Inc, String::new())
+            }
             Plan::NewChain { folder, reason } => {
                 tracing::info!(%reason, folder = %folder.display(), "starting a new chain");
                 let cleanup = Cleanup {
@@ -332,6 +337,7 @@ impl Engine {
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
+                undo_run(&self.libvirt, d, &kept).await;
                 before.roll_back();
                 FolderBefore::forget(&self.config.state_dir, &rollback_key);
                 return Err(e);
@@ -346,9 +352,7 @@ impl Engine {
                 Err(e) => DomainOutcome::failed(format!("recording checksums: {e}")),
             },
             Outcome::Failed(reason) => {
-                // A virtnbdbackup that died (killed, out of memory) leaves libvirt's backup
-                // job running, and the next backup of a running domain could not start.
-                abort_backup_job(&self.libvirt, d).await;
+                undo_run(&self.libvirt, d, &kept).await;
                 before.roll_back();
                 DomainOutcome::failed(reason)
             }
@@ -357,7 +361,7 @@ impl Engine {
                 if !clean {
                     tracing::warn!("virtnbdbackup did not stop cleanly");
                 }
-                abort_backup_job(&self.libvirt, d).await;
+                undo_run(&self.libvirt, d, &kept).await;
                 before.roll_back();
                 DomainOutcome {
                     state: JobState::Cancelled,
@@ -480,9 +484,39 @@ impl Cleanup<'_> {
 }
 
 /// Aborts libvirt's job on the domain if it is a backup (ours: the domain is locked).
-async fn abort_backup_job(libvirt: &Libvirt, d: &str) {
+/// Undoes in libvirt what a run that failed or was cancelled began, so that the domain is
+/// as the last good point left it:
+/// - libvirt's backup job is aborted: a virtnbdbackup that died (killed, out of memory) leaves
+///   it running, and the next backup of a running domain could not start;
+/// - the checkpoint the run created, which no point records, is deleted with its bitmap.
+///   libvirt merges that bitmap into its parent's, so no write of the guest is forgotten, and
+///   the next backup continues the chain rather than start a new one over a checkpoint it
+///   cannot account for. A delete that fails is only logged: the next backup then finds the
+///   mismatch and starts a new chain, which is safe.
+async fn undo_run(libvirt: &Libvirt, d: &str, kept: &[String]) {
     if let Err(e) = libvirt.abort_backup_job(d).await {
         tracing::warn!(error = %e, "could not abort libvirt's backup job");
+    }
+    let checkpoints = match libvirt.domain(d).await {
+        Ok(facts) => facts.checkpoints,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list the checkpoints after the run");
+            return;
+        }
+    };
+    let unfinished = checkpoints
+        .iter()
+        .rev()
+        .filter(|cp| checkpoint_index(&cp.name).is_some() && !kept.contains(&cp.name));
+    for cp in unfinished {
+        match libvirt.delete_checkpoint(d, &cp.name, false).await {
+            Ok(()) => {
+                tracing::info!(checkpoint = %cp.name, "deleted the unfinished run's checkpoint")
+            }
+            Err(e) => {
+                tracing::warn!(checkpoint = %cp.name, error = %e, "could not delete the unfinished run's checkpoint")
+            }
+        }
     }
 }
 
