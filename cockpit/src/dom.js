@@ -73,8 +73,8 @@ export function percent(done, total) {
  * A PatternFly button. When `onclick` returns a promise, the button stays disabled until it
  * settles, so a second click cannot start the same restore or removal twice.
  */
-export function button(text, onclick, { variant = "secondary", id, disabled, danger, label: name } = {}) {
-    const cls = "pf-v6-c-button pf-m-" + variant + (danger ? " pf-m-danger" : "");
+export function button(text, onclick, { variant = "secondary", id, disabled, danger, small, label: name } = {}) {
+    const cls = "pf-v6-c-button pf-m-" + variant + (danger ? " pf-m-danger" : "") + (small ? " pf-m-small" : "");
     const handler = event => {
         const el = event.currentTarget;
         const pending = onclick(event);

@@ -80,6 +80,8 @@ function load() {
                     return [];
                 }),
             ]);
+            // By name: Status answers in libvirt's order, which changes from call to call.
+            domains.sort((a, b) => a.name.localeCompare(b.name));
             Object.assign(state, { phase: "ready", domains, chains });
             for (const name of [...state.selected]) {
                 if (!domains.some(d => d.name === name))

@@ -11,6 +11,19 @@ function liveChain(actions, name) {
     return chains.find(c => c.live) || null;
 }
 
+/** The newest point of any chain of the domain: after a scrub the live chain is gone, the
+ * backups are not. */
+function lastPoint(actions, name) {
+    let last = null;
+    for (const chain of actions.state.chains.filter(c => c.domain === name)) {
+        for (const point of chain.points || []) {
+            if (!last || point.time > last.time)
+                last = point;
+        }
+    }
+    return last;
+}
+
 function changedBytes(domain) {
     let sum = 0;
     let known = false;
@@ -102,7 +115,7 @@ function row(actions, domain) {
     const { state } = actions;
     const chain = liveChain(actions, domain.name);
     const points = chain ? chain.points || [] : [];
-    const last = points.length ? points[points.length - 1] : null;
+    const last = lastPoint(actions, domain.name);
     const id = domain.name.replace(/[^A-Za-z0-9_-]/g, "_");
     return h("tr", { class: "pf-v6-c-table__tr", "data-domain": domain.name, id: "domain-" + id },
              h("td", { class: "pf-v6-c-table__check" },
@@ -117,23 +130,24 @@ function row(actions, domain) {
                })),
              h("th", { scope: "row", class: "vs-name" }, domain.name),
              h("td", { class: "pf-v6-c-table__td", "data-label": "State" }, domain.state || "—"),
-             h("td", { class: "pf-v6-c-table__td", "data-label": "Verdict", class: "vs-verdict" }, verdict(domain)),
-             h("td", { class: "pf-v6-c-table__td", "data-label": "Checkpoints", class: "vs-checkpoints" }, String((domain.checkpoints || []).length)),
+             h("td", { class: "pf-v6-c-table__td vs-verdict", "data-label": "Verdict" }, verdict(domain)),
+             h("td", { class: "pf-v6-c-table__td vs-checkpoints", "data-label": "Checkpoints" }, String((domain.checkpoints || []).length)),
              h("td", { class: "pf-v6-c-table__td", "data-label": "Changed" }, changedBytes(domain)),
-             h("td", { class: "pf-v6-c-table__td", "data-label": "Live chain", class: "vs-chain" },
+             h("td", { class: "pf-v6-c-table__td vs-chain", "data-label": "Live chain" },
                chain ? [h("div", {}, chain.folder),
-                        h("div", { class: "vs-muted" }, points.length + " points · " + bytes(chain.bytes) +
+                        h("div", { class: "vs-muted" }, points.length + (points.length === 1 ? " point · " : " points · ") + bytes(chain.bytes) +
                           (chain.compressed ? " · compressed" : ""))]
                    : "none"),
-             h("td", { class: "pf-v6-c-table__td", "data-label": "Last backup" },
+             h("td", { class: "pf-v6-c-table__td vs-last", "data-label": "Last backup" },
                last ? [h("div", {}, time(last.time)), h("div", { class: "vs-muted" }, last.level + " · " + bytes(last.bytes))]
                    : "—"),
-             h("td", { class: "vs-actions" },
-               button("Back up", () => startBackup(actions, [domain.name]), { variant: "secondary", id: "backup-" + id }),
-               button("Verify", () => startVerify(actions, domain.name), { variant: "secondary", id: "verify-" + id, disabled: !chain }),
-               button("Restore…", () => openRestore(actions, domain.name), { variant: "secondary", id: "restore-" + id }),
-               button("Scrub…", () => openScrub(actions, domain.name), { variant: "secondary", id: "scrub-" + id, danger: true }),
-               button("Prune…", () => openPrune(actions, domain.name), { variant: "secondary", id: "prune-" + id, danger: true })));
+             h("td", { class: "pf-v6-c-table__td pf-v6-c-table__action" },
+               h("div", { class: "vs-actions" },
+                 button("Back up", () => startBackup(actions, [domain.name]), { id: "backup-" + id, small: true }),
+                 button("Verify", () => startVerify(actions, domain.name), { id: "verify-" + id, disabled: !chain, small: true }),
+                 button("Restore…", () => openRestore(actions, domain.name), { id: "restore-" + id, small: true }),
+                 button("Scrub…", () => openScrub(actions, domain.name), { id: "scrub-" + id, danger: true, small: true }),
+                 button("Prune…", () => openPrune(actions, domain.name), { id: "prune-" + id, danger: true, small: true }))));
 }
 
 export function renderOverview(section, actions) {

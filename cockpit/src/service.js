@@ -135,7 +135,7 @@ export class Service {
     }
 
     async property(name) {
-        const [value] = await this.call("Get", ["org.vmsnap.VMSnap1.Manager", name],
+        const [value] = await this.call("Get", [MANAGER, name],
                                         "org.freedesktop.DBus.Properties");
         return value;
     }

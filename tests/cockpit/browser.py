@@ -187,10 +187,17 @@ def start_job(button, operation, domain):
     return wait_for(f"the {operation} job", lambda: newest_job(operation, domain, before))
 
 
+def into_view(css):
+    """Scrolls the first element matching `css` to the middle of the window (for a screenshot)."""
+    driver.execute_script(
+        "const e = document.querySelector(arguments[0]); if (e) e.scrollIntoView({block: 'center'})", css)
+
+
 def run_job(button, operation, domain, shot):
     """start_job, then waits for the job to end and requires that it succeeded."""
     job = start_job(button, operation, domain)
     wait_for(f"the {operation} to end", lambda: ended(job), JOB_WAIT)
+    into_view(f"#{job}")
     screenshot(shot)
     assert job_state(job) == "succeeded", text(f"#{job}")
     return job
@@ -224,7 +231,7 @@ def _():
     screenshot("admin-overview")
 
 
-@step("the overview lists the test domains with state, verdict and checkpoints")
+@step("the overview lists the test domains with state, verdict, problems and checkpoints")
 def _():
     for domain in ("cp-small", "cp-large"):
         wait_for(domain, lambda: texts(f'tr[data-domain="{domain}"]'))
@@ -232,6 +239,9 @@ def _():
         assert "running" in text(at), text(at)
         assert text(f"{at} .vs-verdict") == "OK"
         assert text(f"{at} .vs-checkpoints") == "0"
+    # A domain whose disk is missing is not OK, and the row says why.
+    broken = text('tr[data-domain="cp-broken"] .vs-verdict')
+    assert not broken.startswith("OK") and "cp-broken.qcow2" in broken, broken
     assert "vmsnapd" in text("#service-info")
 
 
@@ -247,7 +257,6 @@ def _():
         return state in ("succeeded", "failed", "cancelled")
 
     wait_for("the backup to end", progressed, JOB_WAIT)
-    screenshot("backup-done")
     assert job_state(job) == "succeeded", text(f"#{job}")
     running = {p for s, p in seen if s in ("queued", "running")}
     assert running, f"no progress bar while the backup ran: {seen}"
@@ -256,7 +265,10 @@ def _():
     assert "full" in result and "vmsnap-backup-" in result, result
     # The overview refreshes when the job completes: the live chain and the checkpoint.
     wait_for("the refreshed row", lambda: texts('tr[data-domain="cp-small"] .vs-checkpoints') == ["1"])
-    assert "1 points" in text('tr[data-domain="cp-small"] .vs-chain')
+    assert "1 point ·" in text('tr[data-domain="cp-small"] .vs-chain')
+    screenshot("backup-done")
+    into_view(f"#{job}")
+    screenshot("backup-result")
 
 
 @step("a larger backup is cancelled from the page")
@@ -269,12 +281,15 @@ def _():
     wait_for("the first progress", moving)
     click(f"#cancel-{job[len('job-'):]}")
     wait_for("the cancelled state", lambda: job_state(job) == "cancelled", JOB_WAIT)
+    into_view(f"#{job}")
     screenshot("backup-cancelled")
-    # Nothing that looks like a backup stays behind: the cancelled full's folder is gone, and
-    # the overview shows no chain.
+    # Nothing that looks like a backup stays behind: the cancelled full's folder is gone, the
+    # checkpoint it began is gone from the guest, and the overview shows no chain.
     data = host("find", ROOT, "-path", f"{ROOT}/cp-large/*", "-name", "*.data")
     assert data.strip() == "", data
-    wait_for("the refreshed row", lambda: texts('tr[data-domain="cp-large"] .vs-chain') == ["none"])
+    assert host("virsh", "checkpoint-list", "--name", "cp-large").strip() == ""
+    wait_for("the refreshed row", lambda: texts('tr[data-domain="cp-large"] .vs-chain') == ["none"]
+             and texts('tr[data-domain="cp-large"] .vs-checkpoints') == ["0"])
 
 
 @step("verify checks every point and shows the per-point results")
@@ -297,6 +312,44 @@ def _():
     images = [f for f in os.listdir(target) if not f.endswith((".xml", ".log"))]
     assert len(images) == 1, images
     host("qemu-img", "compare", "-f", "qcow2", "-F", "raw", os.path.join(target, images[0]), "/root/refs/cp-small.raw")
+
+
+@step("a point restored as a new domain is defined by libvirt with the restored disk")
+def _():
+    target = f"{ROOT}/restore/cp-small-copy"
+    click("#restore-cp-small")
+    wait_for("the restore dialog", lambda: find("#restore-define-as"))
+    find("#restore-target").clear()
+    find("#restore-target").send_keys(target)
+    find("#restore-define-as").send_keys("cp-small-copy")
+    screenshot("restore-as-domain-dialog")
+    try:
+        run_job("#restore-start", "restore", "cp-small", "restore-as-domain-done")
+        # The new domain's one disk is the restored image in the target, and it is the
+        # guest's disk byte for byte; the page lists the new domain after the job.
+        rows = [line.split() for line in host("virsh", "-q", "domblklist", "cp-small-copy", "--details").splitlines()]
+        disks = [r[3] for r in rows if len(r) == 4 and r[1] == "disk"]
+        assert len(disks) == 1 and disks[0].startswith(target + "/"), rows
+        host("qemu-img", "compare", "-f", "qcow2", "-F", "raw", disks[0], "/root/refs/cp-small.raw")
+        wait_for("the new domain's row", lambda: texts('tr[data-domain="cp-small-copy"]'))
+    finally:
+        subprocess.run(["virsh", "-q", "undefine", "cp-small-copy"], capture_output=True)
+
+
+@step("a selected domain whose backup fails shows the error and leaves no backup")
+def _():
+    click('tr[data-domain="cp-broken"] .vs-select')
+    wait_for("the selection", lambda: "(1)" in text("#backup-selected"))
+    job = start_job("#backup-selected", "backup", "cp-broken")
+    wait_for("the backup to end", lambda: ended(job), JOB_WAIT)
+    into_view(f"#{job}")
+    screenshot("backup-failed")
+    assert job_state(job) == "failed", text(f"#{job}")
+    error = text(f'#{job} .vs-result[data-domain="cp-broken"] .vs-result__error')
+    assert "cp-broken.qcow2" in error, error
+    data = host("find", ROOT, "-path", f"{ROOT}/cp-broken/*", "-type", "f")
+    assert data.strip() == "", data
+    wait_for("the row without a chain", lambda: texts('tr[data-domain="cp-broken"] .vs-chain') == ["none"])
 
 
 @step("prune and scrub show exactly what they remove before they do it")
@@ -391,10 +444,17 @@ def _():
     screenshot("user-overview")
 
 
-@step("the libvirt-group user backs up; the job says who started it")
+@step("the libvirt-group user backs up; the job says who started it and why a new chain")
 def _():
+    last = text('tr[data-domain="cp-small"] .vs-last')
+    assert "full" in last, f"the scrubbed chain's backup is still the last one: {last}"
     job = run_job("#backup-cp-small", "backup", "cp-small", "user-backup-done")
     assert "by cpuser" in text(f"#{job}"), text(f"#{job}")
+    wait_for("the refreshed row", lambda: texts('tr[data-domain="cp-small"] .vs-checkpoints') == ["1"])
+    screenshot("user-backup-refreshed")
+    # The administrator scrubbed the checkpoints: the result says why a new chain began.
+    reason = text(f"#{job} .vs-result__reason")
+    assert reason.startswith("New chain: "), reason
 
 
 @step("scrub as the libvirt-group user is refused with the service's message")

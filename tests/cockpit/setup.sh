@@ -27,13 +27,7 @@ useradd --create-home --shell /bin/bash --groups libvirt cpuser
 echo 'cpadmin:cockpit-admin-pw' | chpasswd
 echo 'cpuser:cockpit-user-pw' | chpasswd
 
-guest() { # NAME SIZE DATA_MIB PATTERN
-    qemu-img create -q -f qcow2 "$IMAGES/$1.qcow2" "$2"
-    local at
-    # qemu-io writes at most 2 GiB per request.
-    for ((at = 0; at < $3; at += 1024)); do
-        qemu-io -f qcow2 -c "write -P $4 ${at}M $(($3 - at < 1024 ? $3 - at : 1024))M" "$IMAGES/$1.qcow2" >/dev/null
-    done
+define() { # NAME: a domain with one qcow2 disk in $IMAGES, defined, not started
     cat > "/root/$1.xml" <<XML
 <domain type='qemu'>
   <name>$1</name>
@@ -49,11 +43,23 @@ guest() { # NAME SIZE DATA_MIB PATTERN
 </domain>
 XML
     virsh -q define "/root/$1.xml" >/dev/null
+}
+
+guest() { # NAME SIZE DATA_MIB PATTERN
+    qemu-img create -q -f qcow2 "$IMAGES/$1.qcow2" "$2"
+    local at
+    # qemu-io writes at most 2 GiB per request.
+    for ((at = 0; at < $3; at += 1024)); do
+        qemu-io -f qcow2 -c "write -P $4 ${at}M $(($3 - at < 1024 ? $3 - at : 1024))M" "$IMAGES/$1.qcow2" >/dev/null
+    done
+    define "$1"
     virsh -q start "$1" >/dev/null
 }
 # cp-small is backed up, verified and restored; cp-large is long enough to cancel mid-way.
 guest cp-small 1G 512 0x5a
 guest cp-large 4G 3072 0x6b
+# cp-broken is shut off and its disk does not exist: its backup fails (libvirt cannot start it).
+define cp-broken
 # The guests boot no system, so their disks stay as written: the reference for the restore.
 mkdir -p "$REFS"
 qemu-img convert -U -f qcow2 -O raw "$IMAGES/cp-small.qcow2" "$REFS/cp-small.raw"
