@@ -306,7 +306,9 @@ impl Engine {
         };
         std::fs::create_dir_all(&folder).map_err(io)?;
         // What to put back if the run fails, kept on disk until the run has ended.
-        let before = FolderBefore::record(&folder, created).map_err(io)?;
+        let before = FolderBefore::record(&folder, created)
+            .map_err(io)?
+            .with_checkpoints(d, &kept);
         let rollback_key = format!("{}-{index}", p.job.id);
         before
             .save(&self.config.state_dir, &rollback_key)
@@ -497,6 +499,13 @@ async fn undo_run(libvirt: &Libvirt, d: &str, kept: &[String]) {
     if let Err(e) = libvirt.abort_backup_job(d).await {
         tracing::warn!(error = %e, "could not abort libvirt's backup job");
     }
+    delete_unfinished_checkpoints(libvirt, d, kept).await;
+}
+
+/// Deletes, with their bitmaps, the VMSnap checkpoints of `d` that are not in `kept` (the
+/// ones before a run that did not finish). Also used at start-up for runs a killed instance
+/// left ([`super::recovery`]).
+pub(super) async fn delete_unfinished_checkpoints(libvirt: &Libvirt, d: &str, kept: &[String]) {
     let checkpoints = match libvirt.domain(d).await {
         Ok(facts) => facts.checkpoints,
         Err(e) => {

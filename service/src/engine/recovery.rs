@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use super::jobs::Job;
 use super::Engine;
 use crate::host::libvirt::DomainState;
@@ -73,8 +75,21 @@ impl Engine {
         {
             self.abort_backup_jobs(job).await;
         }
-        // After the jobs are known to be dead: their folders go back to their state before.
-        super::rollback::FolderBefore::roll_back_pending(&self.config.state_dir);
+        // After the jobs are known to be dead: their folders go back to their state before,
+        // and the checkpoints they began go, as after a failed run. (Where libvirt cannot
+        // delete the bitmaps of a domain shut off again above, its checkpoint stays, and the
+        // next backup starts a new chain.)
+        let pending = super::rollback::FolderBefore::roll_back_pending(&self.config.state_dir);
+        for before in pending {
+            let span = tracing::info_span!("recovery", domain = %before.domain);
+            super::backup::delete_unfinished_checkpoints(
+                &self.libvirt,
+                &before.domain,
+                &before.names,
+            )
+            .instrument(span)
+            .await;
+        }
         interrupted
     }
 

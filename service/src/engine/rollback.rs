@@ -10,7 +10,9 @@
 //! A folder the run created goes as a whole.
 //!
 //! The record is also saved in the state directory while the run lasts, so that when the
-//! service itself is killed, the next instance rolls the folder back the same way.
+//! service itself is killed, the next instance rolls the folder back the same way. It also
+//! names the domain's checkpoints before the run, so that the next instance can delete the
+//! one the run began, as a run that fails or is cancelled does itself.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -32,6 +34,16 @@ pub struct FolderBefore {
     files: HashSet<String>,
     /// Files virtnbdbackup rewrites in place (`<domain>.cpt`), with their content before.
     rewritten: Vec<(String, Vec<u8>)>,
+    /// The domain's VMSnap checkpoints before the run (absent in records of older versions).
+    #[serde(default)]
+    checkpoints: Option<CheckpointsBefore>,
+}
+
+/// A domain and the VMSnap checkpoints it had before a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointsBefore {
+    pub domain: String,
+    pub names: Vec<String>,
 }
 
 /// Where the records of runs in progress are kept.
@@ -91,7 +103,17 @@ impl FolderBefore {
             created,
             files,
             rewritten,
+            checkpoints: None,
         })
+    }
+
+    /// Adds the domain's checkpoints before the run to the record.
+    pub fn with_checkpoints(mut self, domain: &str, names: &[String]) -> Self {
+        self.checkpoints = Some(CheckpointsBefore {
+            domain: domain.to_string(),
+            names: names.to_vec(),
+        });
+        self
     }
 
     /// Keeps the record in the state directory under `key` until [`FolderBefore::forget`].
@@ -110,10 +132,12 @@ impl FolderBefore {
     }
 
     /// Rolls back every run a killed instance left unfinished, and forgets the records.
-    pub fn roll_back_pending(state_dir: &Path) {
+    /// Returns the checkpoints those runs' domains had before them.
+    pub fn roll_back_pending(state_dir: &Path) -> Vec<CheckpointsBefore> {
+        let mut checkpoints = Vec::new();
         let dir = pending_dir(state_dir);
         let Ok(Some(records)) = Dir::open_if_exists(&dir) else {
-            return;
+            return checkpoints;
         };
         for entry in records.entries().unwrap_or_default() {
             if entry.kind == Kind::File && entry.name.ends_with(".json") {
@@ -127,6 +151,7 @@ impl FolderBefore {
                     Ok(before) => {
                         tracing::warn!(folder = %before.folder.display(), "rolling back a backup the previous vmsnapd did not finish");
                         before.roll_back();
+                        checkpoints.extend(before.checkpoints);
                     }
                     Err(e) => {
                         tracing::error!(file = %dir.join(&entry.name).display(), error = %e, "unreadable rollback record")
@@ -135,6 +160,7 @@ impl FolderBefore {
             }
             let _ = records.remove_file(&entry.name);
         }
+        checkpoints
     }
 
     /// Puts the folder back as it was, keeping the failed run's logs. Works on the folder by
