@@ -125,6 +125,20 @@ impl Guest {
         virsh(&["start", "--domain", &self.name]);
     }
 
+    /// libvirt's checkpoints of the guest, parents first (a chain's order).
+    pub fn checkpoints(&self) -> Vec<String> {
+        virsh(&[
+            "checkpoint-list",
+            "--domain",
+            &self.name,
+            "--name",
+            "--topological",
+        ])
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+    }
+
     /// Stops the guest the way a crash or `virsh destroy` does (QEMU still stores bitmaps).
     pub fn destroy(&self) {
         virsh(&["destroy", "--domain", &self.name]);

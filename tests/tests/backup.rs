@@ -78,9 +78,8 @@ fn shut_off_domain_gets_a_real_chain_and_stays_shut_off() {
             std::path::Path::new(&format!("{folder}/vda.inc.virtnbdbackup.{i}.data")).is_file()
         );
     }
-    let checkpoints = virsh(&["checkpoint-list", "--domain", &g.name, "--name"]);
     assert_eq!(
-        checkpoints.split_whitespace().collect::<Vec<_>>(),
+        g.checkpoints(),
         ["virtnbdbackup.0", "virtnbdbackup.1", "virtnbdbackup.2"]
     );
     assert_restores_to(&folder, None, "vda.qcow2", &points[2]);
@@ -261,13 +260,6 @@ fn cancel_a_backup_mid_way(g: &Guest, root: &str) {
     assert_eq!(domstate(g), "running");
 }
 
-fn checkpoints(g: &Guest) -> Vec<String> {
-    virsh(&["checkpoint-list", "--name", "--topological", &g.name])
-        .split_whitespace()
-        .map(String::from)
-        .collect()
-}
-
 #[test]
 fn cancel_stops_cleanly_and_the_next_backup_succeeds() {
     let g = guest("bk-cancel", 1024);
@@ -282,7 +274,7 @@ fn cancel_stops_cleanly_and_the_next_backup_succeeds() {
             .join("vda.full.data")
             .exists()
     );
-    assert_eq!(checkpoints(&g), Vec::<String>::new());
+    assert_eq!(g.checkpoints(), Vec::<String>::new());
     let next = result(&backup(&g, &root, &[]).expect_code(0));
     assert_eq!(next["state"], "succeeded");
     g.destroy();
@@ -306,7 +298,7 @@ fn a_cancelled_incremental_leaves_the_chain_to_continue() {
     cancel_a_backup_mid_way(&g, &root);
     // The checkpoint the cancelled run began went with it (its bitmap merged into the
     // full's): libvirt holds exactly the checkpoints the chain folder records.
-    assert_eq!(checkpoints(&g), vec!["virtnbdbackup.0".to_string()]);
+    assert_eq!(g.checkpoints(), ["virtnbdbackup.0"]);
     let next = result(&backup(&g, &root, &[]).expect_code(0));
     assert_eq!(next["level"], "inc", "{next}");
     assert_eq!(next["folder"], folder.as_str());

@@ -12,7 +12,7 @@ use vmsnap_integration::chain::{
     assert_restores_to, backup, backup_under_way, domstate, fingerprint, libvirt_job,
     listed_points, result, root, snapshot, wait_job,
 };
-use vmsnap_integration::guest::{virsh, Guest};
+use vmsnap_integration::guest::Guest;
 use vmsnap_integration::socket_proxy::SocketProxy;
 use vmsnap_integration::{host, run, vmsnapctl, vmsnapctl_on};
 
@@ -158,11 +158,7 @@ impl GoodChain {
     /// the next backup continues the chain: an incremental in the same folder. Returns that
     /// backup's job.
     fn assert_chain_continues(&self, bus_address: &str) -> String {
-        let checkpoints = virsh(&["checkpoint-list", "--name", &self.guest.name]);
-        assert_eq!(
-            checkpoints.split_whitespace().collect::<Vec<_>>(),
-            ["virtnbdbackup.0"]
-        );
+        assert_eq!(self.guest.checkpoints(), ["virtnbdbackup.0"]);
         let job = self.assert_next_backup_works(bus_address);
         assert_eq!(
             listed_points(&self.guest, &self.root, &self.folder),
