@@ -485,11 +485,11 @@ impl Cleanup<'_> {
     }
 }
 
-/// Aborts libvirt's job on the domain if it is a backup (ours: the domain is locked).
 /// Undoes in libvirt what a run that failed or was cancelled began, so that the domain is
 /// as the last good point left it:
-/// - libvirt's backup job is aborted: a virtnbdbackup that died (killed, out of memory) leaves
-///   it running, and the next backup of a running domain could not start;
+/// - libvirt's job on the domain is aborted if it is a backup (ours: the domain is locked): a
+///   virtnbdbackup that died (killed, out of memory) leaves it running, and the next backup of
+///   a running domain could not start;
 /// - the checkpoint the run created, which no point records, is deleted with its bitmap.
 ///   libvirt merges that bitmap into its parent's, so no write of the guest is forgotten, and
 ///   the next backup continues the chain rather than start a new one over a checkpoint it
