@@ -57,6 +57,10 @@ pub enum Error {
     Encrypted(String),
     /// The guest's file system is damaged (or built to harm its reader); the session ended.
     CorruptFilesystem(String),
+    /// What the operation would write does not fit: an extraction larger than its target's
+    /// free space (less a margin) or the configured cap, a session whose rebuild would not fit
+    /// the scratch area. The message says how much is needed and how much is free.
+    NoSpace(String),
 }
 
 impl Error {
@@ -92,6 +96,7 @@ impl Error {
             | Error::UnsupportedFilesystem(m)
             | Error::Encrypted(m)
             | Error::CorruptFilesystem(m)
+            | Error::NoSpace(m)
             | Error::NoSuchBackup(m)
             | Error::TargetExists(m)
             | Error::NotWritable(m)

@@ -41,6 +41,9 @@ pub struct FileConfig {
     pub files_user: String,
     /// After how long without a call a file-browsing session is closed.
     pub files_idle_timeout_seconds: u64,
+    /// The most one extraction may write (apparent sizes, holes included), whatever the
+    /// target's free space.
+    pub extract_max_bytes: u64,
 }
 
 impl Default for FileConfig {
@@ -58,6 +61,7 @@ impl Default for FileConfig {
             metrics_backup_max_age_seconds: 26 * 3600,
             files_user: "vmsnap-files".into(),
             files_idle_timeout_seconds: 600,
+            extract_max_bytes: crate::engine::DEFAULT_EXTRACT_MAX_BYTES,
         }
     }
 }

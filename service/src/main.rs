@@ -81,6 +81,12 @@ struct Args {
 
 fn main() -> ExitCode {
     vmsnapd::memory::limit_arenas();
+    // Work from `/`: a caller's path never means anything relative to where the service was
+    // started (`/proc/self/cwd` named the start directory).
+    if let Err(e) = std::env::set_current_dir("/") {
+        eprintln!("vmsnapd: cannot change to /: {e}");
+        return ExitCode::FAILURE;
+    }
     // Blocking work (folder walks for status and listings) gets at most 64 threads, well
     // inside the unit's TasksMax= (README, "Installation"): tokio's default is 512.
     match tokio::runtime::Builder::new_multi_thread()
@@ -169,6 +175,7 @@ async fn serve() -> ExitCode {
                 .unwrap_or(file.files_idle_timeout_seconds)
                 .max(1),
         ),
+        extract_max_bytes: file.extract_max_bytes,
     }));
     // Before taking calls: undo what a killed predecessor left (domains left paused).
     let interrupted = engine.recover().await;

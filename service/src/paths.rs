@@ -17,6 +17,8 @@ pub enum InvalidPath {
     ControlCharacter(String),
     #[error("path {path:?} is not inside a configured backup root ({roots})")]
     OutsideRoots { path: String, roots: String },
+    #[error("path {0:?} is in a kernel file system (/proc, /sys), not a folder for backups")]
+    Pseudo(String),
     #[error("path {path:?} cannot be resolved: {reason}")]
     Unresolvable { path: String, reason: String },
 }
@@ -138,6 +140,10 @@ impl BackupRoot {
         if dotted {
             return Err(InvalidPath::DotComponent(path.to_string()));
         }
+        // Their links lead into other processes' views (`/proc/<pid>/root`, `/proc/self/cwd`).
+        if ["/proc", "/sys"].iter().any(|k| p.starts_with(k)) {
+            return Err(InvalidPath::Pseudo(path.to_string()));
+        }
         Ok(BackupRoot(p.components().collect()))
     }
 
@@ -186,6 +192,17 @@ mod tests {
         // checks it under the real unit (tests/containers).
         assert_eq!(check_writable(&std::env::temp_dir().join("a/b/c")), Ok(()));
         assert_eq!(check_writable(Path::new("/")), Ok(()));
+    }
+
+    #[test]
+    fn kernel_file_systems_are_never_folders() {
+        for p in ["/proc/self/cwd", "/proc/1/root/etc", "/sys/fs", "/proc"] {
+            assert!(
+                matches!(BackupRoot::new(p), Err(InvalidPath::Pseudo(_))),
+                "{p}"
+            );
+        }
+        assert!(BackupRoot::new("/processed/backups").is_ok());
     }
 
     #[test]

@@ -230,3 +230,22 @@ impl Mounted {
         }
     }
 }
+
+/// A guest whose disk has one GPT partition of `size_mib` with ext4 filled from `tree`.
+pub fn ext4_guest(suffix: &str, tree: &Path, size_mib: u64) -> crate::guest::Guest {
+    let g = crate::guest::Guest::qcow2(suffix, 16);
+    let work = crate::host().images.join(format!("{}-build", g.name));
+    build(
+        &work,
+        g.image("vda"),
+        "gpt",
+        &[Part {
+            size_mib,
+            fs: Fs::Ext4 {
+                label: "data",
+                from: tree,
+            },
+        }],
+    );
+    g
+}

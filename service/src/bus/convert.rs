@@ -143,6 +143,7 @@ pub fn error(e: EngineError) -> Error {
         EngineError::NotWritable(e) => Error::NotWritable(e.message),
         EngineError::Untrusted(m) => Error::Untrusted(m),
         EngineError::Busy(m) => Error::Busy(m),
+        EngineError::NoSpace(m) => Error::NoSpace(m),
         EngineError::NoSuchFile(m) => Error::NoSuchFile(m),
         EngineError::UnsupportedFilesystem(m) => Error::UnsupportedFilesystem(m),
         EngineError::Encrypted(m) => Error::Encrypted(m),

@@ -1,7 +1,8 @@
 //! `org.vmsnap.VMSnap1.Files`: one open file-browsing session on the bus.
 //!
-//! Thin: every method checks that the caller is the session's opener (same uid; a caller
-//! that is not gets "no such session", not a hint that one exists), then asks the engine.
+//! Thin: every method checks that the caller is the session's opener (the same connection,
+//! so the same uid; any other caller, root's other connections included, gets "no such
+//! session", not a hint that one exists), then asks the engine.
 //! The object goes away with its session, however the session ends (`watch`), and sessions
 //! end when their opener leaves the bus (`watch_clients`) or stays idle (`reap_idle`).
 
@@ -100,6 +101,11 @@ pub async fn reap_idle(engine: Arc<Engine>) {
     }
 }
 
+/// The caller's unique name on the bus: a session belongs to one connection.
+fn sender(header: &Header<'_>) -> String {
+    header.sender().map(|s| s.to_string()).unwrap_or_default()
+}
+
 impl Files {
     /// The session, for its opener only.
     async fn mine(
@@ -109,7 +115,7 @@ impl Files {
     ) -> Result<Arc<Session>, CallError> {
         let uid = caller_uid(connection, header).await;
         self.engine
-            .files_session(self.session.id, uid)
+            .files_session(self.session.id, uid, &sender(header))
             .map_err(|e| convert::error(e).into())
     }
 }
@@ -152,10 +158,13 @@ impl Files {
 
     /// Copies files and directories of a volume into the directory `target` as a job (with
     /// Progress and Cancel). Only regular files and directories are created, owned by the
-    /// target's owner, without setuid/setgid/sticky bits or write bits for others; links,
-    /// devices, FIFOs and sockets are listed in the job's checks, not recreated. Needs
-    /// org.vmsnap.restore; callers other than root extract below the backup roots. Options:
-    /// overwrite (b). Errors: TargetExists, NoSuchFile, NotWritable, Untrusted.
+    /// caller, without setuid/setgid/sticky bits or write bits for others, holes kept; links,
+    /// devices, FIFOs and sockets are listed in the job's checks, not recreated. The target is
+    /// made where missing by the service, never through a link, and never is or lies in a
+    /// backup chain. Needs org.vmsnap.restore; callers other than root extract below the backup
+    /// roots. Options: overwrite (b). Errors: TargetExists, NoSuchFile, NotWritable, Untrusted,
+    /// InvalidArgument (a chain folder as target); the job fails with NoSpace's message when
+    /// the files would not fit.
     #[zbus(out_args("job"))]
     async fn extract(
         &self,
@@ -178,7 +187,7 @@ impl Files {
             .await?;
         let session = self
             .engine
-            .files_session(self.session.id, caller.uid)
+            .files_session(self.session.id, caller.uid, &sender(&header))
             .map_err(convert::error)?;
         let request = ExtractRequest {
             session,

@@ -26,6 +26,7 @@ pub enum Use {
     /// Read by a root program: a chain to verify or restore.
     Source,
 }
+use crate::host::destination::{self, Destination, Refused};
 use crate::host::fs_access;
 use crate::paths;
 use crate::selection::Selector;
@@ -52,6 +53,33 @@ impl Engine {
                  the README's authorization section)"
             ))
         })
+    }
+
+    /// Opens (creating what is missing) the folder a restore or an extraction writes into,
+    /// by handle: for a caller other than root confined to a backup root; refused when
+    /// another user could change it or when it is a folder of the service's own
+    /// ([`destination::open`]). The handle is what the job then uses.
+    pub(crate) fn open_destination(&self, uid: u32, path: &Path) -> Result<Destination, Error> {
+        let path = self.destination_path(uid, path)?;
+        destination::open(&path, 0o755, &self.internal_folders()).map_err(refused)
+    }
+
+    /// [`Engine::open_destination`]'s checks without creating anything, for the call itself.
+    pub(crate) fn inspect_destination(&self, uid: u32, path: &Path) -> Result<(), Error> {
+        let path = self.destination_path(uid, path)?;
+        destination::inspect(&path, &self.internal_folders()).map_err(refused)
+    }
+
+    fn destination_path(&self, uid: u32, path: &Path) -> Result<PathBuf, Error> {
+        Ok(if uid == 0 {
+            path.to_path_buf()
+        } else {
+            paths::confine(path, &self.config.backup_roots)?
+        })
+    }
+
+    fn internal_folders(&self) -> [&Path; 2] {
+        [&self.config.state_dir, &self.config.scratch_dir]
     }
 
     /// The folders under `root` of the selected domains that `uid` could not list itself:
@@ -99,5 +127,16 @@ impl Engine {
         tokio::task::spawn_blocking(check)
             .await
             .map_err(|e| Error::InvalidArgument(e.to_string()))
+    }
+}
+
+fn refused(e: Refused) -> Error {
+    match e {
+        Refused::Untrusted(why) => Error::Untrusted(format!(
+            "{why}: the service writes only into folders that root alone can change (see the \
+             README's authorization section)"
+        )),
+        Refused::Internal(why) => Error::InvalidArgument(why),
+        Refused::Io { path, source } => Error::Host(crate::host::Error::at(&path, source)),
     }
 }

@@ -5,23 +5,25 @@
 //! node, a FIFO or a socket is listed in the job's checks and not recreated — every name is one
 //! path component (no `/`, `.` or `..`), every file is new (`O_EXCL`, reached by handle, never
 //! through a link), setuid, setgid and sticky bits and write bits for group and others are
-//! dropped, and everything belongs to the target directory's owner, never to the guest's uid.
+//! dropped, and everything belongs to the caller (root's extraction to root), never to the
+//! guest's uid nor to whoever owns a folder. The target is opened, and made where missing, by
+//! handle from `/` ([`crate::host::destination`]), never in a chain folder.
 //! Like Restore, the copy goes into a hidden directory inside the target first and is moved
 //! up only when complete: a failed or cancelled extraction leaves nothing that looks finished.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::Arc;
 
 use vmsnap_guestfs::protocol::{components, Entry, Kind};
 
-use super::access::Use;
 use super::files::Session;
 use super::jobs::Job;
 use super::vocabulary::JobState;
 use super::{Engine, Error};
 use crate::host::guestfs::Reader;
 use crate::host::safe_fs::{self, Dir};
+use crate::host::space;
+use crate::host::sparse::SparseWriter;
 use crate::host::Error as HostError;
 use crate::paths::{self, BackupRoot};
 
@@ -55,6 +57,19 @@ fn safe_mode(entry: &Entry) -> u32 {
     }
 }
 
+/// Who owns what an extraction creates: the caller (with its primary group), decided by
+/// its identity on the bus, never read back from a folder someone could have made.
+fn owner_of(uid: u32) -> (u32, u32) {
+    if uid == 0 {
+        return (0, 0);
+    }
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(user)) => (uid, user.gid.as_raw()),
+        // A uid without a user entry: its own files, and the group nobody is in.
+        _ => (uid, 65534),
+    }
+}
+
 /// The name a path is extracted under: its last component (`/` itself: `volume-N`).
 fn top_name(path: &str, volume: u32) -> Result<String, Error> {
     let parts = components(path).map_err(|f| Error::InvalidArgument(f.message))?;
@@ -76,10 +91,7 @@ impl Engine {
                 "name 1 to {MAX_PATHS} paths to extract"
             )));
         }
-        if uid != 0 {
-            paths::check_inside(request.target.as_path(), &self.config.backup_roots)?;
-        }
-        self.require_trusted(uid, request.target.as_path(), Use::Destination)?;
+        self.inspect_destination(uid, request.target.as_path())?;
         paths::check_writable(request.target.as_path())?;
         let mut names = Vec::new();
         for path in &request.paths {
@@ -193,8 +205,6 @@ impl Engine {
     }
 
     async fn extract(&self, job: &Job, request: &ExtractRequest) -> Result<(), Error> {
-        // Again at the start of the work: the target may have changed since the call.
-        self.require_trusted(job.uid, request.target.as_path(), Use::Destination)?;
         let plan = self.plan(job, request).await?;
         let total: u64 = plan
             .iter()
@@ -203,34 +213,32 @@ impl Engine {
             .sum();
         let label = format!("volume {}", request.volume);
         job.progress(0, &label, 0, total);
-        let target_path = request.target.as_path();
-        std::fs::create_dir_all(target_path).map_err(|e| HostError::at(target_path, e))?;
-        let target = Dir::open(target_path).map_err(|e| HostError::at(target_path, e))?;
-        let owner = target.meta().map_err(|e| HostError::at(target_path, e))?;
+        // Opened (and made where missing) only now, by handle, and trusted on that handle:
+        // the call's check was a courtesy; this is the one that counts.
+        let destination = self.open_destination(job.uid, request.target.as_path())?;
+        let target = &destination.dir;
+        let target_path = target.path().to_path_buf();
         let staging = target
             .create_unique_dir(STAGING_PREFIX)
-            .map_err(|e| HostError::at(target_path, e))?;
+            .map_err(|e| HostError::at(&target_path, e))?;
         let staging_name = staging.name().unwrap_or_default().to_string();
         let staging_id = staging
             .identity()
-            .map_err(|e| HostError::at(target_path, e))?;
+            .map_err(|e| HostError::at(&target_path, e))?;
+        self.require_room(target, total)?;
+        let owner = owner_of(job.uid);
         let copied = self
-            .copy_all(
-                job,
-                request,
-                &plan,
-                &staging,
-                (owner.uid, owner.gid),
-                &label,
-                total,
-            )
+            .copy_all(job, request, &plan, &staging, owner, &label, total)
             .await;
         let moved = match copied {
-            Ok(()) => self.move_up(request, &plan, &staging, &target),
+            Ok(()) => self.move_up(request, &plan, &staging, target),
             Err(e) => Err(e),
         };
         if let Err(e) = target.remove_tree(&staging_name, Some(staging_id)) {
             tracing::warn!(staging = %staging.path().display(), error = %e, "staging not removed");
+        }
+        if moved.is_err() {
+            destination.remove_created();
         }
         moved?;
         job.progress(0, &label, total, total);
@@ -289,10 +297,18 @@ impl Engine {
                     dirs.insert(item.place.clone(), dir);
                 }
                 Kind::File => {
-                    let mut file = parent.create_new_file(name, 0o600).map_err(io)?;
+                    let file = parent.create_new_file(name, 0o600).map_err(io)?;
+                    let mut file = SparseWriter::new(file);
                     let start = done;
+                    let size = item.entry.size;
                     let mut sink = |bytes: &[u8]| {
-                        file.write_all(bytes)?;
+                        // Never more than the plan counted: the free-space check holds.
+                        if done - start + bytes.len() as u64 > size {
+                            return Err(std::io::Error::other(format!(
+                                "{shown} grew past the {size} bytes it was listed with"
+                            )));
+                        }
+                        file.write(bytes)?;
                         done += bytes.len() as u64;
                         job.progress(0, label, done, total);
                         Ok(())
@@ -306,6 +322,7 @@ impl Engine {
                         })
                         .await?;
                     done = start + item.entry.size;
+                    let file = file.finish().map_err(io)?;
                     safe_fs::set_owner_and_mode(&file, uid, gid, safe_mode(&item.entry))
                         .map_err(io)?;
                 }
@@ -319,6 +336,36 @@ impl Engine {
                     });
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Refuses an extraction of `total` bytes (apparent sizes: a guest's sparse file counts
+    /// at its full length, so no hole can be turned into data beyond this) over the
+    /// configured cap, or over the target's free space less a margin (5% of its file
+    /// system, at most 1 GiB).
+    fn require_room(&self, target: &Dir, total: u64) -> Result<(), Error> {
+        let cap = self.config.extract_max_bytes;
+        if total > cap {
+            return Err(Error::NoSpace(format!(
+                "the extraction would write {}, over the {} one extraction may write \
+                 (extract_max_bytes); extract a smaller part",
+                space::human(total),
+                space::human(cap)
+            )));
+        }
+        let (free, size) =
+            space::of_handle(target.handle()).map_err(|e| HostError::at(target.path(), e))?;
+        let margin = (size / 20).min(1 << 30);
+        if total.saturating_add(margin) > free {
+            return Err(Error::NoSpace(format!(
+                "the extraction would write {} into {}, which has {} free (and keeps {} \
+                 free); extract a smaller part or choose another target",
+                space::human(total),
+                target.path().display(),
+                space::human(free),
+                space::human(margin)
+            )));
         }
         Ok(())
     }

@@ -28,6 +28,8 @@ use crate::selection::DomainName;
 /// Open sessions per caller other than root, and in all.
 const PER_CALLER: usize = 2;
 const IN_ALL: usize = 8;
+/// What stays free in the scratch area after a session's rebuild.
+const SCRATCH_MARGIN: u64 = 256 << 20;
 /// Scratch directories of sessions start with this.
 const SCRATCH_PREFIX: &str = "files-";
 /// How long one question to the reader may take (a directory of 100 000 entries included).
@@ -201,19 +203,82 @@ pub(super) fn failure(e: AskError) -> Error {
 #[derive(Default)]
 pub struct Sessions {
     next: AtomicU64,
-    open: Mutex<Vec<Arc<Session>>>,
+    /// Open sessions, and the uids of sessions being opened: counted together, under one
+    /// lock, so that calls arriving at once cannot all pass the limit before any is listed.
+    open: Mutex<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    sessions: Vec<Arc<Session>>,
+    reserved: Vec<u32>,
+}
+
+/// A session's place, taken before any work; given back when dropped unless the session
+/// took it over ([`Reservation::fill`]).
+struct Reservation<'a> {
+    sessions: &'a Sessions,
+    uid: u32,
+    filled: bool,
+}
+
+impl Reservation<'_> {
+    /// Lists `session` in the place this reservation held, in one step.
+    fn fill(mut self, session: Arc<Session>) {
+        let mut slots = self.sessions.slots();
+        slots.sessions.push(session);
+        slots.give_back(self.uid);
+        self.filled = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.filled {
+            self.sessions.slots().give_back(self.uid);
+        }
+    }
+}
+
+impl Slots {
+    fn give_back(&mut self, uid: u32) {
+        if let Some(i) = self.reserved.iter().position(|u| *u == uid) {
+            self.reserved.swap_remove(i);
+        }
+    }
 }
 
 impl Sessions {
+    fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a place for a session of `uid`, or refuses with `Busy` over the limits.
+    fn reserve(&self, uid: u32) -> Result<Reservation<'_>, Error> {
+        let mut slots = self.slots();
+        let all = slots.sessions.len() + slots.reserved.len();
+        let mine = slots.sessions.iter().filter(|s| s.uid == uid).count()
+            + slots.reserved.iter().filter(|u| **u == uid).count();
+        if all >= IN_ALL || (uid != 0 && mine >= PER_CALLER) {
+            return Err(Error::Busy(format!(
+                "{mine} file sessions open or opening for uid {uid}, {all} in all (at most \
+                 {PER_CALLER} per caller, {IN_ALL} in all); close one"
+            )));
+        }
+        slots.reserved.push(uid);
+        Ok(Reservation {
+            sessions: self,
+            uid,
+            filled: false,
+        })
+    }
+
     fn all(&self) -> Vec<Arc<Session>> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.slots().sessions.clone()
     }
 
     fn forget(&self, id: u64) {
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|s| s.id != id);
+        self.slots().sessions.retain(|s| s.id != id);
     }
 }
 
@@ -231,15 +296,7 @@ impl Engine {
         uid: u32,
         client: String,
     ) -> Result<Arc<Session>, Error> {
-        let open = self.files.all();
-        let mine = open.iter().filter(|s| s.uid == uid).count();
-        if open.len() >= IN_ALL || (uid != 0 && mine >= PER_CALLER) {
-            return Err(Error::Busy(format!(
-                "{mine} file sessions open for uid {uid}, {} in all (at most {PER_CALLER} per \
-                 caller, {IN_ALL} in all); close one",
-                open.len()
-            )));
-        }
+        let reservation = self.files.reserve(uid)?;
         let sandbox = Sandbox::for_user(&self.config.files_user).map_err(Error::MissingSetup)?;
         if !self.config.files_helper.is_file() {
             return Err(Error::MissingSetup(format!(
@@ -278,6 +335,12 @@ impl Engine {
                 .map(|d| d.to_string())
                 .ok_or_else(|| Error::NoSuchBackup(format!("{} holds no disk", chain.folder)))?,
         };
+        let upto = chain
+            .points
+            .iter()
+            .position(|p| p.checkpoint == point.checkpoint)
+            .unwrap_or(0);
+        self.require_scratch_space(&chain, upto, &disk)?;
         let id = self.files.next.fetch_add(1, Ordering::Relaxed) + 1;
         std::fs::create_dir_all(&self.config.scratch_dir)
             .map_err(|e| HostError::at(&self.config.scratch_dir, e))?;
@@ -307,11 +370,7 @@ impl Engine {
             closed: AtomicBool::new(false),
         });
         // Listed before the rebuild, so that the opener leaving the bus stops it.
-        self.files
-            .open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(session.clone());
+        reservation.fill(session.clone());
         let until = (point.level != Level::Copy).then_some(point.checkpoint.as_str());
         let started = self
             .map_point(&session, &chain.path, dir, until, &disk, sandbox)
@@ -335,6 +394,40 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Refuses a session whose rebuild would not fit the scratch area: the rebuilt image
+    /// and its raw copy each hold at most the data the disk's files up to the point carry
+    /// (their stream headers say how much, before compression), and a margin stays free.
+    fn require_scratch_space(
+        &self,
+        chain: &super::catalog::Chain,
+        upto: usize,
+        disk: &str,
+    ) -> Result<(), Error> {
+        let dir = Dir::open(&chain.path).map_err(|e| HostError::at(&chain.path, e))?;
+        let mut data = 0u64;
+        for file in chain.points[..=upto]
+            .iter()
+            .flat_map(|p| &p.files)
+            .filter(|f| disk_of(f) == disk && f.ends_with(".data"))
+        {
+            data += crate::host::stream_meta::read(&dir, file)?.data_size;
+        }
+        let scratch = &self.config.scratch_dir;
+        std::fs::create_dir_all(scratch).map_err(|e| HostError::at(scratch, e))?;
+        let needed = data.saturating_mul(2).saturating_add(SCRATCH_MARGIN);
+        let free = crate::host::space::available(scratch).map_err(|e| HostError::at(scratch, e))?;
+        if needed > free {
+            return Err(Error::NoSpace(format!(
+                "opening this point needs {} of scratch space in {} (its rebuild and a raw \
+                 copy, and a margin); {} are free",
+                crate::host::space::human(needed),
+                scratch.display(),
+                crate::host::space::human(free)
+            )));
+        }
+        Ok(())
     }
 
     /// Rebuilds the disk up to `until` in `dir`, makes it a raw image, and starts the reader
@@ -395,13 +488,18 @@ impl Engine {
         })
     }
 
-    /// The open session `id`, for its opener `uid` only.
-    pub fn files_session(&self, id: u64, uid: u32) -> Result<Arc<Session>, Error> {
+    /// The open session `id`, for its opener only: the same uid on the same connection
+    /// (`client`), so that not even another of root's connections can use it.
+    pub fn files_session(&self, id: u64, uid: u32, client: &str) -> Result<Arc<Session>, Error> {
         self.files
             .all()
             .into_iter()
-            .find(|s| s.id == id && s.uid == uid && !s.is_closed())
-            .ok_or_else(|| Error::NoSuchFile(format!("no open file session {id} of uid {uid}")))
+            .find(|s| s.id == id && s.uid == uid && s.client == client && !s.is_closed())
+            .ok_or_else(|| {
+                Error::NoSuchFile(format!(
+                    "no open file session {id} of this connection (uid {uid})"
+                ))
+            })
     }
 
     /// Ends session `id` (whoever's: the bus layer checked).

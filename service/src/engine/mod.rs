@@ -64,7 +64,12 @@ pub struct Config {
     pub files_helper: std::path::PathBuf,
     /// A file-browsing session without a call for this long is closed.
     pub files_idle_timeout: Duration,
+    /// The most one extraction may write (apparent sizes), whatever the free space.
+    pub extract_max_bytes: u64,
 }
+
+/// 256 GiB: a whole guest's worth of files is a restore, not an extraction.
+pub const DEFAULT_EXTRACT_MAX_BYTES: u64 = 256 << 30;
 
 impl Default for Config {
     fn default() -> Self {
@@ -82,6 +87,7 @@ impl Default for Config {
             files_user: "vmsnap-files".into(),
             files_helper: "/usr/libexec/vmsnap-guestfs".into(),
             files_idle_timeout: Duration::from_secs(600),
+            extract_max_bytes: DEFAULT_EXTRACT_MAX_BYTES,
         }
     }
 }
@@ -121,6 +127,9 @@ pub enum Error {
     /// The guest's file system broke its reader; the session is closed.
     #[error("{0}")]
     CorruptFilesystem(String),
+    /// What would be written does not fit where it would go.
+    #[error("{0}")]
+    NoSpace(String),
     /// Something the feature needs is not installed (the reader, its user).
     #[error("{0}")]
     MissingSetup(String),

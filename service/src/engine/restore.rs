@@ -168,10 +168,7 @@ impl Engine {
         uid: u32,
     ) -> Result<Arc<Job>, Error> {
         tools::require(&[Tool::QemuImg, Tool::Virtnbdbackup])?;
-        if uid != 0 {
-            paths::check_inside(request.target.as_path(), &self.config.backup_roots)?;
-        }
-        self.require_trusted(uid, request.target.as_path(), Use::Destination)?;
+        self.inspect_destination(uid, request.target.as_path())?;
         paths::check_writable(request.target.as_path())?;
         let chain = self.restore_chain(request).await?;
         // The source too: virtnbdrestore (root) acts on what the chain's files say.
@@ -290,9 +287,6 @@ impl Engine {
             .map_err(|e| e.to_string())?;
         // Again at the start of the work: nothing may have changed since the call.
         self.require_trusted(job.uid, &chain.path, Use::Source)
-            .and_then(|()| {
-                self.require_trusted(job.uid, request.target.as_path(), Use::Destination)
-            })
             .map_err(|e| e.to_string())?;
         let upto: Vec<&catalog::Point> = match &request.until {
             Some(u) => {
@@ -309,7 +303,13 @@ impl Engine {
         let disk = request.disk.as_deref().unwrap_or("all disks");
         job.update(0, |d| d.folder = chain.path.display().to_string());
         job.progress(0, disk, 0, total);
-        let target = request.target.as_path();
+        // Opened (and made where missing) by handle, trusted on that handle, and used to
+        // the end: the call's check was a courtesy.
+        let destination = self
+            .open_destination(job.uid, request.target.as_path())
+            .map_err(|e| e.to_string())?;
+        let target_dir = &destination.dir;
+        let target = target_dir.path();
         let until = request
             .until
             .as_deref()
@@ -317,12 +317,16 @@ impl Engine {
         if let Some(name) = &request.define_as {
             // Defining needs the final paths in the adjusted configuration: restore in place,
             // in a directory QEMU (another user; libvirt hands it the image) can traverse.
-            std::fs::create_dir_all(target).map_err(|e| format!("{}: {e}", target.display()))?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(target, std::fs::Permissions::from_mode(0o711))
+            let before: Vec<String> = names(target_dir)?;
+            if !before.is_empty() {
+                return Err(format!(
+                    "{} is no longer empty (a restore that defines a domain needs an empty target)",
+                    target.display()
+                ));
+            }
+            target_dir
+                .set_mode(0o711)
                 .map_err(|e| format!("{}: {e}", target.display()))?;
-            let target_dir = Dir::open(target).map_err(|e| HostError::at(target, e).to_string())?;
-            let before: Vec<String> = names(&target_dir)?;
             let run = self.run_restore(
                 job.cancelled(),
                 &chain.path,
@@ -343,12 +347,10 @@ impl Engine {
                         tracing::warn!(file = %target.join(&written.name).display(), error = %e, "not removed");
                     }
                 }
+                destination.remove_created();
                 return Err(e);
             }
         } else {
-            let created = !target.exists();
-            std::fs::create_dir_all(target).map_err(|e| format!("{}: {e}", target.display()))?;
-            let target_dir = Dir::open(target).map_err(|e| HostError::at(target, e).to_string())?;
             // A new directory with a random name nobody could have prepared, inside the target.
             let staging = target_dir
                 .create_unique_dir(STAGING_PREFIX)
@@ -372,14 +374,12 @@ impl Engine {
             };
             if let Err(e) = result {
                 discard();
-                if created {
-                    let _ = std::fs::remove_dir(target);
-                }
+                destination.remove_created();
                 return Err(e);
             }
             for entry in staging.entries().map_err(|e| e.to_string())? {
                 staging
-                    .rename_into(&entry.name, &target_dir, &entry.name)
+                    .rename_into(&entry.name, target_dir, &entry.name)
                     .map_err(|e| format!("{}: {e}", target.join(&entry.name).display()))?;
             }
             discard();

@@ -88,7 +88,7 @@ pub fn may_list(folder: &Path, uid: u32) -> std::io::Result<bool> {
 
 /// Why an entry is not root's alone, or `None`. A sticky directory (`/tmp`) may be writable
 /// by others: they cannot rename or remove what root has in it.
-fn untrusted_because(meta: &Meta) -> Option<String> {
+pub(crate) fn untrusted_because(meta: &Meta) -> Option<String> {
     let sticky_dir = meta.kind == Kind::Dir && meta.mode & 0o1000 != 0;
     if meta.uid != 0 {
         Some(format!("is owned by uid {}, not root", meta.uid))

@@ -270,6 +270,13 @@ impl Dir {
         Ok(meta_of(&st))
     }
 
+    /// Whether the entry `name` is a symlink (never followed).
+    pub fn is_symlink(&self, name: &str) -> bool {
+        check_name(name).is_ok()
+            && rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
+    }
+
     /// The entries of this directory (without `.` and `..`), at most [`MAX_ENTRIES`].
     pub fn entries(&self) -> std::io::Result<Vec<Entry>> {
         let dup = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0).map_err(std::io::Error::from)?;
@@ -400,6 +407,47 @@ impl Dir {
         )
         .map_err(std::io::Error::from)?;
         Ok(std::fs::File::from(fd))
+    }
+
+    /// Sets this directory's mode (through its handle; the umask does not apply).
+    pub fn set_mode(&self, mode: u32) -> std::io::Result<()> {
+        rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(mode)).map_err(std::io::Error::from)
+    }
+
+    /// A second handle on the same directory.
+    pub fn reopen(&self) -> std::io::Result<Dir> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0).map_err(std::io::Error::from)?;
+        Ok(Dir {
+            fd,
+            path: self.path.clone(),
+        })
+    }
+
+    /// Removes the directory `name` if it is still `expected` and holds nothing but empty
+    /// directories; anything else in it stays, and so does it.
+    pub fn remove_empty_tree(&self, name: &str, expected: Identity) -> std::io::Result<()> {
+        let child = self.open_dir(name)?;
+        if child.identity()? != expected {
+            return Err(std::io::Error::other(format!(
+                "{} was replaced since it was made; not removed",
+                child.path.display()
+            )));
+        }
+        for entry in child.entries()? {
+            match entry.kind {
+                Kind::Dir => {
+                    let id = child.open_dir(&entry.name)?.identity()?;
+                    child.remove_empty_tree(&entry.name, id)?;
+                }
+                _ => {
+                    return Err(std::io::Error::other(format!(
+                        "{} is not empty",
+                        child.path.display()
+                    )))
+                }
+            }
+        }
+        rustix::fs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR).map_err(std::io::Error::from)
     }
 
     /// Sets this directory's owner and mode (through its handle, so never a link's target).

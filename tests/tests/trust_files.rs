@@ -1,0 +1,347 @@
+//! The trust boundary's second round, on the file-browsing surface: targets another user
+//! could prepare, links on the way, chain folders as targets, guests that would fill the
+//! host, sessions opened at once and sessions used by another connection. Each against the
+//! real service, the attacker being the unprivileged test user `vmsnaptest`.
+
+use std::collections::HashMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vmsnap_dbus::names::BUS_NAME;
+use vmsnap_dbus::proxy::{FilesProxy, ManagerProxy};
+use vmsnap_dbus::Error;
+use vmsnap_integration::bus::connect;
+use vmsnap_integration::chain::{backup, result, root};
+use vmsnap_integration::guest::Guest;
+use vmsnap_integration::guestdisk::ext4_guest;
+use vmsnap_integration::{host, tool, vmsnapctl, Run};
+
+fn files_get(g: &Guest, root: &str, paths: &[&str], target: &str) -> Run {
+    let mut args = vec![
+        "files",
+        g.name.as_str(),
+        "--output",
+        root,
+        "get",
+        "--volume",
+        "1",
+    ];
+    args.extend(paths);
+    args.extend(["--target", target]);
+    vmsnapctl(&args)
+}
+
+fn uid_of(user: &str) -> u32 {
+    tool("id", &["-u", user]).trim().parse().unwrap()
+}
+
+/// Runs `args` as the unprivileged test user; true when it succeeded.
+fn as_attacker(args: &[&str]) -> bool {
+    Command::new("runuser")
+        .args(["-u", "vmsnaptest", "--"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// Every entry below `dir` (not following links).
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// A folder directly in `/var/tmp` (sticky and world-writable: where anyone may create one),
+/// gone before and after the test.
+struct TmpTarget(PathBuf);
+
+impl TmpTarget {
+    fn new(what: &str) -> TmpTarget {
+        let p = PathBuf::from(format!("/var/tmp/{}{what}", host().prefix));
+        let _ = std::fs::remove_dir_all(&p);
+        let _ = std::fs::remove_file(&p);
+        TmpTarget(p)
+    }
+    fn s(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TmpTarget {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn a_target_another_user_creates_while_the_extraction_plans_never_gets_roots_files() {
+    // 4000 directories: the plan asks the reader about each, so it takes a while, and the
+    // attacker tries to create the target at every moment of it.
+    let tree = host().images.join("tf-race-tree");
+    let _ = std::fs::remove_dir_all(&tree);
+    for i in 0..4000 {
+        std::fs::create_dir_all(tree.join(format!("secrets/d{i:04}"))).unwrap();
+    }
+    std::fs::write(tree.join("secrets/d0000/id_rsa"), b"PRIVATE KEY\n").unwrap();
+    let g = ext4_guest("tf-race", &tree, 64);
+    let root = root("tf-race");
+    result(&backup(&g, &root, &[]).expect_code(0));
+    let target = TmpTarget::new("race");
+    let mut get = Command::new(host().bin_dir.join("vmsnapctl"))
+        .args(["files", &g.name, "--output", &root, "get", "--volume", "1"])
+        .args(["/secrets", "--target", target.s(), "--json"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &host().bus_address)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the call was answered (its job is listed), the attacker makes the folder.
+    let start = Instant::now();
+    loop {
+        let jobs = vmsnapctl(&["jobs", "--json"]).expect_code(0).json();
+        let extracting = jobs
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["operation"] == "extract" && j["domains"][0] == g.name.as_str());
+        if extracting {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no extract job appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut attacker_made_it = false;
+    while get.try_wait().unwrap().is_none() && !attacker_made_it {
+        attacker_made_it = as_attacker(&["mkdir", "-m", "0777", target.s()]);
+    }
+    let out = get.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        attacker_made_it,
+        "the plan ended before the attacker could make the target (make the tree larger); \
+         {stderr}"
+    );
+    // The job saw the folder was not root's and wrote nothing into it.
+    assert_eq!(out.status.code(), Some(10), "{stderr}");
+    assert!(stderr.contains("not root"), "{stderr}");
+    assert_eq!(
+        std::fs::metadata(&target.0).unwrap().uid(),
+        uid_of("vmsnaptest")
+    );
+    assert_eq!(walk(&target.0), Vec::<PathBuf>::new());
+    // Into a fresh target, root's files are root's.
+    let fresh = TmpTarget::new("race-fresh");
+    files_get(&g, &root, &["/secrets/d0000"], fresh.s()).expect_code(0);
+    for p in walk(&fresh.0) {
+        assert_eq!(std::fs::metadata(&p).unwrap().uid(), 0, "{}", p.display());
+    }
+    assert_eq!(
+        std::fs::read(fresh.0.join("d0000/id_rsa")).unwrap(),
+        b"PRIVATE KEY\n"
+    );
+}
+
+#[test]
+fn a_link_on_the_way_to_a_target_is_never_followed() {
+    let tree = host().images.join("tf-link-tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("file"), b"guest file\n").unwrap();
+    let g = ext4_guest("tf-link", &tree, 64);
+    let root = root("tf-link");
+    result(&backup(&g, &root, &[]).expect_code(0));
+    // A root-only folder, and the attacker's link to it in /var/tmp.
+    let private = host().images.join("tf-link-private");
+    std::fs::create_dir_all(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let link = TmpTarget::new("link");
+    assert!(as_attacker(&[
+        "ln",
+        "-s",
+        private.to_str().unwrap(),
+        link.s()
+    ]));
+    let target = format!("{}/restored", link.s());
+    let refused = files_get(&g, &root, &["/file"], &target).expect_code(15);
+    assert!(refused.stderr.contains("symlink"), "{}", refused.stderr);
+    assert!(
+        !private.join("restored").exists(),
+        "root created a folder behind the link"
+    );
+    // The same for a restore.
+    vmsnapctl(&["restore", &g.name, "--output", &root, "--target", &target]).expect_code(15);
+    assert!(!private.join("restored").exists());
+}
+
+#[test]
+fn nothing_of_the_services_own_is_a_target() {
+    let tree = host().images.join("tf-chain-tree");
+    std::fs::create_dir_all(tree.join("vmsnap-backup-monthly-2020-01")).unwrap();
+    std::fs::write(tree.join("vmconfig.virtnbdbackup.0.xml"), b"<domain/>").unwrap();
+    let g = ext4_guest("tf-chain", &tree, 64);
+    let root = root("tf-chain");
+    let folder = result(&backup(&g, &root, &[]).expect_code(0))["folder"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before = vmsnap_integration::chain::fingerprint(Path::new(&folder));
+    let domain_dir = Path::new(&folder)
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let inside = format!("{folder}/checkpoints");
+    for target in [folder.as_str(), inside.as_str(), domain_dir.as_str()] {
+        let refused = vmsnapctl(&[
+            "files",
+            &g.name,
+            "--output",
+            &root,
+            "get",
+            "--volume",
+            "1",
+            "/vmconfig.virtnbdbackup.0.xml",
+            "/vmsnap-backup-monthly-2020-01",
+            "--target",
+            target,
+            "--overwrite",
+        ])
+        .expect_code(2);
+        assert!(refused.stderr.contains("chain"), "{}", refused.stderr);
+        vmsnapctl(&[
+            "restore",
+            &g.name,
+            "--output",
+            &root,
+            "--target",
+            target,
+            "--overwrite",
+        ])
+        .expect_code(2);
+    }
+    assert_eq!(
+        vmsnap_integration::chain::fingerprint(Path::new(&folder)),
+        before
+    );
+    // The service's own working directory is no folder for anyone's paths either.
+    let refused = vmsnapctl(&["backups", &g.name, "--output", "/proc/self/cwd"]).expect_code(2);
+    assert!(refused.stderr.contains("/proc"), "{}", refused.stderr);
+}
+
+#[test]
+fn a_sparse_file_stays_sparse_and_one_larger_than_the_free_space_is_refused() {
+    let tree = host().images.join("tf-sparse-tree");
+    std::fs::create_dir_all(tree.join("bomb")).unwrap();
+    let one_gib = std::fs::File::create(tree.join("sparse-1g")).unwrap();
+    one_gib.set_len(1 << 30).unwrap();
+    // 1 TiB of holes: more than any test machine has free.
+    let huge = std::fs::File::create(tree.join("bomb/huge")).unwrap();
+    huge.set_len(1 << 40).unwrap();
+    let g = ext4_guest("tf-sparse", &tree, 64);
+    let root = root("tf-sparse");
+    result(&backup(&g, &root, &[]).expect_code(0));
+    let target = host().images.join("tf-sparse-out");
+    let t = target.to_str().unwrap();
+    files_get(&g, &root, &["/sparse-1g"], t).expect_code(0);
+    let got = std::fs::metadata(target.join("sparse-1g")).unwrap();
+    assert_eq!(got.len(), 1 << 30);
+    assert!(
+        got.blocks() * 512 < 1 << 20,
+        "{} blocks: holes were filled",
+        got.blocks()
+    );
+    let refused = files_get(&g, &root, &["/bomb"], t).expect_code(10);
+    assert!(refused.stderr.contains("free"), "{}", refused.stderr);
+    let names: Vec<_> = std::fs::read_dir(&target)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["sparse-1g"],
+        "the refused extraction left something"
+    );
+}
+
+async fn open(manager: &ManagerProxy<'_>, domain: &str, root: &str) -> Result<String, Error> {
+    let options = HashMap::from([("output", zvariant::Value::from(root))]);
+    manager
+        .open_files(domain, options)
+        .await
+        .map(|p| p.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_opened_at_once_stay_within_the_limit_and_serve_only_their_connection() {
+    let tree = host().images.join("tf-open-tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("file"), b"guest file\n").unwrap();
+    let g = ext4_guest("tf-open", &tree, 64);
+    let root = root("tf-open");
+    result(&backup(&g, &root, &[]).expect_code(0));
+    let conn = connect(&host().bus_address).await;
+    let manager = ManagerProxy::new(&conn).await.unwrap();
+    // 24 calls in flight at once on one connection: at most 8 sessions may exist.
+    let calls = (0..24).map(|_| open(&manager, &g.name, &root));
+    let outcomes = futures_util::future::join_all(calls).await;
+    let opened: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+    for o in &outcomes {
+        if let Err(e) = o {
+            assert!(matches!(e, Error::Busy(_)), "{e:?}");
+        }
+    }
+    assert!(
+        !opened.is_empty() && opened.len() <= 8,
+        "{} sessions opened",
+        opened.len()
+    );
+    // Another connection of root's cannot use them.
+    let other = connect(&host().bus_address).await;
+    let theirs = FilesProxy::builder(&other)
+        .destination(BUS_NAME)
+        .unwrap()
+        .path(opened[0].as_str())
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let refused = theirs.list(1, "/").await;
+    assert!(matches!(refused, Err(Error::NoSuchFile(_))), "{refused:?}");
+    let mine = FilesProxy::builder(&conn)
+        .destination(BUS_NAME)
+        .unwrap()
+        .path(opened[0].as_str())
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let (entries, _) = mine.list(1, "/").await.expect("the opener lists");
+    assert!(entries.iter().any(|e| e.name == "file"));
+    for path in opened {
+        let s = FilesProxy::builder(&conn)
+            .destination(BUS_NAME)
+            .unwrap()
+            .path(path.as_str())
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        s.close().await.unwrap();
+    }
+}
