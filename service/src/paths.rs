@@ -58,19 +58,74 @@ fn deepest_existing(path: &Path) -> &Path {
         .unwrap_or(path)
 }
 
-/// The canonical form of the deepest existing ancestor of `path`, with the rest appended.
+/// Links followed while resolving one path, as the kernel's `ELOOP` limit.
+const MAX_LINKS: usize = 40;
+
+/// `path` with the links of its existing part resolved, the missing rest appended as it is.
+/// Only root's links are followed: a link another user owns (one made in `/var/tmp`, say)
+/// could point anywhere and be changed at any time, so the path is refused instead of
+/// leading root where that user chose.
 fn resolve(path: &Path) -> Result<PathBuf, InvalidPath> {
-    let existing = deepest_existing(path);
-    let resolved = std::fs::canonicalize(existing).map_err(|e| InvalidPath::Unresolvable {
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |reason: String| InvalidPath::Unresolvable {
         path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    let rest = path.strip_prefix(existing).unwrap_or(Path::new(""));
-    Ok(if rest.as_os_str().is_empty() {
-        resolved
-    } else {
-        resolved.join(rest)
-    })
+        reason,
+    };
+    // Names still to walk; `..` kept as such (a link's target may hold it).
+    let names = |p: &Path| -> Vec<OsString> {
+        p.components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_os_string()),
+                Component::ParentDir => Some(OsString::from("..")),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut done = PathBuf::from("/");
+    let mut rest: VecDeque<OsString> = names(path).into();
+    let mut links = 0;
+    while let Some(name) = rest.pop_front() {
+        if name == ".." {
+            done.pop();
+            continue;
+        }
+        let next = done.join(&name);
+        let meta = match std::fs::symlink_metadata(&next) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                done = next;
+                done.extend(rest);
+                return Ok(done);
+            }
+            Err(e) => return Err(refuse(e.to_string())),
+        };
+        if !meta.file_type().is_symlink() {
+            done = next;
+            continue;
+        }
+        if meta.uid() != 0 {
+            return Err(refuse(format!(
+                "{} is a symlink owned by uid {}; the service follows only root's links",
+                next.display(),
+                meta.uid()
+            )));
+        }
+        links += 1;
+        if links > MAX_LINKS {
+            return Err(refuse("too many levels of symbolic links".into()));
+        }
+        let target = std::fs::read_link(&next).map_err(|e| refuse(e.to_string()))?;
+        // The link's names go first; an absolute one starts again at `/`.
+        for n in names(&target).into_iter().rev() {
+            rest.push_front(n);
+        }
+        if target.is_absolute() {
+            done = PathBuf::from("/");
+        }
+    }
+    Ok(done)
 }
 
 /// A path the service may not write to: it lies on a file system mounted read-only for the
@@ -192,6 +247,29 @@ mod tests {
         // checks it under the real unit (tests/containers).
         assert_eq!(check_writable(&std::env::temp_dir().join("a/b/c")), Ok(()));
         assert_eq!(check_writable(Path::new("/")), Ok(()));
+    }
+
+    #[test]
+    fn only_roots_links_are_followed() {
+        let base = std::env::temp_dir().join(format!("vmsnap-links-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("real/inner")).unwrap();
+        std::os::unix::fs::symlink(base.join("real"), base.join("roots")).unwrap();
+        std::os::unix::fs::symlink("real/inner/..", base.join("relative")).unwrap();
+        std::os::unix::fs::symlink(base.join("real"), base.join("theirs")).unwrap();
+        std::os::unix::fs::lchown(base.join("theirs"), Some(65534), None).unwrap();
+        let real = std::fs::canonicalize(base.join("real")).unwrap();
+        assert_eq!(
+            resolve(&base.join("roots/new/x")).unwrap(),
+            real.join("new/x")
+        );
+        assert_eq!(
+            resolve(&base.join("relative/inner")).unwrap(),
+            real.join("inner")
+        );
+        let refused = resolve(&base.join("theirs/new")).unwrap_err().to_string();
+        assert!(refused.contains("owned by uid 65534"), "{refused}");
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

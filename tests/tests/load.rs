@@ -301,3 +301,88 @@ async fn a_client_that_leaves_during_authorization_is_let_go() {
         .await
         .expect("the service stopped answering");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_that_never_end_hold_no_read_slot_and_roots_reads_keep_their_lane() {
+    let g = Guest::qcow2("ld-slots", 32);
+    // A root-only backup root: reading it needs org.vmsnap.read from anyone else.
+    let root = root("ld-slots");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let bus = ScratchBus::start_with(
+        "ld-slots",
+        r#"<policy user="root"><allow own="org.freedesktop.PolicyKit1"/></policy>"#,
+    );
+    let cancelled = Arc::new(Mutex::new(Vec::new()));
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let _authority = zbus::connection::Builder::address(bus.address.as_str())
+        .unwrap()
+        .serve_at(
+            "/org/freedesktop/PolicyKit1/Authority",
+            SilentAuthority {
+                cancelled: cancelled.clone(),
+                asked: asked.clone(),
+            },
+        )
+        .unwrap()
+        .name("org.freedesktop.PolicyKit1")
+        .unwrap()
+        .build()
+        .await
+        .expect("the stand-in authority could not take its name");
+    let _service = bus.start_service_args(&[]);
+    // A user with no rights fills its whole share with reads whose checks never answer (as
+    // an agent of its own that never answers would).
+    let mut waiting: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new("runuser")
+                .args(["-u", "vmsnaptest", "--", "busctl"])
+                .arg(format!("--address={}", bus.address))
+                .args([
+                    "call",
+                    "--allow-interactive-authorization=yes",
+                    "--timeout=600",
+                    BUS_NAME,
+                    MANAGER_PATH,
+                    MANAGER_INTERFACE,
+                    "Status",
+                    "asa{sv}",
+                    "1",
+                    &g.name,
+                    "1",
+                    "output",
+                    "s",
+                    &root,
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    until("all four checks are waiting", || {
+        asked.lock().unwrap().len() == 4
+    })
+    .await;
+    // Root's read of the same folder answers, and so does another user's plain Status.
+    let conn = connect(&bus.address).await;
+    let options = HashMap::from([("output", Value::from(root.as_str()))]);
+    let body = (vec![g.name.as_str()], options);
+    let call = conn.call_method(
+        Some(BUS_NAME),
+        MANAGER_PATH,
+        Some(MANAGER_INTERFACE),
+        "Status",
+        &body,
+    );
+    tokio::time::timeout(Duration::from_secs(30), call)
+        .await
+        .expect("root's Status waited behind checks that never end")
+        .expect("root's Status failed");
+    let plain = vmsnap_integration::vmsnapctl_as_on("vmsnaplv", &bus.address, &["status", &g.name]);
+    plain.expect_code(0);
+    for mut w in waiting.drain(..) {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+}

@@ -138,7 +138,8 @@ fn a_target_another_user_creates_while_the_extraction_plans_never_gets_roots_fil
     );
     // The job saw the folder was not root's and wrote nothing into it.
     assert_eq!(out.status.code(), Some(10), "{stderr}");
-    assert!(stderr.contains("not root"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("not root"), "{stdout}");
     assert_eq!(
         std::fs::metadata(&target.0).unwrap().uid(),
         uid_of("vmsnaptest")
@@ -243,13 +244,45 @@ fn nothing_of_the_services_own_is_a_target() {
     assert!(refused.stderr.contains("/proc"), "{}", refused.stderr);
 }
 
+/// A tmpfs of `mib` MiB at `dir`, unmounted on drop.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(dir: &Path, mib: u32) -> SmallFs {
+        std::fs::create_dir_all(dir).unwrap();
+        let size = format!("size={mib}m,mode=0755");
+        tool(
+            "mount",
+            &["-t", "tmpfs", "-o", &size, "tmpfs", dir.to_str().unwrap()],
+        );
+        SmallFs(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
-fn a_sparse_file_stays_sparse_and_one_larger_than_the_free_space_is_refused() {
+fn a_sparse_file_stays_sparse_and_what_would_not_fit_is_refused() {
     let tree = host().images.join("tf-sparse-tree");
     std::fs::create_dir_all(tree.join("bomb")).unwrap();
     let one_gib = std::fs::File::create(tree.join("sparse-1g")).unwrap();
     one_gib.set_len(1 << 30).unwrap();
-    // 1 TiB of holes: more than any test machine has free.
+    std::fs::write(tree.join("small"), b"small file\n").unwrap();
+    // 1 TiB of holes: over the default cap of one extraction (256 GiB).
     let huge = std::fs::File::create(tree.join("bomb/huge")).unwrap();
     huge.set_len(1 << 40).unwrap();
     let g = ext4_guest("tf-sparse", &tree, 64);
@@ -266,16 +299,27 @@ fn a_sparse_file_stays_sparse_and_one_larger_than_the_free_space_is_refused() {
         got.blocks()
     );
     let refused = files_get(&g, &root, &["/bomb"], t).expect_code(10);
-    assert!(refused.stderr.contains("free"), "{}", refused.stderr);
-    let names: Vec<_> = std::fs::read_dir(&target)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    assert!(
+        refused.stdout.contains("extract_max_bytes"),
+        "{}",
+        refused.stdout
+    );
     assert_eq!(
-        names,
+        names_in(&target),
         ["sparse-1g"],
         "the refused extraction left something"
+    );
+    // A target with 64 MiB: the 1 GiB file counts at its full length, and is refused before
+    // anything is written; a small file still fits.
+    let small = SmallFs::mount(&host().images.join("tf-sparse-small"), 64);
+    let s = small.0.to_str().unwrap();
+    let refused = files_get(&g, &root, &["/sparse-1g", "/small"], s).expect_code(10);
+    assert!(refused.stdout.contains("free"), "{}", refused.stdout);
+    assert_eq!(names_in(&small.0), Vec::<String>::new());
+    files_get(&g, &root, &["/small"], s).expect_code(0);
+    assert_eq!(
+        std::fs::read(small.0.join("small")).unwrap(),
+        b"small file\n"
     );
 }
 

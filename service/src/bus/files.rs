@@ -6,7 +6,6 @@
 //! The object goes away with its session, however the session ends (`watch`), and sessions
 //! end when their opener leaves the bus (`watch_clients`) or stays idle (`reap_idle`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,15 +16,17 @@ use vmsnap_dbus::names::FILES_PATH_PREFIX;
 use vmsnap_dbus::options::{self as keys, ExtractOptions};
 use zbus::message::Header;
 use zbus::{interface, Connection};
-use zvariant::{OwnedObjectPath, OwnedValue};
+use zvariant::OwnedObjectPath;
 
 use super::authority::Authority;
+use super::bounded::{Options, Strings};
 use super::caller::caller_uid;
 use super::details::Details;
 use super::error::CallError;
 use super::shelf::JobShelf;
 use super::{convert, options};
 use crate::engine::extract::ExtractRequest;
+use crate::engine::extract::MAX_PATHS;
 use crate::engine::files::Session;
 use crate::engine::Engine;
 
@@ -169,12 +170,14 @@ impl Files {
     async fn extract(
         &self,
         volume: u32,
-        paths: Vec<String>,
+        paths: Strings,
         target: String,
-        options: HashMap<String, OwnedValue>,
+        options: Options,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<OwnedObjectPath, CallError> {
+        let paths = paths.into_vec(MAX_PATHS, "paths")?;
+        let options = options.into_map()?;
         let options = ExtractOptions::from_dict(options)?;
         let domains = [self.session.domain.to_string()];
         let details = Details::new("extract", &domains)

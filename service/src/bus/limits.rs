@@ -1,13 +1,19 @@
-//! Fair share of the read-only calls (Status, ListBackups) between callers.
+//! Fair share of the read-only calls (Status, ListBackups, BackupHealth) between callers.
 //!
 //! Any local user may call Status, and each call queries libvirt and may start a `qemu-img`
-//! per shut-off disk. So at most [`WORKERS`] such calls do their work at once, in arrival
-//! order, whoever makes them; a caller other than root may have at most [`PER_CALLER`] calls
-//! in flight (working or waiting), and all of them together [`ALL_CALLERS`]; a call beyond
-//! that is refused at once with `Error.Busy` instead of queueing without end. Root is
-//! only queued, never refused: it could stop the service anyway. Backups and other jobs
-//! never wait here, and they use their own libvirt connection (the engine's), so a flood
-//! of Status calls cannot starve a running backup's libvirt calls.
+//! per shut-off disk. A call goes through two gates:
+//! - [`ReadLimits::enter`] at once, before anything else: a caller other than root may have
+//!   at most [`PER_CALLER`] calls in flight (waiting for polkit, for a worker, or working),
+//!   and all of them together [`ALL_CALLERS`]; a call beyond that is refused at once with
+//!   `Error.Busy` instead of queueing without end. Root is never refused here.
+//! - [`Entered::work`] only once the call is authorized: a worker slot. Callers other than
+//!   root share [`WORKERS`]; root (and so the timer's `vmsnapctl`) has [`ROOT_WORKERS`] of
+//!   its own that nobody else can take. A polkit check — which may wait 300 s for a password
+//!   nobody types — never holds a worker, so no caller can block another's reads with
+//!   checks that never end.
+//!
+//! Backups and other jobs never wait here, and they use their own libvirt connection (the
+//! engine's), so a flood of Status calls cannot starve a running backup's libvirt calls.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,8 +21,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use vmsnap_dbus::Error;
 
-/// Read-only calls doing their work at the same time.
+/// Read-only calls of callers other than root doing their work at the same time.
 pub const WORKERS: usize = 4;
+/// Read-only calls of root doing their work at the same time, beside the others'.
+pub const ROOT_WORKERS: usize = 2;
 /// Calls in flight per caller other than root.
 pub const PER_CALLER: usize = 4;
 /// Calls in flight of all callers other than root together.
@@ -25,6 +33,7 @@ pub const ALL_CALLERS: usize = 32;
 /// The service's read-call limits; one per Manager.
 pub struct ReadLimits {
     workers: Arc<Semaphore>,
+    root_workers: Arc<Semaphore>,
     in_flight: Arc<Mutex<HashMap<u32, usize>>>,
 }
 
@@ -32,12 +41,19 @@ impl Default for ReadLimits {
     fn default() -> Self {
         ReadLimits {
             workers: Arc::new(Semaphore::new(WORKERS)),
+            root_workers: Arc::new(Semaphore::new(ROOT_WORKERS)),
             in_flight: Arc::default(),
         }
     }
 }
 
-/// A call's place: it holds a worker slot and counts against its caller until dropped.
+/// A call that passed the first gate: it counts against its caller until dropped.
+pub struct Entered {
+    workers: Arc<Semaphore>,
+    count: Option<Counted>,
+}
+
+/// A call doing its work: a worker slot, and its count.
 pub struct Admitted {
     _worker: OwnedSemaphorePermit,
     _count: Option<Counted>,
@@ -61,8 +77,9 @@ impl Drop for Counted {
 }
 
 impl ReadLimits {
-    /// Admits a call of `uid`, waiting for a worker; refuses with `Busy` over the limits.
-    pub async fn admit(&self, uid: u32) -> Result<Admitted, Error> {
+    /// Counts a call of `uid` at once, or refuses it with `Busy` over the limits. Nothing is
+    /// waited for: the call may now be authorized, then [`Entered::work`].
+    pub fn enter(&self, uid: u32) -> Result<Entered, Error> {
         let count = if uid == 0 {
             None
         } else {
@@ -87,15 +104,25 @@ impl ReadLimits {
                 in_flight: self.in_flight.clone(),
             })
         };
+        let workers = match uid {
+            0 => self.root_workers.clone(),
+            _ => self.workers.clone(),
+        };
+        Ok(Entered { workers, count })
+    }
+}
+
+impl Entered {
+    /// Waits for a worker of the caller's lane (root's own, or the shared one).
+    pub async fn work(self) -> Result<Admitted, Error> {
         let worker = self
             .workers
-            .clone()
             .acquire_owned()
             .await
             .map_err(|_| Error::Failed("the service is stopping".into()))?;
         Ok(Admitted {
             _worker: worker,
-            _count: count,
+            _count: self.count,
         })
     }
 }
@@ -107,20 +134,23 @@ mod tests {
     #[tokio::test]
     async fn a_caller_over_its_share_is_refused_and_others_and_root_are_not() {
         let limits = ReadLimits::default();
-        let mut held = Vec::new();
-        for _ in 0..PER_CALLER {
-            // Beyond WORKERS they would wait: hold only the counts by admitting fewer.
-            if held.len() < WORKERS {
-                held.push(limits.admit(1000).await.unwrap());
-            }
+        // Calls waiting for polkit hold no worker: the caller's whole share can wait.
+        let waiting: Vec<Entered> = (0..PER_CALLER)
+            .map(|_| limits.enter(1000).unwrap())
+            .collect();
+        assert!(matches!(limits.enter(1000), Err(Error::Busy(_))));
+        // Meanwhile every worker is free for others.
+        let mut working = Vec::new();
+        for _ in 0..WORKERS {
+            working.push(limits.enter(1001).unwrap().work().await.unwrap());
         }
-        assert!(matches!(limits.admit(1000).await, Err(Error::Busy(_))));
-        drop(held.pop());
-        // A slot is free again for the same caller; another caller is never refused by it.
-        let again = limits.admit(1000).await.unwrap();
+        drop(waiting);
+        let again = limits.enter(1000).unwrap();
         drop(again);
-        drop(held);
-        assert!(limits.admit(1001).await.is_ok());
-        assert!(limits.admit(0).await.is_ok());
+        // Other callers' workers all taken: root still works, in its own lane.
+        let root = limits.enter(0).unwrap();
+        let admitted = tokio::time::timeout(std::time::Duration::from_secs(5), root.work()).await;
+        assert!(admitted.is_ok(), "root waited behind other callers");
+        drop(working);
     }
 }

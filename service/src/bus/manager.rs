@@ -3,7 +3,6 @@
 //! Methods take `&self` and keep no lock across an await, so zbus runs each call in its own
 //! task and a slow call never holds up another.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,9 +15,10 @@ use vmsnap_dbus::options::{
 use vmsnap_dbus::status::{BackupChain, DomainHealth, DomainStatus, PruneResult, ScrubResult};
 use zbus::message::Header;
 use zbus::{interface, Connection};
-use zvariant::{OwnedObjectPath, OwnedValue};
+use zvariant::OwnedObjectPath;
 
 use super::authority::Authority;
+use super::bounded::{Options, Strings};
 use super::caller::caller_uid;
 use super::details::Details;
 use super::error::CallError;
@@ -26,6 +26,7 @@ use super::limits::ReadLimits;
 use super::shelf::JobShelf;
 use super::{convert, options};
 use crate::engine::Engine;
+use crate::selection::MAX_ITEMS;
 use vmsnap_dbus::options as keys;
 
 /// The backup folders a read-only call is about to read.
@@ -140,13 +141,15 @@ impl Manager {
     #[zbus(out_args("report"))]
     async fn status(
         &self,
-        domains: Vec<String>,
-        options: HashMap<String, OwnedValue>,
+        domains: Strings,
+        options: Options,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<Vec<DomainStatus>, CallError> {
+        let domains = domains.into_vec(MAX_ITEMS, "domains")?;
+        let options = options.into_map()?;
         let uid = caller_uid(connection, &header).await;
-        let _admitted = self.reads.admit(uid).await?;
+        let entered = self.reads.enter(uid)?;
         let options = StatusOptions::from_dict(options)?;
         let details = Details::new("read", &domains).option(keys::OUTPUT, &options.output);
         if options.deep == Some(true) {
@@ -165,6 +168,8 @@ impl Manager {
             self.authorize_reading(connection, &header, uid, reading, details)
                 .await?;
         }
+        // Authorized: only now a worker.
+        let _admitted = entered.work().await?;
         let span = tracing::info_span!("Status", uid, domains = domains.len());
         let result = self.engine.status(&request).instrument(span).await;
         match result {
@@ -194,11 +199,13 @@ impl Manager {
     #[zbus(out_args("job"))]
     async fn backup(
         &self,
-        domains: Vec<String>,
-        options: HashMap<String, OwnedValue>,
+        domains: Strings,
+        options: Options,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<OwnedObjectPath, CallError> {
+        let domains = domains.into_vec(MAX_ITEMS, "domains")?;
+        let options = options.into_map()?;
         let options = BackupOptions::from_dict(options)?;
         let details = Details::new("backup", &domains).option(keys::OUTPUT, &options.output);
         let caller = self
@@ -233,11 +240,13 @@ impl Manager {
     #[zbus(out_args("report"))]
     async fn scrub(
         &self,
-        domains: Vec<String>,
-        options: HashMap<String, OwnedValue>,
+        domains: Strings,
+        options: Options,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<Vec<ScrubResult>, CallError> {
+        let domains = domains.into_vec(MAX_ITEMS, "domains")?;
+        let options = options.into_map()?;
         let options = ScrubOptions::from_dict(options)?;
         let details = Details::new("scrub", &domains).option(keys::TYPE, &options.scrub_type);
         let caller = self
@@ -274,11 +283,13 @@ impl Manager {
     #[zbus(out_args("report"))]
     async fn prune(
         &self,
-        domains: Vec<String>,
-        options: HashMap<String, OwnedValue>,
+        domains: Strings,
+        options: Options,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<Vec<PruneResult>, CallError> {
+        let domains = domains.into_vec(MAX_ITEMS, "domains")?;
+        let options = options.into_map()?;
         let options = PruneOptions::from_dict(options)?;
         let details = Details::new("prune", &domains).option(keys::OUTPUT, &options.output);
         let caller = self
@@ -315,18 +326,20 @@ impl Manager {
     #[zbus(out_args("report"))]
     async fn backup_health(
         &self,
-        domains: Vec<String>,
+        domains: Strings,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<Vec<DomainHealth>, CallError> {
+        let domains = domains.into_vec(MAX_ITEMS, "domains")?;
         let uid = caller_uid(connection, &header).await;
-        let _admitted = self.reads.admit(uid).await?;
+        let entered = self.reads.enter(uid)?;
         if uid != 0 {
             let details = Details::new("read", &domains);
             self.authority
                 .check(connection, &header, actions::READ, &details)
                 .await?;
         }
+        let _admitted = entered.work().await?;
         Ok(self
             .engine
             .health()
@@ -347,13 +360,15 @@ impl Manager {
     #[zbus(out_args("chains"))]
     async fn list_backups(
         &self,
-        domains: Vec<String>,
-        options: HashMap<String, OwnedValue>,
+        domains: Strings,
+        options: Options,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<Vec<BackupChain>, CallError> {
+        let domains = domains.into_vec(MAX_ITEMS, "domains")?;
+        let options = options.into_map()?;
         let uid = caller_uid(connection, &header).await;
-        let _admitted = self.reads.admit(uid).await?;
+        let entered = self.reads.enter(uid)?;
         let options = ListOptions::from_dict(options)?;
         let details = Details::new("read", &domains).option(keys::OUTPUT, &options.output);
         let request = options::list_request(&domains, options, self.engine.config())?;
@@ -365,6 +380,7 @@ impl Manager {
         };
         self.authorize_reading(connection, &header, uid, reading, details)
             .await?;
+        let _admitted = entered.work().await?;
         let listed = self
             .engine
             .list_backups(&request.selectors, &root)
@@ -381,11 +397,13 @@ impl Manager {
     #[zbus(out_args("job"))]
     async fn verify(
         &self,
-        domains: Vec<String>,
-        options: HashMap<String, OwnedValue>,
+        domains: Strings,
+        options: Options,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<OwnedObjectPath, CallError> {
+        let domains = domains.into_vec(MAX_ITEMS, "domains")?;
+        let options = options.into_map()?;
         let options = VerifyOptions::from_dict(options)?;
         let details = Details::new("verify", &domains)
             .option(keys::OUTPUT, &options.output)
@@ -418,10 +436,11 @@ impl Manager {
     async fn restore(
         &self,
         domain: String,
-        options: HashMap<String, OwnedValue>,
+        options: Options,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<OwnedObjectPath, CallError> {
+        let options = options.into_map()?;
         // Every restore needs the action (administrator every time by default), define_as
         // included: defining a domain makes libvirt run a program as root.
         let options = RestoreOptions::from_dict(options)?;
@@ -459,10 +478,11 @@ impl Manager {
     async fn open_files(
         &self,
         domain: String,
-        options: HashMap<String, OwnedValue>,
+        options: Options,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<OwnedObjectPath, CallError> {
+        let options = options.into_map()?;
         let options = vmsnap_dbus::options::FilesOptions::from_dict(options)?;
         let details = Details::new("browse", std::slice::from_ref(&domain))
             .option(keys::OUTPUT, &options.output)

@@ -4,6 +4,7 @@
 //! and errors into the contract's records ([`convert`]). It decides nothing else.
 
 pub mod authority;
+pub mod bounded;
 pub mod caller;
 pub mod convert;
 pub mod details;

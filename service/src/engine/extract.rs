@@ -28,7 +28,7 @@ use crate::host::Error as HostError;
 use crate::paths::{self, BackupRoot};
 
 /// Paths one call may name.
-const MAX_PATHS: usize = 256;
+pub const MAX_PATHS: usize = 256;
 /// Entries one extraction may create, and how deep it may go.
 const MAX_ENTRIES: usize = 1_000_000;
 const MAX_DEPTH: usize = 256;
