@@ -12,6 +12,7 @@ use vmsnap_dbus::{Error, JobState, Operation};
 
 use crate::args::{FilesAction, FilesArgs};
 use crate::backup::print_job_result;
+use crate::escape::shown;
 use crate::render::size::pretty;
 use crate::{agent, client, exit, flag, need_output, watch, Context, Failure};
 
@@ -163,7 +164,7 @@ async fn volumes(
         let label = if v.label.is_empty() {
             String::new()
         } else {
-            format!(" \"{}\"", v.label)
+            format!(" \"{}\"", shown(&v.label))
         };
         let readable = if v.readable { "" } else { "  (not readable)" };
         println!(
@@ -171,7 +172,7 @@ async fn volumes(
             v.number,
             v.table,
             pretty(v.size),
-            v.filesystem
+            shown(&v.filesystem)
         );
     }
     Ok(exit::OK)
@@ -211,18 +212,19 @@ async fn list(
         let target = e
             .target
             .as_deref()
-            .map(|t| format!(" -> {t}"))
+            .map(|t| format!(" -> {}", shown(t)))
             .unwrap_or_default();
         println!(
             "{} {:>10} {when} {}{target}",
             mode_string(e),
             e.size,
-            e.name
+            shown(&e.name)
         );
     }
     if truncated {
         eprintln!(
-            "vmsnapctl: {path}: only the first {} entries are listed",
+            "vmsnapctl: {}: only the first {} entries are listed",
+            shown(path),
             entries.len()
         );
     }

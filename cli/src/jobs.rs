@@ -114,7 +114,7 @@ pub async fn list(context: &Context, args: &JobsArgs) -> Result<u8, Failure> {
             domains.join(",")
         );
         for d in r.results.iter().filter(|d| !d.error.is_empty()) {
-            println!("\t{}: {}", d.domain, d.error);
+            println!("\t{}: {}", d.domain, crate::escape::shown(&d.error));
         }
     }
     Ok(exit::OK)

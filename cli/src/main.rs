@@ -7,6 +7,7 @@ mod backup;
 mod client;
 mod compat;
 mod completion;
+mod escape;
 mod exit;
 mod files;
 mod hint;
@@ -47,7 +48,8 @@ async fn main() -> ExitCode {
     match outcome {
         Ok(code) => exit::code(code),
         Err((code, message)) => {
-            eprintln!("vmsnapctl: {message}");
+            // Service messages may quote a guest's names and paths.
+            eprintln!("vmsnapctl: {}", escape::shown(&message));
             if context.format.verbose {
                 eprintln!("vmsnapctl: exit code {code}");
             }

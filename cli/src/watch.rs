@@ -15,6 +15,7 @@ use zbus::proxy::CacheProperties;
 use zbus::Connection;
 use zvariant::OwnedObjectPath;
 
+use crate::escape::shown;
 use crate::render::size::pretty;
 use crate::{client, exit, Failure};
 
@@ -181,7 +182,7 @@ pub fn summary(operation: Operation, results: &[DomainResult]) -> String {
     let mut out = String::new();
     for r in results {
         for check in &r.checks {
-            out.push_str(&format!("{}: {check}\n", r.domain));
+            out.push_str(&format!("{}: {}\n", r.domain, shown(check)));
         }
         let mut line = format!("{label} {}: {}", r.domain, r.state);
         if !r.level.is_empty() {
@@ -196,7 +197,7 @@ pub fn summary(operation: Operation, results: &[DomainResult]) -> String {
             line.push_str(&format!(", {} in {}", pretty(r.bytes_total), r.folder));
         }
         if !r.error.is_empty() && !succeeded {
-            line.push_str(&format!(": {}", r.error));
+            line.push_str(&format!(": {}", shown(&r.error)));
         }
         out.push_str(&line);
         out.push('\n');

@@ -165,13 +165,22 @@ impl Service {
 
     /// Resident memory of the service, in KiB (`VmRSS`).
     pub fn rss_kib(&self) -> u64 {
+        self.memory_kib("VmRSS")
+    }
+
+    /// The most resident memory the service ever had, in KiB (`VmHWM`).
+    pub fn peak_kib(&self) -> u64 {
+        self.memory_kib("VmHWM")
+    }
+
+    fn memory_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .expect("vmsnapd is running");
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/PID/status")
+            .unwrap_or_else(|| panic!("{field} in /proc/PID/status"))
     }
 
     /// Kills vmsnapd and everything it started with SIGKILL, as a crash would.

@@ -254,3 +254,39 @@ async fn shell_metacharacters_and_junk_are_names_never_commands() {
     assert_untouched(&root);
     assert_still_serving(&conn).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_status_calls_of_32_mb_each_leave_the_service_small() {
+    let bus = vmsnap_integration::bus::ScratchBus::start("ho-bigmsg");
+    let service = bus.start_service_args(&[]);
+    let conn = connect(&bus.address).await;
+    let nothing = HashMap::<&str, Value>::new;
+    // The service has answered once before it is measured: its idle size.
+    let warm = refused(&conn, "Status", &(vec!["ho-no-such"], nothing())).await;
+    assert!(warm.0.ends_with("NoSuchDomain"), "{warm:?}");
+    let idle = service.rss_kib();
+    // 4 000 000 one-letter names: a body of 32 000 000 bytes, under the bus's 32 MiB limit.
+    let names: Vec<&str> = vec!["a"; 4_000_000];
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(connect(&bus.address).await);
+    }
+    let body = (&names, nothing());
+    let calls = clients.iter().map(|c| refused(c, "Status", &body));
+    for (name, message) in futures_util::future::join_all(calls).await {
+        assert_eq!(name, invalid_argument(), "{message}");
+        assert!(message.contains("4000000 domains given"), "{message}");
+    }
+    let peak = service.peak_kib();
+    // Given back within seconds (polled; the bound is on memory, not on time).
+    let start = std::time::Instant::now();
+    let mut rss = service.rss_kib();
+    while rss > idle + 16 * 1024 && start.elapsed() < std::time::Duration::from_secs(30) {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        rss = service.rss_kib();
+    }
+    eprintln!("vmsnapd: idle {idle} KiB, peak {peak} KiB, after {rss} KiB");
+    assert!(peak < 160 * 1024, "peak {peak} KiB");
+    assert!(rss <= idle + 16 * 1024, "idle {idle} KiB, after {rss} KiB");
+    assert_still_serving(&conn).await;
+}

@@ -64,15 +64,6 @@ fn fake_chain(root: &Path, domain: &str) -> PathBuf {
     folder
 }
 
-fn vm_hwm_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status")
-}
-
 #[test]
 fn a_huge_or_fifo_checkpoint_file_is_refused_unread_and_memory_stays_bounded() {
     let g = Guest::qcow2("tr-huge", 16);
@@ -93,7 +84,7 @@ fn a_huge_or_fifo_checkpoint_file_is_refused_unread_and_memory_stays_bounded() {
     let output = root.display().to_string();
     // Warm up, then measure the peak.
     vmsnapctl_as_on("vmsnaptest", &bus.address, &["status", &g.name]).expect_code(0);
-    let before = vm_hwm_kib(service.pid());
+    let before = service.peak_kib();
     let r = vmsnapctl_as_on(
         "vmsnaptest",
         &bus.address,
@@ -112,7 +103,7 @@ fn a_huge_or_fifo_checkpoint_file_is_refused_unread_and_memory_stays_bounded() {
         "a refusal prints no document: {}",
         r.stdout
     );
-    let after = vm_hwm_kib(service.pid());
+    let after = service.peak_kib();
     eprintln!("vmsnapd VmHWM {before} KiB before, {after} KiB after a 1 GiB checkpoint XML");
     assert!(
         after < before + 16 * 1024,

@@ -218,6 +218,10 @@ impl Engine {
         let destination = self.open_destination(job.uid, request.target.as_path())?;
         let target = &destination.dir;
         let target_path = target.path().to_path_buf();
+        if let Err(e) = self.require_room(target, total) {
+            destination.remove_created();
+            return Err(e);
+        }
         let staging = target
             .create_unique_dir(STAGING_PREFIX)
             .map_err(|e| HostError::at(&target_path, e))?;
@@ -225,7 +229,6 @@ impl Engine {
         let staging_id = staging
             .identity()
             .map_err(|e| HostError::at(&target_path, e))?;
-        self.require_room(target, total)?;
         let owner = owner_of(job.uid);
         let copied = self
             .copy_all(job, request, &plan, &staging, owner, &label, total)
