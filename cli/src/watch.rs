@@ -116,7 +116,8 @@ pub async fn wait_all(
                 Event::Completed(i, Some(signal)) => {
                     let a = signal.args().map_err(bus)?;
                     let state = JobState::parse(&a.state).unwrap_or(JobState::Failed);
-                    ended[i] = Some((state, a.results.clone()));
+                    // The signal carries the public view; the starter reads the details.
+                    ended[i] = Some((state, jobs[i].results().await.map_err(bus)?));
                 }
             },
             _ = look.tick() => {

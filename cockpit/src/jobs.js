@@ -38,13 +38,18 @@ function result(r) {
     return h("li", { class: "vs-result", "data-domain": r.domain, "data-state": r.state || "" }, lines);
 }
 
+/** The job's results in full where this page's caller may read them, else the public view. */
+function results(actions, job) {
+    return actions.state.results.get(job.path)?.results || job.Results || [];
+}
+
 function bars(actions, job) {
     const seen = actions.state.progress.get(job.path);
     const disks = seen ? [...seen.values()] : [];
     // Before the first signal (or for a job started before the page opened) the disks of
     // Results carry the counters.
     if (!disks.length) {
-        for (const r of job.Results || []) {
+        for (const r of results(actions, job)) {
             for (const d of r.disks || [])
                 disks.push({ domain: r.domain, disk: d.disk, done: d.bytesDone, total: d.bytesTotal });
         }
@@ -71,8 +76,8 @@ function card(actions, job) {
                    ? button("Cancel", () => cancel(actions, job.path), { variant: "secondary", danger: true, id: "cancel-" + id })
                    : null),
              h("div", { class: "vs-job__progress" }, bars(actions, job)),
-             (job.Results || []).some(r => r.state && r.state !== "queued" && r.state !== "running")
-                 ? h("ul", { class: "vs-job__results" }, job.Results.map(result))
+             results(actions, job).some(r => r.state && r.state !== "queued" && r.state !== "running")
+                 ? h("ul", { class: "vs-job__results" }, results(actions, job).map(result))
                  : null);
 }
 

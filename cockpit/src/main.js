@@ -24,6 +24,7 @@ const state = {
     options: { groupBy: "month", raw: false, compress: false, prune: false, keep: 0 },
     notice: null, // {variant, title, details}
     progress: new Map(), // job path -> Map("domain/disk" -> {domain, disk, done, total})
+    results: new Map(), // job path -> {state, results}: Results as read by this page's caller
     users: new Map(), // uid -> name
 };
 
@@ -182,10 +183,27 @@ function render() {
 
 function renderJobSection() {
     // Progress of jobs the service no longer lists is forgotten.
-    const listed = new Set(service.jobList().map(job => job.path));
-    for (const path of state.progress.keys()) {
-        if (!listed.has(path))
-            state.progress.delete(path);
+    const jobs = service.jobList();
+    const listed = new Set(jobs.map(job => job.path));
+    for (const map of [state.progress, state.results]) {
+        for (const path of map.keys()) {
+            if (!listed.has(path))
+                map.delete(path);
+        }
+    }
+    // The list carries the public view of results: read them in full once per state.
+    for (const job of jobs) {
+        const known = state.results.get(job.path);
+        if (known && known.state === job.State)
+            continue;
+        state.results.set(job.path, { state: job.State, results: known?.results });
+        service.jobResults(job.path).then(results => {
+            const entry = state.results.get(job.path);
+            if (entry && entry.state === job.State) {
+                entry.results = results;
+                renderJobSection();
+            }
+        }, () => {});
     }
     const section = document.getElementById("jobs");
     if (section && state.phase === "ready")

@@ -134,6 +134,17 @@ export class Service {
         return unwrap(reply);
     }
 
+    /**
+     * A job's Results as this page's caller may see them: in full for the job's starter and
+     * root. The job list (ObjectManager) and its change signals carry only the public view,
+     * without folders, errors and checks, because they reach every local user.
+     */
+    async jobResults(path) {
+        const [value] = await this.call("Get", [JOB, "Results"],
+                                        "org.freedesktop.DBus.Properties", path);
+        return value;
+    }
+
     async property(name) {
         const [value] = await this.call("Get", [MANAGER, name],
                                         "org.freedesktop.DBus.Properties");

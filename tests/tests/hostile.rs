@@ -273,10 +273,21 @@ async fn eight_status_calls_of_32_mb_each_leave_the_service_small() {
     }
     let body = (&names, nothing());
     let calls = clients.iter().map(|c| refused(c, "Status", &body));
+    // dbus-daemon may refuse some itself when the service's incoming queue is full; those
+    // that reach the service are refused by it, naming the count.
+    let mut reached = 0;
     for (name, message) in futures_util::future::join_all(calls).await {
+        if name == "org.freedesktop.DBus.Error.LimitsExceeded" {
+            continue;
+        }
         assert_eq!(name, invalid_argument(), "{message}");
         assert!(message.contains("4000000 domains given"), "{message}");
+        reached += 1;
     }
+    assert!(
+        reached >= 2,
+        "only {reached} of the 8 calls reached the service"
+    );
     let peak = service.peak_kib();
     // Given back within seconds (polled; the bound is on memory, not on time).
     let start = std::time::Instant::now();
@@ -285,7 +296,9 @@ async fn eight_status_calls_of_32_mb_each_leave_the_service_small() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         rss = service.rss_kib();
     }
-    eprintln!("vmsnapd: idle {idle} KiB, peak {peak} KiB, after {rss} KiB");
+    eprintln!(
+        "vmsnapd: {reached} calls of 32 MB: idle {idle} KiB, peak {peak} KiB, after {rss} KiB"
+    );
     assert!(peak < 160 * 1024, "peak {peak} KiB");
     assert!(rss <= idle + 16 * 1024, "idle {idle} KiB, after {rss} KiB");
     assert_still_serving(&conn).await;

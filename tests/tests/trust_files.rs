@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vmsnap_dbus::names::BUS_NAME;
+use vmsnap_dbus::names::{BUS_NAME, FILES_INTERFACE, JOB_INTERFACE, MANAGER_PATH};
 use vmsnap_dbus::proxy::{FilesProxy, ManagerProxy};
 use vmsnap_dbus::Error;
 use vmsnap_integration::bus::connect;
@@ -47,6 +47,22 @@ fn as_attacker(args: &[&str]) -> bool {
         .status()
         .unwrap()
         .success()
+}
+
+/// `busctl ARGS` on the run's bus as the unprivileged test user; its stdout.
+fn attacker_busctl(args: &[&str]) -> String {
+    let out = Command::new("runuser")
+        .args(["-u", "vmsnaptest", "--", "busctl"])
+        .arg(format!("--address={}", host().bus_address))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "busctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Every entry below `dir` (not following links).
@@ -377,6 +393,16 @@ async fn sessions_opened_at_once_stay_within_the_limit_and_serve_only_their_conn
         .unwrap();
     let (entries, _) = mine.list(1, "/").await.expect("the opener lists");
     assert!(entries.iter().any(|e| e.name == "file"));
+    // Where the chain lies is the opener's to know, not every local user's.
+    assert!(mine.folder().await.unwrap().contains("tf-open"));
+    let seen = attacker_busctl(&[
+        "get-property",
+        BUS_NAME,
+        opened[0],
+        FILES_INTERFACE,
+        "Folder",
+    ]);
+    assert_eq!(seen.trim(), "s \"\"", "{seen}");
     for path in opened {
         let s = FilesProxy::builder(&conn)
             .destination(BUS_NAME)
@@ -388,4 +414,59 @@ async fn sessions_opened_at_once_stay_within_the_limit_and_serve_only_their_conn
             .unwrap();
         s.close().await.unwrap();
     }
+}
+
+#[test]
+fn what_a_job_touched_is_shown_to_its_starter_and_root_only() {
+    let tree = host().images.join("tf-private-tree");
+    std::fs::create_dir_all(tree.join("private-dir")).unwrap();
+    std::fs::write(tree.join("private-dir/notes"), b"notes\n").unwrap();
+    let _ = std::fs::remove_file(tree.join("private-dir/shadow-link"));
+    std::os::unix::fs::symlink("/etc/shadow", tree.join("private-dir/shadow-link")).unwrap();
+    let g = ext4_guest("tf-private", &tree, 64);
+    let root = root("tf-private");
+    result(&backup(&g, &root, &[]).expect_code(0));
+    let target = host().images.join("tf-private-out");
+    let got = files_get(&g, &root, &["/private-dir"], target.to_str().unwrap()).expect_code(0);
+    assert!(got.stdout.contains("shadow-link"), "{}", got.stdout);
+    let jobs = vmsnapctl(&["jobs", "--json"]).expect_code(0).json();
+    let job = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["operation"] == "extract" && j["domains"][0] == g.name.as_str())
+        .expect("the extraction is listed")
+        .clone();
+    // Root, its starter, reads everything.
+    let mine = job["results"].to_string();
+    assert!(
+        mine.contains("tf-private-out") && mine.contains("shadow-link"),
+        "{mine}"
+    );
+    // Another user sees the job, its kind, state and domain, and nothing it touched.
+    let path = job["job"].as_str().unwrap();
+    let everything = attacker_busctl(&[
+        "call",
+        BUS_NAME,
+        MANAGER_PATH,
+        "org.freedesktop.DBus.ObjectManager",
+        "GetManagedObjects",
+    ]);
+    let results = attacker_busctl(&["get-property", BUS_NAME, path, JOB_INTERFACE, "Results"]);
+    for seen in [&everything, &results] {
+        assert!(seen.contains(&g.name), "{seen}");
+        for secret in [
+            "tf-private-out",
+            "private-dir",
+            "shadow-link",
+            "/etc/shadow",
+            &root,
+        ] {
+            assert!(
+                !seen.contains(secret),
+                "{secret} shown to another user: {seen}"
+            );
+        }
+    }
+    assert!(everything.contains("succeeded"), "{everything}");
 }

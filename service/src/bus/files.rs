@@ -227,10 +227,23 @@ impl Files {
         self.session.domain.to_string()
     }
 
-    /// The chain folder's path.
+    /// The chain folder's path: to the session's own connection and root; empty for anyone
+    /// else and in GetManagedObjects (the folder may lie where they may not look).
     #[zbus(property(emits_changed_signal = "const"))]
-    fn folder(&self) -> String {
-        self.session.folder.display().to_string()
+    async fn folder(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> String {
+        let Some(header) = header else {
+            return String::new();
+        };
+        let uid = caller_uid(connection, &header).await;
+        if uid == 0 || (uid == self.session.uid && sender(&header) == self.session.client) {
+            self.session.folder.display().to_string()
+        } else {
+            String::new()
+        }
     }
 
     #[zbus(property(emits_changed_signal = "const"))]

@@ -3,6 +3,14 @@
 //! The object only mirrors the engine's [`Job`]; a forwarding task turns the job's events into
 //! the `Progress` and `Completed` signals and property-change notifications, keeps the object
 //! exported for a retention period after the end, then removes it and announces that.
+//!
+//! Any local user may see that a job exists, what kind it is, for which domains, who started
+//! it, its state and its byte counters (as udisks shows its jobs to everyone). What it
+//! touched — chain folders, targets, guest paths in its checks, the reasons of a failure — is
+//! the starter's and root's alone: `Results` answers them in full on `Get`/`GetAll`, and
+//! everyone else, every broadcast (`PropertiesChanged`, `Completed`, `InterfacesAdded`) and
+//! `GetManagedObjects` (zbus reads properties there without the caller) the public view of
+//! [`public`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -68,6 +76,29 @@ fn results(domains: &[DomainProgress]) -> Vec<DomainResult> {
         .collect()
 }
 
+/// What anyone may see of a domain's result: no path, no message, no check.
+fn public(mut result: DomainResult) -> DomainResult {
+    result.folder.clear();
+    result.new_chain_reason.clear();
+    result.error.clear();
+    result.pruned.clear();
+    result.checks.clear();
+    result
+}
+
+impl JobObject {
+    /// Whether the caller of `header` may see the job's details: its starter and root.
+    async fn may_see(&self, connection: &Connection, header: Option<&Header<'_>>) -> bool {
+        match header {
+            Some(h) => {
+                let uid = caller_uid(connection, h).await;
+                uid == 0 || uid == self.job.uid
+            }
+            None => false,
+        }
+    }
+}
+
 #[interface(name = "org.vmsnap.VMSnap1.Job")]
 impl JobObject {
     /// Stops the job, whatever its kind. Running backups are interrupted the safe way (SIGINT
@@ -117,7 +148,8 @@ impl JobObject {
         total: u64,
     ) -> zbus::Result<()>;
 
-    /// The job finished: `state` is succeeded, failed or cancelled; `results` as the property.
+    /// The job finished: `state` is succeeded, failed or cancelled; `results` in their public
+    /// form (a broadcast reaches everyone): the starter reads the details from `Results`.
     #[zbus(signal)]
     async fn completed(
         emitter: &SignalEmitter<'_>,
@@ -168,10 +200,21 @@ impl JobObject {
     }
 
     /// Per domain: domain, state, level (full, inc, copy), folder, newChainReason, bytesDone,
-    /// bytesTotal, disks (disk, bytesDone, bytesTotal) and error (the tool's own error line).
+    /// bytesTotal, disks (disk, bytesDone, bytesTotal), error (the tool's own error line),
+    /// pruned and checks. folder, newChainReason, error, pruned and checks are given only to
+    /// the job's starter and root, on Get or GetAll; everyone else, PropertiesChanged and
+    /// GetManagedObjects get them empty.
     #[zbus(property)]
-    fn results(&self) -> Vec<DomainResult> {
-        results(&self.job.snapshot().2)
+    async fn results(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Vec<DomainResult> {
+        let full = results(&self.job.snapshot().2);
+        match self.may_see(connection, header.as_ref()).await {
+            true => full,
+            false => full.into_iter().map(public).collect(),
+        }
     }
 
     /// Start time, seconds since the epoch.
@@ -274,7 +317,7 @@ pub async fn export(
         let _ = JobObject::completed(
             &emitter,
             job_state_word(final_state),
-            results(&job.snapshot().2),
+            results(&job.snapshot().2).into_iter().map(public).collect(),
         )
         .await;
         tokio::select! {
