@@ -5,15 +5,17 @@
 //! raw; a newline in a name would print as two entries. Every such string is shown through
 //! [`shown`] in text output: control characters (C0, DEL, C1) become visible escapes (`\n`,
 //! `\t`, `\x1b`, `\u{9b}`), as do the Unicode characters that reorder text (bidi overrides
-//! and isolates) and a backslash itself (`\\`), so what is printed is unambiguous and never
-//! acts on the terminal. Machine output (JSON) carries the exact strings: its encoder escapes
-//! control characters.
+//! and isolates), so what is printed never acts on the terminal. Guest names already come in
+//! the service's wire form (`\xNN` for bytes that are not text, `\\` for a backslash), which
+//! has no control characters: it is printed as it is, so that what a user sees is what they
+//! type back to `ls` or `get`. Machine output (JSON) carries the exact strings: its encoder
+//! escapes control characters.
 
 use std::borrow::Cow;
 use std::fmt::Write;
 
 fn needs_escape(c: char) -> bool {
-    c.is_control() || c == '\\' || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// `s` with every character that could act on a terminal written as an escape.
@@ -24,7 +26,6 @@ pub fn shown(s: &str) -> Cow<'_, str> {
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
         match c {
-            '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
@@ -52,7 +53,8 @@ mod tests {
         assert_eq!(shown("two\nlines"), "two\\nlines");
         assert_eq!(shown("\u{9b}2J"), "\\u{9b}2J");
         assert_eq!(shown("a\u{202e}fdp.exe"), "a\\u{202e}fdp.exe");
-        assert_eq!(shown("back\\slash"), "back\\\\slash");
+        // The wire form passes as it is.
+        assert_eq!(shown("\\xff\\xfe-dir"), "\\xff\\xfe-dir");
         for c in (0u32..0x20).chain(0x7f..0xa0).filter_map(char::from_u32) {
             let out = shown(&c.to_string()).into_owned();
             assert!(!out.chars().any(|o| o.is_control()), "{c:?} -> {out:?}");

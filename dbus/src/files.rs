@@ -27,7 +27,12 @@ pub struct Volume {
 #[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type)]
 #[zvariant(signature = "a{sv}", rename_all = "camelCase")]
 pub struct FileEntry {
+    /// The name in wire form: UTF-8 text in which a backslash is `\\` and each byte that is
+    /// not valid UTF-8 or belongs to a control character is `\xNN`. Exact (paths given to
+    /// List and Extract use the same form) and inert on a terminal.
     pub name: String,
+    /// The name's exact bytes, as the guest stored them.
+    pub name_bytes: Vec<u8>,
     /// `file`, `dir`, `symlink`, `block-device`, `char-device`, `fifo` or `socket`.
     pub kind: String,
     pub size: u64,
@@ -35,6 +40,6 @@ pub struct FileEntry {
     pub mode: u32,
     /// Modification time, seconds since the epoch.
     pub mtime: i64,
-    /// A symlink's target as recorded; never followed.
+    /// A symlink's target as recorded (wire form); never followed.
     pub target: Option<String>,
 }

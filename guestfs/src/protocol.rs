@@ -5,6 +5,12 @@
 //! many bytes, ended by an empty frame (all read) or by [`FRAME_FAILED`] followed by a
 //! `Reply::Failed` line (the file system broke mid-file). Frames let the service bound every
 //! read and stop a file that grows past what its header announced.
+//!
+//! Guest names are bytes, and JSON and D-Bus strings are UTF-8. So names and paths travel in
+//! a *wire form* ([`encode`], [`decode`]): UTF-8 text in which a backslash is `\\`, and every
+//! byte that is not part of valid UTF-8 or belongs to a control character is `\xNN`. It is
+//! exact (every name has one form and comes back to the same bytes), always valid UTF-8, and
+//! never acts on a terminal; a client that shows it shows what a user can type back.
 
 use serde::{Deserialize, Serialize};
 
@@ -94,7 +100,7 @@ impl Kind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Entry {
-    /// The name as the guest wrote it (bytes that are not UTF-8 replaced).
+    /// The name as the guest wrote it, in wire form ([`encode`]).
     pub name: String,
     pub kind: Kind,
     pub size: u64,
@@ -102,7 +108,7 @@ pub struct Entry {
     pub mode: u32,
     /// Seconds since the epoch.
     pub mtime: i64,
-    /// A symlink's target, as recorded; never followed.
+    /// A symlink's target, as recorded (in wire form); never followed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
 }
@@ -142,6 +148,80 @@ impl Failure {
             message: message.into(),
         }
     }
+}
+
+/// The wire form of the guest bytes `name`.
+pub fn encode(name: &[u8]) -> String {
+    let mut out = String::with_capacity(name.len());
+    let hex = |out: &mut String, bytes: &[u8]| {
+        for b in bytes {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    };
+    for chunk in name.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                c if c.is_control() => hex(&mut out, c.encode_utf8(&mut [0; 4]).as_bytes()),
+                c => out.push(c),
+            }
+        }
+        hex(&mut out, chunk.invalid());
+    }
+    out
+}
+
+/// The guest bytes of the wire-form `name`; anything but `\\` and `\xNN` after a backslash
+/// is refused.
+pub fn decode(name: &str) -> Result<Vec<u8>, Failure> {
+    let bad = || {
+        Failure::new(
+            FailureKind::BadRequest,
+            format!("{name:?}: a backslash starts \\\\ or \\xNN (two hex digits) in a guest name"),
+        )
+    };
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => match bytes.get(i + 1) {
+                Some(b'\\') => {
+                    out.push(b'\\');
+                    i += 2;
+                }
+                Some(b'x') => {
+                    let digits = bytes.get(i + 2..i + 4).ok_or_else(bad)?;
+                    let digits = std::str::from_utf8(digits).map_err(|_| bad())?;
+                    out.push(u8::from_str_radix(digits, 16).map_err(|_| bad())?);
+                    i += 4;
+                }
+                _ => return Err(bad()),
+            },
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The components of a request path as guest bytes: [`components`], each decoded, none
+/// holding a `/` or NUL or being `.` or `..` once decoded.
+pub fn byte_components(path: &str) -> Result<Vec<Vec<u8>>, Failure> {
+    let mut out = Vec::new();
+    for part in components(path)? {
+        let bytes = decode(part)?;
+        if bytes.contains(&b'/') || bytes.contains(&0) || bytes == b"." || bytes == b".." {
+            return Err(Failure::new(
+                FailureKind::BadRequest,
+                format!("{path:?}: {part:?} is not a name"),
+            ));
+        }
+        out.push(bytes);
+    }
+    Ok(out)
 }
 
 /// The path components of a request path: absolute, `/`-separated, no `.`/`..` (a guest
@@ -185,6 +265,37 @@ mod tests {
             serde_json::to_string(&f).unwrap(),
             r#"{"failed":{"kind":"unsupported","message":"xfs: not supported"}}"#
         );
+    }
+
+    #[test]
+    fn the_wire_form_is_exact_and_inert() {
+        let names: [&[u8]; 6] = [
+            b"plain.txt",
+            b"\xff\xfe-dir",
+            b"esc\x1b]0;owned\x07",
+            b"two\nlines",
+            "caf\u{e9} \u{9b}".as_bytes(),
+            b"back\\x41slash",
+        ];
+        for name in names {
+            let wire = encode(name);
+            assert!(!wire.chars().any(char::is_control), "{wire:?}");
+            assert_eq!(decode(&wire).unwrap(), name, "{wire:?}");
+        }
+        assert_eq!(encode(b"\xff\xfe-dir"), "\\xff\\xfe-dir");
+        assert_eq!(encode(b"two\nlines"), "two\\x0alines");
+        assert_eq!(encode(b"a\\b"), "a\\\\b");
+        assert_eq!(encode("café".as_bytes()), "café");
+        for bad in ["a\\", "\\q", "\\x4", "\\xzz"] {
+            assert!(decode(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            byte_components("/\\xff/x").unwrap(),
+            [vec![0xff], b"x".to_vec()]
+        );
+        for bad in ["/a\\x2fb", "/\\x2e\\x2e", "/a\\x00"] {
+            assert!(byte_components(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::io::Read;
 
 use crate::image::Window;
-use crate::protocol::{components, Entry, Failure, FailureKind, Kind, MAX_ENTRIES};
+use crate::protocol::{byte_components, encode, Entry, Failure, FailureKind, Kind, MAX_ENTRIES};
 
 pub enum Tree {
     Ext(Box<ext4_view::Ext4>),
@@ -51,8 +51,21 @@ fn ext_kind(t: ext4_view::FileType) -> Kind {
     }
 }
 
-fn join(parts: &[&str]) -> String {
-    format!("/{}", parts.join("/"))
+/// The guest path of `parts` (bytes, as ext4 stores names).
+fn join(parts: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = vec![b'/'];
+    out.extend(parts.join(&b'/'));
+    out
+}
+
+/// A guest path for messages, in wire form.
+fn shown(path: &[u8]) -> String {
+    encode(path)
+}
+
+/// A FAT name from request bytes (FAT names are Unicode; other bytes name nothing there).
+fn fat_name(part: &[u8]) -> &str {
+    std::str::from_utf8(part).unwrap_or("\u{fffd}")
 }
 
 impl Tree {
@@ -77,12 +90,15 @@ impl Tree {
 
     /// The entry at `path`, not following a symlink at its end or anywhere before.
     pub fn stat(&self, path: &str) -> Result<Entry, Failure> {
-        let parts = components(path)?;
+        let parts = byte_components(path)?;
         match self {
             Tree::Ext(fs) => {
                 walk_ext(fs, &parts)?;
                 let p = join(&parts);
-                let name = parts.last().copied().unwrap_or("/");
+                let name = parts
+                    .last()
+                    .map(|n| encode(n))
+                    .unwrap_or_else(|| "/".into());
                 ext_entry(fs, &p, name)
             }
             Tree::Fat(fs) => {
@@ -92,7 +108,7 @@ impl Tree {
                 let dir = fat_dir(fs, parent)?;
                 for e in dir.iter() {
                     let e = e.map_err(|e| corrupt("vfat", e))?;
-                    if e.file_name().eq_ignore_ascii_case(name) {
+                    if e.file_name().eq_ignore_ascii_case(fat_name(name)) {
                         return Ok(fat_entry(&e));
                     }
                 }
@@ -106,7 +122,7 @@ impl Tree {
 
     /// The entries of the directory `path` (at most [`MAX_ENTRIES`]; `true` when cut there).
     pub fn list(&self, path: &str) -> Result<(Vec<Entry>, bool), Failure> {
-        let parts = components(path)?;
+        let parts = byte_components(path)?;
         let mut entries = Vec::new();
         let mut truncated = false;
         match self {
@@ -114,31 +130,35 @@ impl Tree {
                 walk_ext(fs, &parts)?;
                 let p = join(&parts);
                 if !fs
-                    .symlink_metadata(p.as_str())
-                    .map_err(|e| ext_failure(&p, e))?
+                    .symlink_metadata(p.as_slice())
+                    .map_err(|e| ext_failure(&shown(&p), e))?
                     .is_dir()
                 {
                     return Err(Failure::new(
                         FailureKind::NotADirectory,
-                        format!("{p}: not a directory"),
+                        format!("{}: not a directory", shown(&p)),
                     ));
                 }
-                for e in fs.read_dir(p.as_str()).map_err(|e| ext_failure(&p, e))? {
-                    let e = e.map_err(|e| ext_failure(&p, e))?;
-                    let name = String::from_utf8_lossy(e.file_name().as_ref()).into_owned();
-                    if name == "." || name == ".." {
+                let read = fs.read_dir(p.as_slice());
+                for e in read.map_err(|e| ext_failure(&shown(&p), e))? {
+                    let e = e.map_err(|e| ext_failure(&shown(&p), e))?;
+                    // The name's bytes as stored: looked up again by those bytes, never by a
+                    // lossy copy (a name that is not UTF-8 once hid its whole directory).
+                    let stored = e.file_name();
+                    let name: &[u8] = stored.as_ref();
+                    if name == b"." || name == b".." {
                         continue;
                     }
                     if entries.len() == MAX_ENTRIES {
                         truncated = true;
                         break;
                     }
-                    let child = if parts.is_empty() {
-                        format!("/{name}")
-                    } else {
-                        format!("{p}/{name}")
-                    };
-                    entries.push(ext_entry(fs, &child, &name)?);
+                    let mut child = p.clone();
+                    if !parts.is_empty() {
+                        child.push(b'/');
+                    }
+                    child.extend_from_slice(name);
+                    entries.push(ext_entry(fs, &child, encode(name))?);
                 }
             }
             Tree::Fat(fs) => {
@@ -169,17 +189,21 @@ impl Tree {
                 format!("{path}: a {}, not a regular file", entry.kind.as_str()),
             ));
         }
-        let parts = components(path)?;
+        let parts = byte_components(path)?;
         match self {
             Tree::Ext(fs) => {
                 let p = join(&parts);
-                let file = fs.open(p.as_str()).map_err(|e| ext_failure(&p, e))?;
+                let file = fs
+                    .open(p.as_slice())
+                    .map_err(|e| ext_failure(&shown(&p), e))?;
                 Ok((Box::new(file), entry.size))
             }
             Tree::Fat(fs) => {
                 let (name, parent) = parts.split_last().expect("a file is not the root");
                 let dir = fat_dir(fs, parent)?;
-                let file = dir.open_file(name).map_err(|e| corrupt("vfat", e))?;
+                let file = dir
+                    .open_file(fat_name(name))
+                    .map_err(|e| corrupt("vfat", e))?;
                 Ok((Box::new(file), entry.size))
             }
         }
@@ -188,11 +212,12 @@ impl Tree {
 
 /// Checks every directory on the way to `parts`' last component: it exists, is a directory,
 /// and is not a symlink.
-fn walk_ext(fs: &ext4_view::Ext4, parts: &[&str]) -> Result<(), Failure> {
+fn walk_ext(fs: &ext4_view::Ext4, parts: &[Vec<u8>]) -> Result<(), Failure> {
     for depth in 1..parts.len() {
-        let p = join(&parts[..depth]);
+        let bytes = join(&parts[..depth]);
+        let p = shown(&bytes);
         let meta = fs
-            .symlink_metadata(p.as_str())
+            .symlink_metadata(bytes.as_slice())
             .map_err(|e| ext_failure(&p, e))?;
         if meta.is_symlink() {
             return Err(Failure::new(
@@ -210,19 +235,22 @@ fn walk_ext(fs: &ext4_view::Ext4, parts: &[&str]) -> Result<(), Failure> {
     Ok(())
 }
 
-fn ext_entry(fs: &ext4_view::Ext4, path: &str, name: &str) -> Result<Entry, Failure> {
+/// The entry at the guest path `path`, named `name` (wire form).
+fn ext_entry(fs: &ext4_view::Ext4, path: &[u8], name: String) -> Result<Entry, Failure> {
     let meta = fs
         .symlink_metadata(path)
-        .map_err(|e| ext_failure(path, e))?;
+        .map_err(|e| ext_failure(&shown(path), e))?;
     let kind = ext_kind(meta.file_type());
     let target = if kind == Kind::Symlink {
-        let link = fs.read_link(path).map_err(|e| ext_failure(path, e))?;
-        Some(String::from_utf8_lossy(link.as_ref()).into_owned())
+        let link = fs
+            .read_link(path)
+            .map_err(|e| ext_failure(&shown(path), e))?;
+        Some(encode(link.as_ref()))
     } else {
         None
     };
     Ok(Entry {
-        name: name.to_string(),
+        name,
         kind,
         size: meta.len(),
         mode: u32::from(meta.mode()),
@@ -233,15 +261,15 @@ fn ext_entry(fs: &ext4_view::Ext4, path: &str, name: &str) -> Result<Entry, Fail
 
 fn fat_dir<'a>(
     fs: &'a fatfs::FileSystem<Window>,
-    parts: &[&str],
+    parts: &[Vec<u8>],
 ) -> Result<fatfs::Dir<'a, Window>, Failure> {
     let mut dir = fs.root_dir();
     for (i, part) in parts.iter().enumerate() {
-        let here = join(&parts[..=i]);
+        let here = shown(&join(&parts[..=i]));
         let found = dir
             .iter()
             .filter_map(Result::ok)
-            .find(|e| e.file_name().eq_ignore_ascii_case(part))
+            .find(|e| e.file_name().eq_ignore_ascii_case(fat_name(part)))
             .ok_or_else(|| Failure::new(FailureKind::NotFound, format!("{here}: not found")))?;
         if !found.is_dir() {
             return Err(Failure::new(
@@ -277,7 +305,7 @@ fn fat_entry(e: &fatfs::DirEntry<'_, Window>) -> Entry {
         + i64::from(m.time.min) * 60
         + i64::from(m.time.sec);
     Entry {
-        name: e.file_name(),
+        name: encode(e.file_name().as_bytes()),
         kind: if e.is_dir() { Kind::Dir } else { Kind::File },
         size: if e.is_dir() { 0 } else { e.len() },
         mode: match (e.is_dir(), read_only) {

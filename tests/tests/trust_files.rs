@@ -470,3 +470,69 @@ fn what_a_job_touched_is_shown_to_its_starter_and_root_only() {
     }
     assert!(everything.contains("succeeded"), "{everything}");
 }
+
+#[test]
+fn hostile_and_non_utf8_names_are_listed_inert_and_extracted_exactly() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let tree = host().images.join("tf-names-tree");
+    let _ = std::fs::remove_dir_all(&tree);
+    std::fs::create_dir_all(&tree).unwrap();
+    let at = |name: &[u8]| tree.join(OsStr::from_bytes(name));
+    std::fs::write(at(b"esc\x1b]0;owned\x07"), b"title\n").unwrap();
+    std::fs::write(at(b"two\nlines"), b"newline\n").unwrap();
+    std::fs::create_dir(at(b"\xff\xfe-dir")).unwrap();
+    std::fs::write(at(b"\xff\xfe-dir/inner.txt"), b"inside\n").unwrap();
+    std::os::unix::fs::symlink(OsStr::from_bytes(b"\x1b[2J"), at(b"clear-link")).unwrap();
+    let g = ext4_guest("tf-names", &tree, 64);
+    let root = root("tf-names");
+    result(&backup(&g, &root, &[]).expect_code(0));
+    let ls = |path: &str, json: bool| {
+        let mut args = vec!["files", g.name.as_str(), "--output", root.as_str()];
+        if json {
+            args.push("--json");
+        }
+        args.extend(["ls", "--volume", "1", path]);
+        vmsnapctl(&args).expect_code(0)
+    };
+    // Text: nothing acts on the terminal, one line per entry, names as they can be typed.
+    let listed = ls("/", false);
+    assert!(!listed.stdout.contains('\x1b'), "{:?}", listed.stdout);
+    assert!(
+        !listed.stdout.lines().any(|l| l.starts_with("lines")),
+        "{}",
+        listed.stdout
+    );
+    for wire in [
+        "esc\\x1b]0;owned\\x07",
+        "two\\x0alines",
+        "\\xff\\xfe-dir",
+        "-> \\x1b[2J",
+    ] {
+        assert!(
+            listed.stdout.contains(wire),
+            "{wire} missing from {}",
+            listed.stdout
+        );
+    }
+    let json = ls("/", true).json();
+    let names: Vec<&str> = json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"\\xff\\xfe-dir"), "{names:?}");
+    // The directory whose name is not UTF-8 is listed and extracted under its exact bytes.
+    let inside = ls("/\\xff\\xfe-dir", false);
+    assert!(inside.stdout.contains("inner.txt"), "{}", inside.stdout);
+    let target = host().images.join("tf-names-out");
+    let t = target.to_str().unwrap();
+    files_get(&g, &root, &["/\\xff\\xfe-dir", "/two\\x0alines"], t).expect_code(0);
+    let out = |name: &[u8]| target.join(OsStr::from_bytes(name));
+    assert_eq!(
+        std::fs::read(out(b"\xff\xfe-dir/inner.txt")).unwrap(),
+        b"inside\n"
+    );
+    assert_eq!(std::fs::read(out(b"two\nlines")).unwrap(), b"newline\n");
+}

@@ -196,6 +196,8 @@ pub fn volume(v: vmsnap_guestfs::protocol::Volume) -> vmsnap_dbus::files::Volume
 /// A directory entry as the contract carries it.
 pub fn file_entry(e: vmsnap_guestfs::protocol::Entry) -> vmsnap_dbus::files::FileEntry {
     vmsnap_dbus::files::FileEntry {
+        // The reader sends wire forms only; one that does not decode is shown, not guessed.
+        name_bytes: vmsnap_guestfs::protocol::decode(&e.name).unwrap_or_default(),
         name: e.name,
         kind: e.kind.as_str().to_string(),
         size: e.size,

@@ -12,6 +12,8 @@
 //! up only when complete: a failed or cancelled extraction leaves nothing that looks finished.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::sync::Arc;
 
 use vmsnap_guestfs::protocol::{components, Entry, Kind};
@@ -70,6 +72,13 @@ fn owner_of(uid: u32) -> (u32, u32) {
     }
 }
 
+/// The host name of a guest name in wire form: its exact bytes, when they are one safe path
+/// component (no `/` or NUL, not `.` or `..`).
+fn host_name(wire: &str) -> Option<OsString> {
+    let name = OsString::from_vec(vmsnap_guestfs::protocol::decode(wire).ok()?);
+    safe_fs::check_name(&name).is_ok().then_some(name)
+}
+
 /// The name a path is extracted under: its last component (`/` itself: `volume-N`).
 fn top_name(path: &str, volume: u32) -> Result<String, Error> {
     let parts = components(path).map_err(|f| Error::InvalidArgument(f.message))?;
@@ -111,7 +120,8 @@ impl Engine {
             let target = Dir::open_if_exists(request.target.as_path())
                 .map_err(|e| HostError::at(request.target.as_path(), e))?;
             if let Some(target) = target {
-                if let Some(taken) = names.iter().find(|n| target.meta_of(n).is_ok()) {
+                let exists = |n: &&String| host_name(n).is_some_and(|h| target.meta_of(h).is_ok());
+                if let Some(taken) = names.iter().find(exists) {
                     return Err(Error::TargetExists(format!(
                         "{} already exists; ask for overwrite to replace it",
                         request.target.as_path().join(taken).display()
@@ -277,14 +287,14 @@ impl Engine {
                 },
             };
             let shown = &item.guest_path;
-            if safe_fs::check_name(name).is_err() {
+            let Some(name) = host_name(name) else {
                 job.update(0, |d| {
-                    d.checks.push(format!(
-                        "{shown}: skipped: {name:?} is not a safe file name"
-                    ))
+                    d.checks
+                        .push(format!("{shown}: skipped: {name} is not a safe file name"))
                 });
                 continue;
-            }
+            };
+            let name = name.as_os_str();
             if item.entry.mode & 0o7000 != 0 {
                 job.update(0, |d| {
                     d.checks
@@ -382,7 +392,10 @@ impl Engine {
         target: &Dir,
     ) -> Result<(), Error> {
         for item in plan.iter().filter(|p| p.place.len() == 1) {
-            let name = &item.place[0];
+            let Some(name) = host_name(&item.place[0]) else {
+                continue;
+            };
+            let name = name.as_os_str();
             if staging.meta_of(name).is_err() {
                 continue;
             }

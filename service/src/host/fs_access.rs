@@ -124,7 +124,7 @@ pub fn check_trusted(folder: &Path, allow_missing: bool, contents: bool) -> Resu
             Component::Normal(name) => name.to_string_lossy(),
             _ => return Err(format!("{} is not a plain absolute path", folder.display())),
         };
-        match dir.open_dir(&name) {
+        match dir.open_dir(&*name) {
             Ok(next) => dir = next,
             // Missing, or a file where a directory would go: creating it fails later with
             // that reason, and there is nothing on the way another user could swap.

@@ -138,9 +138,17 @@ pub fn set_owner_and_mode(fd: impl AsFd, uid: u32, gid: u32, mode: u32) -> std::
     rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(std::io::Error::from)
 }
 
-/// A single path component: no `/`, not `.` or `..`, not empty.
-pub fn check_name(name: &str) -> std::io::Result<()> {
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+/// A single path component: no `/` or NUL, not `.` or `..`, not empty. Any other bytes
+/// are a name (a guest's names need not be UTF-8).
+pub fn check_name(name: impl AsRef<OsStr>) -> std::io::Result<()> {
+    let name = name.as_ref();
+    let bytes = name.as_bytes();
+    if bytes.is_empty()
+        || bytes == b"."
+        || bytes == b".."
+        || bytes.contains(&b'/')
+        || bytes.contains(&0)
+    {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("{name:?} is not a file name"),
@@ -153,7 +161,7 @@ pub fn check_name(name: &str) -> std::io::Result<()> {
 /// link there is `ELOOP`, and a name is never more than one component.
 fn open_at(
     dir: impl AsFd,
-    name: &str,
+    name: &OsStr,
     flags: OFlags,
     mode: Mode,
 ) -> Result<OwnedFd, rustix::io::Errno> {
@@ -214,7 +222,8 @@ impl Dir {
     }
 
     /// The child directory `name`, never through a symlink.
-    pub fn open_dir(&self, name: &str) -> std::io::Result<Dir> {
+    pub fn open_dir(&self, name: impl AsRef<OsStr>) -> std::io::Result<Dir> {
+        let name = name.as_ref();
         check_name(name)?;
         let path = self.path.join(name);
         let fd = open_at(&self.fd, name, DIR_FLAGS, Mode::empty()).map_err(std::io::Error::from)?;
@@ -222,7 +231,8 @@ impl Dir {
     }
 
     /// [`Dir::open_dir`], with a missing directory as `None`.
-    pub fn open_dir_if_exists(&self, name: &str) -> std::io::Result<Option<Dir>> {
+    pub fn open_dir_if_exists(&self, name: impl AsRef<OsStr>) -> std::io::Result<Option<Dir>> {
+        let name = name.as_ref();
         match self.open_dir(name) {
             Ok(d) => Ok(Some(d)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -231,7 +241,8 @@ impl Dir {
     }
 
     /// Creates the child directory `name` (mode `mode`, not there before) and opens it.
-    pub fn create_dir(&self, name: &str, mode: u32) -> std::io::Result<Dir> {
+    pub fn create_dir(&self, name: impl AsRef<OsStr>, mode: u32) -> std::io::Result<Dir> {
+        let name = name.as_ref();
         check_name(name)?;
         rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(mode))
             .map_err(std::io::Error::from)?;
@@ -263,7 +274,8 @@ impl Dir {
     }
 
     /// Metadata of the entry `name`, not following a link.
-    pub fn meta_of(&self, name: &str) -> std::io::Result<Meta> {
+    pub fn meta_of(&self, name: impl AsRef<OsStr>) -> std::io::Result<Meta> {
+        let name = name.as_ref();
         check_name(name)?;
         let st = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(std::io::Error::from)?;
@@ -271,14 +283,29 @@ impl Dir {
     }
 
     /// Whether the entry `name` is a symlink (never followed).
-    pub fn is_symlink(&self, name: &str) -> bool {
+    pub fn is_symlink(&self, name: impl AsRef<OsStr>) -> bool {
+        let name = name.as_ref();
         check_name(name).is_ok()
             && rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
                 .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
     }
 
-    /// The entries of this directory (without `.` and `..`), at most [`MAX_ENTRIES`].
+    /// The entries of this directory (without `.` and `..`), at most [`MAX_ENTRIES`], with
+    /// their names as text: for the service's own files (a name that is not UTF-8 is shown
+    /// with replacement characters and cannot be reached again; [`Dir::raw_entries`] can).
     pub fn entries(&self) -> std::io::Result<Vec<Entry>> {
+        Ok(self
+            .raw_entries()?
+            .into_iter()
+            .map(|(name, kind)| Entry {
+                name: name.to_string_lossy().into_owned(),
+                kind,
+            })
+            .collect())
+    }
+
+    /// [`Dir::entries`] with each name's exact bytes.
+    pub fn raw_entries(&self) -> std::io::Result<Vec<(std::ffi::OsString, Kind)>> {
         let dup = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0).map_err(std::io::Error::from)?;
         let mut dir = rustix::fs::Dir::new(dup).map_err(std::io::Error::from)?;
         let mut out = Vec::new();
@@ -294,12 +321,12 @@ impl Dir {
                     self.path.display()
                 )));
             }
-            let name = OsStr::from_bytes(name).to_string_lossy().into_owned();
+            let name = OsStr::from_bytes(name).to_os_string();
             let kind = match entry.file_type() {
                 FileType::Unknown => self.meta_of(&name).map(|m| m.kind).unwrap_or(Kind::Other),
                 t => kind_of(t),
             };
-            out.push(Entry { name, kind });
+            out.push((name, kind));
         }
         Ok(out)
     }
@@ -321,7 +348,7 @@ impl Dir {
         check_name(name).map_err(io)?;
         let fd = open_at(
             &self.fd,
-            name,
+            name.as_ref(),
             OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY,
             Mode::empty(),
         )
@@ -380,7 +407,7 @@ impl Dir {
         let path = self.path.join(name);
         let fd = open_at(
             &self.fd,
-            name,
+            name.as_ref(),
             OFlags::WRONLY | OFlags::CREATE | how | OFlags::NONBLOCK,
             Mode::from_raw_mode(mode),
         )
@@ -397,7 +424,12 @@ impl Dir {
 
     /// Creates the regular file `name` for writing: new (`O_EXCL`, so nothing prepared there
     /// is reused), never through a link.
-    pub fn create_new_file(&self, name: &str, mode: u32) -> std::io::Result<std::fs::File> {
+    pub fn create_new_file(
+        &self,
+        name: impl AsRef<OsStr>,
+        mode: u32,
+    ) -> std::io::Result<std::fs::File> {
+        let name = name.as_ref();
         check_name(name)?;
         let fd = open_at(
             &self.fd,
@@ -425,7 +457,12 @@ impl Dir {
 
     /// Removes the directory `name` if it is still `expected` and holds nothing but empty
     /// directories; anything else in it stays, and so does it.
-    pub fn remove_empty_tree(&self, name: &str, expected: Identity) -> std::io::Result<()> {
+    pub fn remove_empty_tree(
+        &self,
+        name: impl AsRef<OsStr>,
+        expected: Identity,
+    ) -> std::io::Result<()> {
+        let name = name.as_ref();
         let child = self.open_dir(name)?;
         if child.identity()? != expected {
             return Err(std::io::Error::other(format!(
@@ -433,11 +470,11 @@ impl Dir {
                 child.path.display()
             )));
         }
-        for entry in child.entries()? {
-            match entry.kind {
+        for (name, kind) in child.raw_entries()? {
+            match kind {
                 Kind::Dir => {
-                    let id = child.open_dir(&entry.name)?.identity()?;
-                    child.remove_empty_tree(&entry.name, id)?;
+                    let id = child.open_dir(&name)?.identity()?;
+                    child.remove_empty_tree(&name, id)?;
                 }
                 _ => {
                     return Err(std::io::Error::other(format!(
@@ -456,13 +493,20 @@ impl Dir {
     }
 
     /// Removes the entry `name` (a file, a link, anything but a directory).
-    pub fn remove_file(&self, name: &str) -> std::io::Result<()> {
+    pub fn remove_file(&self, name: impl AsRef<OsStr>) -> std::io::Result<()> {
+        let name = name.as_ref();
         check_name(name)?;
         rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()).map_err(std::io::Error::from)
     }
 
     /// Moves `from` in this directory to `to` in `dest` (same file system).
-    pub fn rename_into(&self, from: &str, dest: &Dir, to: &str) -> std::io::Result<()> {
+    pub fn rename_into(
+        &self,
+        from: impl AsRef<OsStr>,
+        dest: &Dir,
+        to: impl AsRef<OsStr>,
+    ) -> std::io::Result<()> {
+        let (from, to) = (from.as_ref(), to.as_ref());
         check_name(from)?;
         check_name(to)?;
         rustix::fs::renameat(&self.fd, from, &dest.fd, to).map_err(std::io::Error::from)
@@ -480,7 +524,12 @@ impl Dir {
 
     /// Removes the directory `name` and everything in it, walking by handle: a link inside
     /// is removed, never followed. With `expected`, only when `name` is still that directory.
-    pub fn remove_tree(&self, name: &str, expected: Option<Identity>) -> std::io::Result<()> {
+    pub fn remove_tree(
+        &self,
+        name: impl AsRef<OsStr>,
+        expected: Option<Identity>,
+    ) -> std::io::Result<()> {
+        let name = name.as_ref();
         let child = self.open_dir(name)?;
         if let Some(expected) = expected {
             let found = child.identity()?;
@@ -503,14 +552,15 @@ impl Dir {
                 self.path.display()
             )));
         }
-        for entry in self.entries()? {
-            match entry.kind {
+        // By exact names: a guest's extracted files need not be named in UTF-8.
+        for (name, kind) in self.raw_entries()? {
+            match kind {
                 Kind::Dir => {
-                    self.open_dir(&entry.name)?.empty(depth + 1)?;
-                    rustix::fs::unlinkat(&self.fd, entry.name.as_str(), AtFlags::REMOVEDIR)
+                    self.open_dir(&name)?.empty(depth + 1)?;
+                    rustix::fs::unlinkat(&self.fd, name.as_os_str(), AtFlags::REMOVEDIR)
                         .map_err(std::io::Error::from)?;
                 }
-                _ => self.remove_file(&entry.name)?,
+                _ => self.remove_file(&name)?,
             }
         }
         Ok(())
