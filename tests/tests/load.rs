@@ -223,17 +223,20 @@ impl SilentAuthority {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_leaves_during_authorization_is_let_go() {
-    let g = Guest::qcow2("ld-authleave", 32);
-    let root = root("ld-authleave");
+type Recorded = Arc<Mutex<Vec<String>>>;
+
+/// A scratch bus whose polkit authority is a [`SilentAuthority`]: the bus, the authority's
+/// connection (keep it), and the checks it was asked and told to cancel.
+async fn bus_with_silent_authority(
+    name: &str,
+) -> (ScratchBus, zbus::Connection, Recorded, Recorded) {
     let bus = ScratchBus::start_with(
-        "ld-authleave",
+        name,
         r#"<policy user="root"><allow own="org.freedesktop.PolicyKit1"/></policy>"#,
     );
-    let cancelled = Arc::new(Mutex::new(Vec::new()));
-    let asked = Arc::new(Mutex::new(Vec::new()));
-    let _authority = zbus::connection::Builder::address(bus.address.as_str())
+    let cancelled = Recorded::default();
+    let asked = Recorded::default();
+    let authority = zbus::connection::Builder::address(bus.address.as_str())
         .unwrap()
         .serve_at(
             "/org/freedesktop/PolicyKit1/Authority",
@@ -248,6 +251,14 @@ async fn a_client_that_leaves_during_authorization_is_let_go() {
         .build()
         .await
         .expect("the stand-in authority could not take its name");
+    (bus, authority, asked, cancelled)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_during_authorization_is_let_go() {
+    let g = Guest::qcow2("ld-authleave", 32);
+    let root = root("ld-authleave");
+    let (bus, _authority, asked, cancelled) = bus_with_silent_authority("ld-authleave").await;
     let _service = bus.start_service_args(&[]);
     // A client allows interactive authorization for a backup, then is gone mid-wait.
     let mut client = Command::new("busctl")
@@ -309,27 +320,7 @@ async fn checks_that_never_end_hold_no_read_slot_and_roots_reads_keep_their_lane
     let root = root("ld-slots");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    let bus = ScratchBus::start_with(
-        "ld-slots",
-        r#"<policy user="root"><allow own="org.freedesktop.PolicyKit1"/></policy>"#,
-    );
-    let cancelled = Arc::new(Mutex::new(Vec::new()));
-    let asked = Arc::new(Mutex::new(Vec::new()));
-    let _authority = zbus::connection::Builder::address(bus.address.as_str())
-        .unwrap()
-        .serve_at(
-            "/org/freedesktop/PolicyKit1/Authority",
-            SilentAuthority {
-                cancelled: cancelled.clone(),
-                asked: asked.clone(),
-            },
-        )
-        .unwrap()
-        .name("org.freedesktop.PolicyKit1")
-        .unwrap()
-        .build()
-        .await
-        .expect("the stand-in authority could not take its name");
+    let (bus, _authority, asked, _) = bus_with_silent_authority("ld-slots").await;
     let _service = bus.start_service_args(&[]);
     // A user with no rights fills its whole share with reads whose checks never answer (as
     // an agent of its own that never answers would).

@@ -339,6 +339,18 @@ fn a_sparse_file_stays_sparse_and_what_would_not_fit_is_refused() {
     );
 }
 
+/// The session at `path`, as seen from `conn`.
+async fn session<'a>(conn: &'a zbus::Connection, path: &str) -> FilesProxy<'a> {
+    FilesProxy::builder(conn)
+        .destination(BUS_NAME)
+        .unwrap()
+        .path(path.to_string())
+        .unwrap()
+        .build()
+        .await
+        .unwrap()
+}
+
 async fn open(manager: &ManagerProxy<'_>, domain: &str, root: &str) -> Result<String, Error> {
     let options = HashMap::from([("output", zvariant::Value::from(root))]);
     manager
@@ -373,24 +385,10 @@ async fn sessions_opened_at_once_stay_within_the_limit_and_serve_only_their_conn
     );
     // Another connection of root's cannot use them.
     let other = connect(&host().bus_address).await;
-    let theirs = FilesProxy::builder(&other)
-        .destination(BUS_NAME)
-        .unwrap()
-        .path(opened[0].as_str())
-        .unwrap()
-        .build()
-        .await
-        .unwrap();
+    let theirs = session(&other, opened[0]).await;
     let refused = theirs.list(1, "/").await;
     assert!(matches!(refused, Err(Error::NoSuchFile(_))), "{refused:?}");
-    let mine = FilesProxy::builder(&conn)
-        .destination(BUS_NAME)
-        .unwrap()
-        .path(opened[0].as_str())
-        .unwrap()
-        .build()
-        .await
-        .unwrap();
+    let mine = session(&conn, opened[0]).await;
     let (entries, _) = mine.list(1, "/").await.expect("the opener lists");
     assert!(entries.iter().any(|e| e.name == "file"));
     // Where the chain lies is the opener's to know, not every local user's.
@@ -404,15 +402,7 @@ async fn sessions_opened_at_once_stay_within_the_limit_and_serve_only_their_conn
     ]);
     assert_eq!(seen.trim(), "s \"\"", "{seen}");
     for path in opened {
-        let s = FilesProxy::builder(&conn)
-            .destination(BUS_NAME)
-            .unwrap()
-            .path(path.as_str())
-            .unwrap()
-            .build()
-            .await
-            .unwrap();
-        s.close().await.unwrap();
+        session(&conn, path).await.close().await.unwrap();
     }
 }
 
