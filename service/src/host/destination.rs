@@ -12,18 +12,21 @@
 //! returned handle is what the operation uses to the end.
 //!
 //! Nothing of the service's own is a destination: a chain folder (a `vmsnap-backup-*` folder,
-//! or one holding virtnbdbackup's `checkpoints/` or VMSnap's `vmsnap.sha256`), anything
-//! inside one, and a domain folder holding chains are refused, so guest content or a
-//! restored image can never land in — or, with overwrite, replace — a backup.
+//! one holding VMSnap's `vmsnap.sha256`, or one holding virtnbdbackup's `checkpoints/`
+//! beside a `<domain>.cpt`), anything inside one, and a domain folder holding chains are
+//! refused, so guest content or a restored image can never land in — or, with overwrite,
+//! replace — a backup. A folder that merely holds something called `checkpoints` (many a
+//! home directory does) is not a chain.
 
 use std::path::{Component, Path};
 
 use super::fs_access::untrusted_because;
 use super::safe_fs::{Dir, Identity, Kind};
 
-/// What marks a chain folder: its name, or what virtnbdbackup and VMSnap write into it.
+/// What marks a chain folder: its name, or what VMSnap and virtnbdbackup write into it.
 const CHAIN_PREFIX: &str = "vmsnap-backup-";
-const CHAIN_MARKERS: [&str; 2] = ["checkpoints", "vmsnap.sha256"];
+const VMSNAP_MARKER: &str = "vmsnap.sha256";
+const CHECKPOINTS: &str = "checkpoints";
 
 /// An open destination folder, and the topmost folder this walk created (to remove it again
 /// when the operation fails before anything lands).
@@ -103,13 +106,18 @@ fn check(dir: &Dir) -> Result<(), Refused> {
     }
 }
 
-fn is_link(dir: &Dir, name: &str) -> bool {
-    dir.is_symlink(name)
-}
-
 /// Whether `dir` (with the name `name`) is a chain folder.
 fn is_chain(dir: &Dir, name: &str) -> bool {
-    name.starts_with(CHAIN_PREFIX) || CHAIN_MARKERS.iter().any(|m| dir.meta_of(m).is_ok())
+    if name.starts_with(CHAIN_PREFIX) || dir.meta_of(VMSNAP_MARKER).is_ok() {
+        return true;
+    }
+    // Listed only where a `checkpoints` folder is: the walk stays a few `stat`s elsewhere.
+    dir.meta_of(CHECKPOINTS).is_ok_and(|m| m.kind == Kind::Dir)
+        && dir.entries().is_ok_and(|entries| {
+            entries
+                .iter()
+                .any(|e| e.kind == Kind::File && e.name.ends_with(".cpt"))
+        })
 }
 
 fn refuse_internal(dir: &Dir, name: &str) -> Result<(), Refused> {
@@ -193,7 +201,7 @@ fn walk(
                 }
             }
             // O_DIRECTORY | O_NOFOLLOW on a link is ENOTDIR: say what is in the way.
-            Err(_) if is_link(&dir, name) => {
+            Err(_) if dir.is_symlink(name) => {
                 return Err(io(
                     &child_path,
                     std::io::Error::from_raw_os_error(libc::ELOOP),
@@ -284,6 +292,15 @@ mod tests {
         let base = scratch("chains");
         let chain = base.join("root/vm/vmsnap-backup-monthly-2026-12");
         std::fs::create_dir_all(chain.join("checkpoints")).unwrap();
+        // virtnbdbackup's own chain, whatever its name; and a home with a `checkpoints` folder.
+        let by_hand = base.join("by-hand");
+        std::fs::create_dir_all(by_hand.join("checkpoints")).unwrap();
+        std::fs::write(by_hand.join("vm.cpt"), b"[]").unwrap();
+        let why = refused(open(&by_hand.join("restored"), 0o755, &[]));
+        assert!(why.contains("chain"), "{why}");
+        let home = base.join("home");
+        std::fs::create_dir_all(home.join("checkpoints")).unwrap();
+        assert!(open(&home.join("restored"), 0o755, &[]).is_ok());
         for target in [chain.clone(), chain.join("checkpoints"), chain.join("x/y")] {
             let why = refused(open(&target, 0o755, &[]));
             assert!(why.contains("chain"), "{why}");
