@@ -271,17 +271,32 @@ async fn eight_status_calls_of_32_mb_each_leave_the_service_small() {
     for _ in 0..8 {
         clients.push(connect(&bus.address).await);
     }
-    let body = (&names, nothing());
-    let calls = clients.iter().map(|c| refused(c, "Status", &body));
+    // Half of them carry the names as the domains, half as one option's value.
+    let as_domains = (&names, nothing());
+    let as_option = (
+        vec!["ho-no-such"],
+        HashMap::from([("output", Value::from(&names))]),
+    );
+    let (as_domains, as_option) = (&as_domains, &as_option);
+    let calls = clients.iter().enumerate().map(|(i, c)| async move {
+        match i % 2 {
+            0 => refused(c, "Status", as_domains).await,
+            _ => refused(c, "Status", as_option).await,
+        }
+    });
     // dbus-daemon may refuse some itself when the service's incoming queue is full; those
-    // that reach the service are refused by it, naming the count.
+    // that reach the service are refused by it, naming the count or the option.
     let mut reached = 0;
     for (name, message) in futures_util::future::join_all(calls).await {
         if name == "org.freedesktop.DBus.Error.LimitsExceeded" {
             continue;
         }
         assert_eq!(name, invalid_argument(), "{message}");
-        assert!(message.contains("4000000 domains given"), "{message}");
+        assert!(
+            message.contains("4000000 domains given")
+                || message.contains("\"output\" has a value of type as"),
+            "{message}"
+        );
         reached += 1;
     }
     assert!(

@@ -7,7 +7,10 @@
 //! (`as`, `a{sv}`) but keep at most a limit of elements, each string cut one byte past the
 //! longest that could be valid (so that validation still refuses it for its length), and
 //! only count the rest: the wire bytes are walked, never copied element by element. The
-//! count is what the validation reports, so the caller hears how many it sent.
+//! count is what the validation reports, so the caller hears how many it sent. An option's
+//! value is always a single string, boolean or number; a variant holding anything else (an
+//! array of millions of strings would otherwise become millions of values) is walked and
+//! refused, naming its key and type.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -88,11 +91,60 @@ impl<'de> Deserialize<'de> for Strings {
     }
 }
 
-/// An `a{sv}` options argument: at most [`KEEP_ENTRIES`] entries kept.
+/// An `a{sv}` options argument: at most [`KEEP_ENTRIES`] entries kept, each a single value.
 #[derive(Debug, Default)]
 pub struct Options {
     entries: HashMap<String, OwnedValue>,
     total: usize,
+    /// A key whose value is not a single string, boolean or number, and its type.
+    not_single: Option<(String, String)>,
+}
+
+/// An option's value: the variant's own value when it is a single string, boolean or
+/// number; otherwise only its signature (the value walked, nothing kept).
+enum Single {
+    Value(OwnedValue),
+    Refused(String),
+}
+
+impl<'de> Deserialize<'de> for Single {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Single;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a variant")
+            }
+            // A D-Bus variant comes as its signature, then its value.
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Single, A::Error> {
+                use serde::de::Error as _;
+                let signature: Signature = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::custom("a variant without a signature"))?;
+                let missing = || A::Error::custom("a variant without a value");
+                let value = match signature {
+                    Signature::Str => OwnedValue::from(zvariant::Str::from(
+                        seq.next_element::<String>()?.ok_or_else(missing)?,
+                    )),
+                    Signature::Bool => seq.next_element::<bool>()?.ok_or_else(missing)?.into(),
+                    Signature::U8 => seq.next_element::<u8>()?.ok_or_else(missing)?.into(),
+                    Signature::U16 => seq.next_element::<u16>()?.ok_or_else(missing)?.into(),
+                    Signature::I16 => seq.next_element::<i16>()?.ok_or_else(missing)?.into(),
+                    Signature::U32 => seq.next_element::<u32>()?.ok_or_else(missing)?.into(),
+                    Signature::I32 => seq.next_element::<i32>()?.ok_or_else(missing)?.into(),
+                    Signature::U64 => seq.next_element::<u64>()?.ok_or_else(missing)?.into(),
+                    Signature::I64 => seq.next_element::<i64>()?.ok_or_else(missing)?.into(),
+                    Signature::F64 => seq.next_element::<f64>()?.ok_or_else(missing)?.into(),
+                    other => {
+                        seq.next_element::<IgnoredAny>()?.ok_or_else(missing)?;
+                        return Ok(Single::Refused(other.to_string()));
+                    }
+                };
+                Ok(Single::Value(value))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
 }
 
 impl Type for Options {
@@ -100,8 +152,15 @@ impl Type for Options {
 }
 
 impl Options {
-    /// The dictionary, or `InvalidArgument` when it has more entries than any method takes.
+    /// The dictionary, or `InvalidArgument` when it has more entries than any method takes
+    /// or a value that is not a single string, boolean or number.
     pub fn into_map(self) -> Result<HashMap<String, OwnedValue>, Error> {
+        if let Some((key, signature)) = self.not_single {
+            return Err(Error::InvalidArgument(format!(
+                "option {key:?} has a value of type {signature}; options are single strings, \
+                 booleans and numbers"
+            )));
+        }
         if self.total > KEEP_ENTRIES {
             return Err(Error::InvalidArgument(format!(
                 "{} option keys given; no method takes more than {KEEP_ENTRIES}",
@@ -125,8 +184,14 @@ impl<'de> Deserialize<'de> for Options {
                 while out.total < KEEP_ENTRIES {
                     match map.next_key::<&'de str>()? {
                         Some(key) => {
-                            let value = map.next_value::<OwnedValue>()?;
-                            out.entries.insert(kept(key), value);
+                            match map.next_value::<Single>()? {
+                                Single::Value(value) => {
+                                    out.entries.insert(kept(key), value);
+                                }
+                                Single::Refused(signature) => {
+                                    out.not_single.get_or_insert((kept(key), signature));
+                                }
+                            }
                             out.total += 1;
                         }
                         None => return Ok(out),
@@ -192,5 +257,26 @@ mod tests {
         let data = to_bytes(ctxt, &dict).unwrap();
         let refused = decode::<Options>(&data).into_map().unwrap_err().to_string();
         assert!(refused.contains("10001 option keys"), "{refused}");
+        // One key, a million strings in its variant: walked, not kept.
+        let big: Vec<&str> = vec!["x"; 1_000_000];
+        let mut dict: HashMap<String, zvariant::Value> = HashMap::new();
+        dict.insert("output".into(), zvariant::Value::from(big));
+        let data = to_bytes(ctxt, &dict).unwrap();
+        let refused = decode::<Options>(&data).into_map().unwrap_err().to_string();
+        assert!(
+            refused.contains("\"output\" has a value of type as"),
+            "{refused}"
+        );
+        // Every scalar passes as it came.
+        let mut dict: HashMap<String, zvariant::Value> = HashMap::new();
+        dict.insert("b".into(), true.into());
+        dict.insert("u".into(), 7u32.into());
+        dict.insert("s".into(), "text".into());
+        dict.insert("x".into(), (-3i64).into());
+        let data = to_bytes(ctxt, &dict).unwrap();
+        let map = decode::<Options>(&data).into_map().unwrap();
+        assert!(bool::try_from(map["b"].clone()).unwrap());
+        assert_eq!(u32::try_from(map["u"].clone()).unwrap(), 7);
+        assert_eq!(i64::try_from(map["x"].clone()).unwrap(), -3);
     }
 }
