@@ -370,6 +370,24 @@ password_on_a_tty_authorizes_scrub() {
     [ -z "$(virsh checkpoint-list ct-run --name)" ]
 }
 
+# A user with no rights holds four reads of a root-only folder at password prompts that nobody
+# answers (vmsnapctl's own agent, on terminals in logind sessions): root's read is answered
+# all the same, since a read takes a worker only once authorized and root has workers of its own.
+prompts_that_never_answer_hold_no_read() {
+    install -d -m 0700 "$OUT/private"
+    trap 'for i in 1 2 3 4; do tmux kill-session -t "rd$i" 2>/dev/null; done; rmdir "$OUT/private"' EXIT
+    local i
+    for i in 1 2 3 4; do
+        tmux new-session -d -s "rd$i" -x 160 -y 40 "su - plain"
+        tmux send-keys -t "rd$i" 'echo shell-$((40 + 2))' Enter
+        tmux_wait "rd$i" 'shell-42'
+        tmux send-keys -t "rd$i" "vmsnapctl status ct-run --output $OUT/private" Enter
+        tmux_wait "rd$i" 'Password:'
+    done
+    expect_exit 0 timeout 60 vmsnapctl status ct-run --output "$OUT/private"
+    contains ct-run
+}
+
 job_property() { busctl get-property org.vmsnap.VMSnap1 "$1" org.vmsnap.VMSnap1.Job "$2" | cut -d' ' -f2-; }
 
 stop_during_backup() {
@@ -448,6 +466,7 @@ check "a libvirt-group member backs up without a password" group_member_backs_up
 check "a user outside the group is refused" outsider_refused
 check "--no-ask-password without a rule refuses at once" no_ask_password_refuses_at_once
 check "an administrator's password on a TTY authorizes a scrub" password_on_a_tty_authorizes_scrub
+check "four password prompts nobody answers do not hold up root's reads" prompts_that_never_answer_hold_no_read
 check "systemctl stop during a backup keeps the chain; the next call works" stop_during_backup
 check "systemctl restart libvirtd between calls" libvirtd_restart
 check "apt remove leaves nothing of the service running" remove_leaves_nothing_running
