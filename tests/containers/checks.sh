@@ -348,7 +348,8 @@ tmux_wait() {
         tmux capture-pane -p -t "$1" | grep -qF -- "$2" && return 0
         sleep 0.2
     done
-    tmux capture-pane -p -t "$1"
+    # The screen's lines with text (the log's tail would show only its empty bottom).
+    tmux capture-pane -p -t "$1" | grep -v '^[[:space:]]*$'
     echo "never appeared on the terminal: $2"
     return 1
 }
@@ -371,18 +372,25 @@ password_on_a_tty_authorizes_scrub() {
 }
 
 # A user with no rights holds four reads of a root-only folder at password prompts that nobody
-# answers (vmsnapctl's own agent, on terminals in logind sessions): root's read is answered
-# all the same, since a read takes a worker only once authorized and root has workers of its own.
+# answers (a pkttyagent of its own for each call, in logind sessions, calls that allow
+# interaction, as the issue reproduced it): root's read is answered all the same, since a read takes a worker
+# only once authorized and root has workers of its own.
 prompts_that_never_answer_hold_no_read() {
     install -d -m 0700 "$OUT/private"
     trap 'for i in 1 2 3 4; do tmux kill-session -t "rd$i" 2>/dev/null; done; rmdir "$OUT/private"' EXIT
-    local i
+    local i call
+    call="busctl call --allow-interactive-authorization=yes --timeout=600 org.vmsnap.VMSnap1"
+    call+=" /org/vmsnap/VMSnap1 org.vmsnap.VMSnap1.Manager Status 'asa{sv}' 1 ct-run 1 output s"
+    call+=" $OUT/private"
     for i in 1 2 3 4; do
         tmux new-session -d -s "rd$i" -x 160 -y 40 "su - plain"
         tmux send-keys -t "rd$i" 'echo shell-$((40 + 2))' Enter
         tmux_wait "rd$i" 'shell-42'
-        tmux send-keys -t "rd$i" "vmsnapctl status ct-run --output $OUT/private" Enter
-        tmux_wait "rd$i" 'Password:'
+        # pkttyagent answers for one process (its parent, unless --process says which): the
+        # call's, which waits until the agent is there and then becomes busctl (exec: same pid).
+        tmux send-keys -t "rd$i" \
+            "(sleep 2; exec $call >/dev/null 2>/tmp/rd$i.err) & pkttyagent --process \$! --fallback" Enter
+        tmux_wait "rd$i" 'Password:' || { cat "/tmp/rd$i.err"; return 1; }
     done
     expect_exit 0 timeout 60 vmsnapctl status ct-run --output "$OUT/private"
     contains ct-run
