@@ -38,9 +38,14 @@ function result(r) {
     return h("li", { class: "vs-result", "data-domain": r.domain, "data-state": r.state || "" }, lines);
 }
 
-/** The job's results in full where this page's caller may read them, else the public view. */
-function results(actions, job) {
-    return actions.state.results.get(job.path)?.results || job.Results || [];
+/**
+ * The job as last read in full: its State and Results from one Get of Results, so a card never
+ * shows a state without that state's results (the list's own Results are the public view,
+ * without folders, errors and checks). Before the first read, the list's values.
+ */
+function coherent(actions, job) {
+    const read = actions.state.results.get(job.path)?.shown;
+    return read ? { ...job, State: read.state, Results: read.results } : job;
 }
 
 function bars(actions, job) {
@@ -49,7 +54,7 @@ function bars(actions, job) {
     // Before the first signal (or for a job started before the page opened) the disks of
     // Results carry the counters.
     if (!disks.length) {
-        for (const r of results(actions, job)) {
+        for (const r of job.Results || []) {
             for (const d of r.disks || [])
                 disks.push({ domain: r.domain, disk: d.disk, done: d.bytesDone, total: d.bytesTotal });
         }
@@ -76,8 +81,8 @@ function card(actions, job) {
                    ? button("Cancel", () => cancel(actions, job.path), { variant: "secondary", danger: true, id: "cancel-" + id })
                    : null),
              h("div", { class: "vs-job__progress" }, bars(actions, job)),
-             results(actions, job).some(r => r.state && r.state !== "queued" && r.state !== "running")
-                 ? h("ul", { class: "vs-job__results" }, results(actions, job).map(result))
+             (job.Results || []).some(r => r.state && r.state !== "queued" && r.state !== "running")
+                 ? h("ul", { class: "vs-job__results" }, job.Results.map(result))
                  : null);
 }
 
@@ -85,6 +90,6 @@ export function renderJobs(section, actions) {
     const jobs = actions.service.jobList();
     replace(section, h("h2", { class: "vs-card__title" }, "Jobs"),
             jobs.length
-                ? h("ul", { class: "vs-jobs", id: "job-list" }, jobs.map(job => card(actions, job)))
+                ? h("ul", { class: "vs-jobs", id: "job-list" }, jobs.map(job => card(actions, coherent(actions, job))))
                 : h("p", { class: "vs-muted", id: "no-jobs" }, "No running or recent jobs."));
 }

@@ -24,7 +24,7 @@ const state = {
     options: { groupBy: "month", raw: false, compress: false, prune: false, keep: 0 },
     notice: null, // {variant, title, details}
     progress: new Map(), // job path -> Map("domain/disk" -> {domain, disk, done, total})
-    results: new Map(), // job path -> {state, results}: Results as read by this page's caller
+    results: new Map(), // job path -> {asked: the State it was read for, shown: {state, results}}
     users: new Map(), // uid -> name
 };
 
@@ -191,19 +191,27 @@ function renderJobSection() {
                 map.delete(path);
         }
     }
-    // The list carries the public view of results: read them in full once per state.
+    // The list carries the public view of results: read them in full once per state. A card
+    // shows a new state only with the results read for it (jobs.js: coherent).
     for (const job of jobs) {
-        const known = state.results.get(job.path);
-        if (known && known.state === job.State)
+        const entry = state.results.get(job.path) || {};
+        if (entry.asked === job.State)
             continue;
-        state.results.set(job.path, { state: job.State, results: known?.results });
+        const asked = job.State;
+        entry.asked = asked;
+        state.results.set(job.path, entry);
         service.jobResults(job.path).then(results => {
-            const entry = state.results.get(job.path);
-            if (entry && entry.state === job.State) {
-                entry.results = results;
+            if (state.results.get(job.path) === entry && entry.asked === asked) {
+                entry.shown = { state: asked, results };
                 renderJobSection();
             }
-        }, () => {});
+        }, () => {
+            // Asked again at the next change; the public view meanwhile.
+            if (state.results.get(job.path) === entry && entry.asked === asked) {
+                entry.asked = undefined;
+                entry.shown = undefined;
+            }
+        });
     }
     const section = document.getElementById("jobs");
     if (section && state.phase === "ready")
