@@ -465,7 +465,6 @@ impl Manager {
         Ok(path)
     }
 
-    /// Paths of the jobs: running ones and those finished within the retention period.
     /// Opens one point of one disk of a domain's backup for browsing its files, and returns
     /// the session (org.vmsnap.VMSnap1.Files) once it can be read: the disk is rebuilt up to
     /// the point in the service's scratch area and read by an unprivileged, sandboxed reader.
@@ -512,6 +511,10 @@ impl Manager {
         .map_err(CallError::from)
     }
 
+    /// Paths of the jobs: running ones and those finished within the retention period. Every
+    /// caller sees every job's path; what a job shows is decided by the job itself (its
+    /// Results are the starter's and root's).
+    #[zbus(out_args("jobs"))]
     fn list_jobs(&self) -> Vec<OwnedObjectPath> {
         self.shelf.paths()
     }
