@@ -8,9 +8,9 @@
 
 use proptest::prelude::*;
 use proptest::sample::Index;
+use vmsnapd::engine::chains::period::{GroupBy, Period};
 use vmsnapd::host::libvirt::{reply, DomainRef};
 use vmsnapd::host::libvirt_rpc::wire::{parse_error, parse_header};
-use vmsnapd::host::period::{GroupBy, Period};
 use vmsnapd::host::tools::ToolVersion;
 use vmsnapd::host::virtnbdbackup::{event, parse_line};
 use vmsnapd::host::xdr::Encoder;

@@ -7,7 +7,6 @@ use vmsnap_dbus::Error;
 
 use crate::engine::status::{DiskReport, DomainReport};
 use crate::engine::Error as EngineError;
-use crate::host::Error as HostError;
 
 /// The engine's job state as the contract names it.
 pub fn job_state(state: crate::engine::jobs::JobState) -> vmsnap_dbus::JobState {
@@ -37,13 +36,13 @@ pub fn operation(operation: crate::engine::jobs::Operation) -> vmsnap_dbus::Oper
 }
 
 /// A backup point's level as the contract names it.
-pub fn level(level: crate::host::virtnbdbackup::Level) -> vmsnap_dbus::Level {
-    use crate::host::virtnbdbackup::Level as Host;
+pub fn level(level: crate::engine::vocabulary::Level) -> vmsnap_dbus::Level {
+    use crate::engine::vocabulary::Level as Engine;
     use vmsnap_dbus::Level as Wire;
     match level {
-        Host::Full => Wire::Full,
-        Host::Inc => Wire::Inc,
-        Host::Copy => Wire::Copy,
+        Engine::Full => Wire::Full,
+        Engine::Inc => Wire::Inc,
+        Engine::Copy => Wire::Copy,
     }
 }
 
@@ -149,13 +148,9 @@ pub fn error(e: EngineError) -> Error {
         EngineError::Encrypted(m) => Error::Encrypted(m),
         EngineError::CorruptFilesystem(m) => Error::CorruptFilesystem(m),
         EngineError::MissingSetup(m) => Error::MissingDependency(m),
-        EngineError::Host(host) => match host {
-            HostError::Rejected(m) => Error::Untrusted(m),
-            e @ HostError::MissingDependency(_) => Error::MissingDependency(e.to_string()),
-            HostError::HostUnavailable(m) => Error::HostUnavailable(m),
-            e @ HostError::NoSuchDomain(_) => Error::NoSuchDomain(e.to_string()),
-            other => Error::Failed(other.to_string()),
-        },
+        EngineError::HostUnavailable(m) => Error::HostUnavailable(m),
+        EngineError::DomainGone(m) => Error::NoSuchDomain(m),
+        e @ (EngineError::Cancelled | EngineError::Failed(_)) => Error::Failed(e.to_string()),
     }
 }
 

@@ -18,8 +18,8 @@ use crate::engine::restore::RestoreRequest;
 use crate::engine::scrub::{ScrubRequest, ScrubType};
 use crate::engine::status::StatusRequest;
 use crate::engine::verify::VerifyRequest;
+use crate::engine::vocabulary::{is_point_name, GroupBy};
 use crate::engine::Config;
-use crate::host::period::GroupBy;
 use crate::paths::BackupRoot;
 use crate::selection::{self, DomainName, Selector};
 
@@ -273,7 +273,7 @@ pub fn files_request(
     let folder = folder_name(options.folder)?;
     check_disk(options.disk.as_deref())?;
     if let Some(p) = &options.point {
-        if crate::host::backup_dir::checkpoint_index(p).is_none() {
+        if !is_point_name(p) {
             return Err(Error::InvalidArgument(format!(
                 "point {p:.64?} is not a point name like virtnbdbackup.2"
             )));

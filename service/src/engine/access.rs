@@ -116,7 +116,7 @@ impl Engine {
                     // Only what the caller named: the names inside are not its to learn.
                     out.push(dir);
                 } else if chains {
-                    let inside = super::catalog::chains(&dir)
+                    let inside = super::chains::catalog::chains(&dir)
                         .map(|c| c.into_iter().map(|c| c.path).collect::<Vec<_>>())
                         .unwrap_or_default();
                     out.extend(inside.into_iter().filter(|c| hidden(c)));
@@ -137,6 +137,6 @@ fn refused(e: Refused) -> Error {
              README's authorization section)"
         )),
         Refused::Internal(why) => Error::InvalidArgument(why),
-        Refused::Io { path, source } => Error::Host(crate::host::Error::at(&path, source)),
+        Refused::Io { path, source } => crate::host::Error::at(&path, source).into(),
     }
 }

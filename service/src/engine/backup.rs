@@ -3,7 +3,7 @@
 //! Every domain is backed up *online*: a shut-off domain is started paused for the backup and
 //! destroyed afterwards (also when the backup fails), so virtnbdbackup's offline incremental —
 //! which overwrites the previous incremental's files — never runs, and every point gets its own
-//! checkpoint. The service picks the level itself ([`super::chain`]) and passes `full` or
+//! checkpoint. The service picks the level itself ([`super::chains::plan`]) and passes `full` or
 //! `inc`, never `auto`.
 
 use std::path::{Path, PathBuf};
@@ -14,18 +14,19 @@ use futures_util::future::join_all;
 use tracing::Instrument;
 
 use super::access::Use;
-use super::chain::{self, LiveChain, Plan};
-use super::eligibility;
+use super::chains::eligibility;
+use super::chains::plan::{self as chain, LiveChain, Plan};
+use super::jobs::recovery::PausedRecords;
+use super::jobs::rollback::FolderBefore;
+use super::jobs::undo::undo_run;
 use super::jobs::Job;
 use super::prune::PruneRequest;
-use super::recovery::PausedRecords;
-use super::rollback::FolderBefore;
 use super::{Engine, Error};
+use crate::engine::chains::period::{GroupBy, Period};
 use crate::host::backup_dir::{self, checkpoint_index, Detail};
 use crate::host::checksums;
 use crate::host::domain_xml::{self, DiskDefinition};
 use crate::host::libvirt::{CheckpointFact, DomainState, Libvirt};
-use crate::host::period::{GroupBy, Period};
 use crate::host::qmp;
 use crate::host::tools::{self, Tool, ToolVersion};
 use crate::host::virtnbdbackup::{self, BackupSpec, Level, Outcome, Progress};
@@ -482,50 +483,6 @@ impl Cleanup<'_> {
             }
         }
         Ok(())
-    }
-}
-
-/// Undoes in libvirt what a run that failed or was cancelled began, so that the domain is
-/// as the last good point left it:
-/// - libvirt's job on the domain is aborted if it is a backup (ours: the domain is locked): a
-///   virtnbdbackup that died (killed, out of memory) leaves it running, and the next backup of
-///   a running domain could not start;
-/// - the checkpoint the run created, which no point records, is deleted with its bitmap.
-///   libvirt merges that bitmap into its parent's, so no write of the guest is forgotten, and
-///   the next backup continues the chain rather than start a new one over a checkpoint it
-///   cannot account for. A delete that fails is only logged: the next backup then finds the
-///   mismatch and starts a new chain, which is safe.
-async fn undo_run(libvirt: &Libvirt, d: &str, kept: &[String]) {
-    if let Err(e) = libvirt.abort_backup_job(d).await {
-        tracing::warn!(error = %e, "could not abort libvirt's backup job");
-    }
-    delete_unfinished_checkpoints(libvirt, d, kept).await;
-}
-
-/// Deletes, with their bitmaps, the VMSnap checkpoints of `d` that are not in `kept` (the
-/// ones before a run that did not finish). Also used at start-up for runs a killed instance
-/// left ([`super::recovery`]).
-pub(super) async fn delete_unfinished_checkpoints(libvirt: &Libvirt, d: &str, kept: &[String]) {
-    let checkpoints = match libvirt.domain(d).await {
-        Ok(facts) => facts.checkpoints,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not list the checkpoints after the run");
-            return;
-        }
-    };
-    let unfinished = checkpoints
-        .iter()
-        .rev()
-        .filter(|cp| checkpoint_index(&cp.name).is_some() && !kept.contains(&cp.name));
-    for cp in unfinished {
-        match libvirt.delete_checkpoint(d, &cp.name, false).await {
-            Ok(()) => {
-                tracing::info!(checkpoint = %cp.name, "deleted the unfinished run's checkpoint")
-            }
-            Err(e) => {
-                tracing::warn!(checkpoint = %cp.name, error = %e, "could not delete the unfinished run's checkpoint")
-            }
-        }
     }
 }
 

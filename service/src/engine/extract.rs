@@ -173,9 +173,7 @@ impl Engine {
             let mut pending = vec![(path.clone(), vec![name], entry)];
             while let Some((guest_path, place, entry)) = pending.pop() {
                 if job.is_cancelled() {
-                    return Err(Error::Host(HostError::Cancelled {
-                        program: "extract".into(),
-                    }));
+                    return Err(Error::Cancelled);
                 }
                 if plan.len() >= MAX_ENTRIES || place.len() > MAX_DEPTH {
                     return Err(Error::InvalidArgument(format!(
@@ -273,9 +271,7 @@ impl Engine {
         let mut done = 0u64;
         for item in plan {
             if job.is_cancelled() {
-                return Err(Error::Host(HostError::Cancelled {
-                    program: "extract".into(),
-                }));
+                return Err(Error::Cancelled);
             }
             let (name, parent_place) = item.place.split_last().expect("never empty");
             let parent = match parent_place.is_empty() {

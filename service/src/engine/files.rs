@@ -193,10 +193,8 @@ pub(super) fn failure(e: AskError) -> Error {
             FailureKind::Corrupt => Error::CorruptFilesystem(f.message),
         },
         AskError::Broken(why) => Error::CorruptFilesystem(why),
-        AskError::Cancelled => Error::Host(HostError::Cancelled {
-            program: "vmsnap-guestfs".into(),
-        }),
-        AskError::Sink(e) => Error::Host(HostError::Rejected(e.to_string())),
+        AskError::Cancelled => Error::Cancelled,
+        AskError::Sink(e) => Error::Untrusted(e.to_string()),
     }
 }
 
@@ -385,9 +383,7 @@ impl Engine {
             Ok(mut reader) => {
                 reader.stop().await;
                 self.close_files(id).await;
-                Err(Error::Host(HostError::Cancelled {
-                    program: "virtnbdrestore".into(),
-                }))
+                Err(Error::Cancelled)
             }
             Err(e) => {
                 self.close_files(id).await;
@@ -401,7 +397,7 @@ impl Engine {
     /// (their stream headers say how much, before compression), and a margin stays free.
     fn require_scratch_space(
         &self,
-        chain: &super::catalog::Chain,
+        chain: &super::chains::catalog::Chain,
         upto: usize,
         disk: &str,
     ) -> Result<(), Error> {
@@ -445,15 +441,14 @@ impl Engine {
         self.run_restore(session.ended(), chain, &rebuilt, until, Some(disk), None)
             .await
             .map_err(|e| {
-                Error::Host(HostError::CommandFailed {
+                Error::from(HostError::CommandFailed {
                     program: "virtnbdrestore".into(),
                     message: e,
                 })
             })?;
-        let images = super::restore::disk_images(&rebuilt)
-            .map_err(|e| Error::Host(HostError::Rejected(e)))?;
+        let images = super::restore::disk_images(&rebuilt).map_err(Error::Untrusted)?;
         let [image] = images.as_slice() else {
-            return Err(Error::Host(HostError::Rejected(format!(
+            return Err(Error::from(HostError::Rejected(format!(
                 "the rebuild of {disk} produced {} images",
                 images.len()
             ))));
@@ -469,7 +464,7 @@ impl Engine {
         )
         .await?;
         if !out.success {
-            return Err(Error::Host(HostError::CommandFailed {
+            return Err(Error::from(HostError::CommandFailed {
                 program: "qemu-img convert".into(),
                 message: out.error_line(),
             }));
@@ -481,7 +476,7 @@ impl Engine {
         }
         let (file, _) = dir.open_file("disk.raw").map_err(HostError::from)?;
         Reader::start(&self.config.files_helper, file, sandbox, ANSWER_DEADLINE).map_err(|e| {
-            Error::Host(HostError::Spawn {
+            Error::from(HostError::Spawn {
                 program: "vmsnap-guestfs".into(),
                 source: e,
             })

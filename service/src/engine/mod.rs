@@ -5,21 +5,14 @@
 
 pub mod access;
 pub mod backup;
-pub mod catalog;
-pub mod chain;
-pub mod consistency;
-pub mod eligibility;
+pub mod chains;
+mod error;
 pub mod extract;
 pub mod files;
 pub mod health;
-mod health_refresh;
 pub mod jobs;
-pub mod journal;
-pub mod metrics;
 pub mod prune;
-pub mod recovery;
 pub mod restore;
-pub mod rollback;
 pub mod scrub;
 pub mod status;
 pub mod verify;
@@ -27,9 +20,9 @@ pub mod vocabulary;
 
 use std::time::Duration;
 
+pub use error::Error;
+
 use crate::host::{self, tools::VersionCache};
-use crate::paths::InvalidPath;
-use crate::selection::InvalidName;
 
 /// Settings fixed at service start.
 #[derive(Debug, Clone)]
@@ -92,61 +85,6 @@ impl Default for Config {
     }
 }
 
-/// Errors an engine operation reports to its caller.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("No matching domains found for: {}", .0.join(", "))]
-    NoSuchDomain(Vec<String>),
-    #[error("a job is already running for {0}")]
-    AlreadyRunning(String),
-    #[error("{0}")]
-    NoSuchBackup(String),
-    #[error("{0}")]
-    TargetExists(String),
-    #[error(transparent)]
-    NotWritable(#[from] crate::paths::NotWritable),
-    /// A folder or file the service will not use for this caller (not root's alone, a
-    /// symlink in the way, not a regular file, over its size cap).
-    #[error("{0}")]
-    Untrusted(String),
-    /// The caller has too many calls or jobs under way, or the service as a whole has.
-    #[error("{0}")]
-    Busy(String),
-    #[error(transparent)]
-    Host(#[from] host::Error),
-    /// Inside a browsed backup: no such volume, file or directory (or no such session).
-    #[error("{0}")]
-    NoSuchFile(String),
-    /// A volume the reader does not read ("xfs: not supported").
-    #[error("{0}")]
-    UnsupportedFilesystem(String),
-    #[error("{0}")]
-    Encrypted(String),
-    /// The guest's file system broke its reader; the session is closed.
-    #[error("{0}")]
-    CorruptFilesystem(String),
-    /// What would be written does not fit where it would go.
-    #[error("{0}")]
-    NoSpace(String),
-    /// Something the feature needs is not installed (the reader, its user).
-    #[error("{0}")]
-    MissingSetup(String),
-}
-
-impl From<InvalidName> for Error {
-    fn from(e: InvalidName) -> Self {
-        Error::InvalidArgument(e.to_string())
-    }
-}
-
-impl From<InvalidPath> for Error {
-    fn from(e: InvalidPath) -> Self {
-        Error::InvalidArgument(e.to_string())
-    }
-}
-
 /// The service's engine; one per process, shared by all calls.
 pub struct Engine {
     config: Config,
@@ -170,7 +108,7 @@ impl Engine {
             health: health::HealthBook::load(&config.state_dir),
             jobs: jobs::JobRegistry::new(
                 config.parallel_backups,
-                Some(journal::JobJournal::new(&config.state_dir)),
+                Some(jobs::journal::JobJournal::new(&config.state_dir)),
             ),
             libvirt: host::libvirt::Libvirt::new(&config.libvirt_uri, config.command_timeout),
             reads: host::libvirt::Libvirt::new(&config.libvirt_uri, config.command_timeout),

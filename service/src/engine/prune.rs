@@ -11,8 +11,8 @@
 use chrono::NaiveDate;
 
 use super::{Engine, Error};
+use crate::engine::chains::period::{GroupBy, Period};
 use crate::host;
-use crate::host::period::{GroupBy, Period};
 use crate::host::safe_fs::{Dir, Kind};
 use crate::paths::{self, BackupRoot};
 use crate::selection::{DomainName, Selector};

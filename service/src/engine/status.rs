@@ -14,14 +14,14 @@ use std::path::{Path, PathBuf};
 use futures_util::stream::{self, StreamExt};
 use tracing::Instrument;
 
-use super::consistency::{self, DiskBitmaps};
-use super::eligibility;
+use super::chains::consistency::{self, DiskBitmaps};
+use super::chains::eligibility;
 use super::{Engine, Error};
+use crate::engine::chains::period::GroupBy;
 use crate::host::backup_dir::{self, ChainFolder, Detail};
 use crate::host::domain_xml::{self, DiskDefinition};
 use crate::host::libvirt::DomainState;
 use crate::host::libvirt::{CheckpointFact, DomainFacts, Libvirt};
-use crate::host::period::GroupBy;
 use crate::host::qmp::{self, BlockDevice};
 use crate::host::tools::{self, Tool};
 use crate::host::{self, qemu_img};
@@ -113,7 +113,7 @@ impl Engine {
         reports
             .into_iter()
             .collect::<Result<_, _>>()
-            .map_err(Error::Host)
+            .map_err(Error::from)
     }
 }
 

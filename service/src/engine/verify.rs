@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::vocabulary::JobState;
 
 use super::access::Use;
-use super::catalog::{self, Chain};
+use super::chains::catalog::{self, Chain};
 use super::jobs::Job;
 use super::{Engine, Error};
 use crate::host::safe_fs::Dir;

@@ -2,6 +2,17 @@
 //! strings; the bus layer maps them to the contract's (`vmsnap_dbus::JobState`), so the
 //! engine depends on no D-Bus type and the two can only drift through a mapping the compiler
 //! checks.
+//!
+//! The bus imports its words from here and nothing from `host/`: a point's level and the
+//! period grouping are named here for it, whoever defines them.
+
+pub use super::chains::period::GroupBy;
+pub use crate::host::virtnbdbackup::Level;
+
+/// Whether `name` is a point's name as VMSnap writes them (`virtnbdbackup.N`).
+pub fn is_point_name(name: &str) -> bool {
+    crate::host::backup_dir::checkpoint_index(name).is_some()
+}
 
 /// What a job does. Its name is what the journal records and the bus shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

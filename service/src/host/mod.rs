@@ -14,7 +14,6 @@ pub mod fs_access;
 pub mod guestfs;
 pub mod libvirt;
 pub mod libvirt_rpc;
-pub mod period;
 pub mod qemu_img;
 pub mod qmp;
 pub mod safe_fs;

@@ -7,9 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::health::DomainFacts;
-use super::status::StatusRequest;
-use super::Engine;
+use crate::engine::health::DomainFacts;
+use crate::engine::status::StatusRequest;
+use crate::engine::Engine;
 use crate::host::backup_dir::{self, Detail};
 
 /// How often the facts are refreshed without a job ending.
@@ -78,11 +78,11 @@ impl Engine {
             }
         }
         if let Some(dir) = self.config.metrics_dir.clone() {
-            let text = super::metrics::render(
+            let text = crate::engine::health::metrics::render(
                 &self.health.snapshot(),
-                &super::metrics::Context {
+                &crate::engine::health::metrics::Context {
                     version: env!("CARGO_PKG_VERSION"),
-                    now: super::jobs::now(),
+                    now: crate::engine::jobs::now(),
                     max_backup_age: self.config.metrics_backup_max_age.as_secs(),
                 },
             );

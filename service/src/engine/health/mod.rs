@@ -5,13 +5,16 @@
 //! last backed up, and offered to clients by `Manager.BackupHealth` and to Prometheus as a
 //! textfile (`metrics.rs`).
 
+pub mod metrics;
+pub(crate) mod refresh;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use super::jobs::{Job, JobState, Operation};
+use crate::engine::jobs::{Job, JobState, Operation};
 
 /// The facts of one domain. Times are seconds since the epoch.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

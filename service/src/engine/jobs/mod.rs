@@ -6,6 +6,11 @@
 //! stay locked after a restart. What must survive a crash — that a job ran, and how it ended —
 //! goes to the [`JobJournal`].
 
+pub mod journal;
+pub mod recovery;
+pub mod rollback;
+pub mod undo;
+
 use std::collections::HashSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -13,13 +18,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use super::vocabulary::{JobState, Operation};
+pub use crate::engine::vocabulary::{JobState, Operation};
 use futures_util::FutureExt;
 use tokio::sync::{broadcast, watch, Semaphore};
 use tracing::Instrument;
 
-use super::journal::{DomainRecord, JobJournal, JobRecord};
-use super::Error;
+use crate::engine::jobs::journal::{DomainRecord, JobJournal, JobRecord};
+use crate::engine::Error;
 use crate::host::virtnbdbackup::Level;
 use crate::selection::DomainName;
 

@@ -4,14 +4,14 @@
 //! forget that the backup ever ran, and its caller would never learn that it failed. Each job
 //! that starts writes `<state_dir>/jobs/<id>.json` and rewrites it when it ends; the next
 //! instance finds the records still marked running, reports those jobs as failed, and undoes
-//! what they left on the host (see [`super::recovery`]). The records also keep job numbers from
+//! what they left on the host (see [`crate::engine::jobs::recovery`]). The records also keep job numbers from
 //! being reused across restarts, so a job path always means one job.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use super::vocabulary::JobState;
+use crate::engine::vocabulary::JobState;
 use serde::{Deserialize, Serialize};
 
 /// How many finished records are kept; older ones are deleted at start-up and, while the
