@@ -54,3 +54,9 @@ impl DBusError for CallError {
         }
     }
 }
+
+impl From<crate::engine::Error> for CallError {
+    fn from(e: crate::engine::Error) -> Self {
+        CallError::Contract(super::convert::error(e))
+    }
+}

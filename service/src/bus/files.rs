@@ -24,6 +24,7 @@ use super::caller::caller_uid;
 use super::details::Details;
 use super::error::CallError;
 use super::shelf::JobShelf;
+use super::start::JobStarter;
 use super::{convert, options};
 use crate::engine::extract::ExtractRequest;
 use crate::engine::extract::MAX_PATHS;
@@ -184,28 +185,25 @@ impl Files {
             .with(keys::FOLDER, &self.session.folder.display().to_string())
             .with(keys::POINT, &self.session.point)
             .with(keys::TARGET, &target);
-        let caller = self
-            .authority
-            .check(connection, &header, actions::RESTORE, &details)
-            .await?;
-        let session = self
-            .engine
-            .files_session(self.session.id, caller.uid, &sender(&header))
-            .map_err(convert::error)?;
-        let request = ExtractRequest {
-            session,
-            volume,
-            paths,
-            target: options::extract_target(&target)?,
-            overwrite: options.overwrite.unwrap_or(false),
+        let client = sender(&header);
+        let start = |uid| async move {
+            let session = self.engine.files_session(self.session.id, uid, &client)?;
+            let request = ExtractRequest {
+                session,
+                volume,
+                paths,
+                target: options::extract_target(&target)?,
+                overwrite: options.overwrite.unwrap_or(false),
+            };
+            Ok(self.engine.prepare_extract(request, uid).await?)
         };
-        let job = self
-            .engine
-            .prepare_extract(&request, caller.uid)
-            .await
-            .map_err(convert::error)?;
-        let path = self.shelf.announce(connection, &job).await?;
-        self.engine.spawn_extract(job, request);
+        let starter = JobStarter {
+            engine: &self.engine,
+            authority: &self.authority,
+            shelf: &self.shelf,
+        };
+        let asks = [(actions::RESTORE, &details)];
+        let path = starter.start(connection, &header, &asks, start).await?;
         tracing::debug!(session = self.session.id, job = %path.as_str(), "extract answered");
         Ok(path)
     }

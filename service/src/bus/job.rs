@@ -190,13 +190,23 @@ impl JobObject {
     /// Bytes copied so far, all domains and disks (use the Progress signal to follow it).
     #[zbus(property(emits_changed_signal = "false"))]
     fn bytes_done(&self) -> u64 {
-        self.job.snapshot().2.iter().map(|d| d.bytes().0).sum()
+        self.job
+            .snapshot()
+            .domains
+            .iter()
+            .map(|d| d.bytes().0)
+            .sum()
     }
 
     /// Bytes to copy, as far as announced.
     #[zbus(property(emits_changed_signal = "false"))]
     fn bytes_total(&self) -> u64 {
-        self.job.snapshot().2.iter().map(|d| d.bytes().1).sum()
+        self.job
+            .snapshot()
+            .domains
+            .iter()
+            .map(|d| d.bytes().1)
+            .sum()
     }
 
     /// Per domain: domain, state, level (full, inc, copy), folder, newChainReason, bytesDone,
@@ -210,7 +220,7 @@ impl JobObject {
         #[zbus(header)] header: Option<Header<'_>>,
         #[zbus(connection)] connection: &Connection,
     ) -> Vec<DomainResult> {
-        let full = results(&self.job.snapshot().2);
+        let full = results(&self.job.snapshot().domains);
         match self.may_see(connection, header.as_ref()).await {
             true => full,
             false => full.into_iter().map(public).collect(),
@@ -226,7 +236,7 @@ impl JobObject {
     /// End time, seconds since the epoch; 0 while the job runs.
     #[zbus(property)]
     fn end_time(&self) -> u64 {
-        self.job.snapshot().1
+        self.job.snapshot().end_time
     }
 }
 
@@ -317,7 +327,10 @@ pub async fn export(
         let _ = JobObject::completed(
             &emitter,
             job_state_word(final_state),
-            results(&job.snapshot().2).into_iter().map(public).collect(),
+            results(&job.snapshot().domains)
+                .into_iter()
+                .map(public)
+                .collect(),
         )
         .await;
         tokio::select! {

@@ -24,6 +24,7 @@ use super::details::Details;
 use super::error::CallError;
 use super::limits::ReadLimits;
 use super::shelf::JobShelf;
+use super::start::JobStarter;
 use super::{convert, options};
 use crate::engine::Engine;
 use crate::selection::MAX_ITEMS;
@@ -61,12 +62,13 @@ impl Manager {
         }
     }
 
-    async fn announce(
-        &self,
-        connection: &Connection,
-        job: &Arc<crate::engine::jobs::Job>,
-    ) -> Result<OwnedObjectPath, CallError> {
-        self.shelf.announce(connection, job).await
+    /// Starts the jobs this interface's methods ask for.
+    fn starter(&self) -> JobStarter<'_> {
+        JobStarter {
+            engine: &self.engine,
+            authority: &self.authority,
+            shelf: &self.shelf,
+        }
     }
 
     /// For a caller other than root reading backup folders under `root`: those it could not
@@ -205,29 +207,21 @@ impl Manager {
         #[zbus(connection)] connection: &Connection,
     ) -> Result<OwnedObjectPath, CallError> {
         let domains = domains.into_vec(MAX_ITEMS, "domains")?;
-        let options = options.into_map()?;
-        let options = BackupOptions::from_dict(options)?;
+        let options = BackupOptions::from_dict(options.into_map()?)?;
         let details = Details::new("backup", &domains).option(keys::OUTPUT, &options.output);
-        let caller = self
-            .authority
-            .check(connection, &header, actions::BACKUP, &details)
-            .await?;
+        let pruning = details.clone().as_operation("backup-prune");
+        let mut asks = vec![(actions::BACKUP, &details)];
         if options.prune == Some(true) {
-            let details = details.as_operation("backup-prune");
-            self.authority
-                .check(connection, &header, actions::PRUNE, &details)
-                .await?;
+            asks.push((actions::PRUNE, &pruning));
         }
-        let uid = caller.uid;
-        let request = options::backup_request(&domains, options, self.engine.config())?;
-        let prepared = self
-            .engine
-            .prepare_backup(request, uid)
+        let config = self.engine.config();
+        let start = |uid| async move {
+            let request = options::backup_request(&domains, options, config)?;
+            Ok(self.engine.prepare_backup(request, uid).await?)
+        };
+        self.starter()
+            .start(connection, &header, &asks, start)
             .await
-            .map_err(convert::error)?;
-        let path = self.announce(connection, &prepared.job).await?;
-        self.engine.spawn_backup(prepared);
-        Ok(path)
     }
 
     /// Removes VMSnap checkpoints and bitmaps (only `virtnbdbackup.N` names) and returns what
@@ -403,24 +397,19 @@ impl Manager {
         #[zbus(connection)] connection: &Connection,
     ) -> Result<OwnedObjectPath, CallError> {
         let domains = domains.into_vec(MAX_ITEMS, "domains")?;
-        let options = options.into_map()?;
-        let options = VerifyOptions::from_dict(options)?;
+        let options = VerifyOptions::from_dict(options.into_map()?)?;
         let details = Details::new("verify", &domains)
             .option(keys::OUTPUT, &options.output)
             .option(keys::FOLDER, &options.folder);
-        let caller = self
-            .authority
-            .check(connection, &header, actions::VERIFY, &details)
-            .await?;
-        let request = options::verify_request(&domains, options, self.engine.config())?;
-        let job = self
-            .engine
-            .prepare_verify(&request, caller.uid)
+        let config = self.engine.config();
+        let start = |uid| async move {
+            let request = options::verify_request(&domains, options, config)?;
+            Ok(self.engine.prepare_verify(request, uid).await?)
+        };
+        let asks = [(actions::VERIFY, &details)];
+        self.starter()
+            .start(connection, &header, &asks, start)
             .await
-            .map_err(convert::error)?;
-        let path = self.announce(connection, &job).await?;
-        self.engine.spawn_verify(job, request);
-        Ok(path)
     }
 
     /// Restores a domain's chain up to a point into a target directory and returns the job at
@@ -440,29 +429,24 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<OwnedObjectPath, CallError> {
-        let options = options.into_map()?;
         // Every restore needs the action (administrator every time by default), define_as
         // included: defining a domain makes libvirt run a program as root.
-        let options = RestoreOptions::from_dict(options)?;
+        let options = RestoreOptions::from_dict(options.into_map()?)?;
         let details = Details::new("restore", std::slice::from_ref(&domain))
             .option(keys::OUTPUT, &options.output)
             .option(keys::FOLDER, &options.folder)
             .option(keys::UNTIL, &options.until)
             .option(keys::TARGET, &options.target)
             .option(keys::DEFINE_AS, &options.define_as);
-        let caller = self
-            .authority
-            .check(connection, &header, actions::RESTORE, &details)
-            .await?;
-        let request = options::restore_request(&domain, options, self.engine.config())?;
-        let job = self
-            .engine
-            .prepare_restore(&request, caller.uid)
+        let config = self.engine.config();
+        let start = |uid| async move {
+            let request = options::restore_request(&domain, options, config)?;
+            Ok(self.engine.prepare_restore(request, uid).await?)
+        };
+        let asks = [(actions::RESTORE, &details)];
+        self.starter()
+            .start(connection, &header, &asks, start)
             .await
-            .map_err(convert::error)?;
-        let path = self.announce(connection, &job).await?;
-        self.engine.spawn_restore(job, request);
-        Ok(path)
     }
 
     /// Opens one point of one disk of a domain's backup for browsing its files, and returns

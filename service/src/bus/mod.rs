@@ -15,6 +15,7 @@ pub mod limits;
 pub mod manager;
 pub mod options;
 pub mod shelf;
+pub mod start;
 #[cfg(test)]
 mod tests;
 

@@ -95,13 +95,7 @@ impl Engine {
         if uid == 0 {
             return Ok(Vec::new());
         }
-        let existing = self.reads.list_all().await?;
-        let domains = match crate::selection::resolve(selectors, &existing) {
-            crate::selection::Resolved::Domains(d) => d,
-            crate::selection::Resolved::NotFound(missing) => {
-                return Err(Error::NoSuchDomain(missing))
-            }
-        };
+        let domains = self.resolve_domains(&self.reads, selectors).await?;
         let root = root.to_path_buf();
         let names: Vec<String> = domains.iter().map(|d| d.to_string()).collect();
         let check = move || -> Vec<PathBuf> {

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use vmsnap_guestfs::protocol::{components, Entry, Kind};
 
 use super::files::Session;
-use super::jobs::Job;
-use super::vocabulary::JobState;
+use super::jobs::runner::{DomainRun, JobKind, Prepared};
+use super::jobs::{Job, Operation};
 use super::{Engine, Error};
 use crate::host::guestfs::Reader;
 use crate::host::safe_fs::{self, Dir};
@@ -42,6 +42,21 @@ pub struct ExtractRequest {
     pub paths: Vec<String>,
     pub target: BackupRoot,
     pub overwrite: bool,
+}
+
+/// The extract job kind.
+pub struct Extract {
+    request: ExtractRequest,
+}
+
+impl JobKind for Extract {
+    const NAME: &'static str = "extract";
+
+    async fn run_domain(&self, engine: &Engine, run: &DomainRun<'_>) -> Result<(), Error> {
+        let target = self.request.target.as_path().display().to_string();
+        run.update(|d| d.folder = target);
+        engine.extract(run.job, &self.request).await
+    }
 }
 
 /// One thing to copy: where it is in the guest, where it goes below the target.
@@ -92,9 +107,9 @@ impl Engine {
     /// Checks an extraction and creates its job; refuses before anything is written.
     pub async fn prepare_extract(
         &self,
-        request: &ExtractRequest,
+        request: ExtractRequest,
         uid: u32,
-    ) -> Result<Arc<Job>, Error> {
+    ) -> Result<Prepared<Extract>, Error> {
         if request.paths.is_empty() || request.paths.len() > MAX_PATHS {
             return Err(Error::InvalidArgument(format!(
                 "name 1 to {MAX_PATHS} paths to extract"
@@ -110,9 +125,10 @@ impl Engine {
                     "two of the paths would both be extracted as {name}"
                 )));
             }
+            let volume = request.volume;
             request
                 .session
-                .ask(async |r: &mut Reader| r.stat(request.volume, path).await)
+                .ask(async |r: &mut Reader| r.stat(volume, path).await)
                 .await?;
             names.push(name);
         }
@@ -129,36 +145,9 @@ impl Engine {
                 }
             }
         }
-        self.jobs.create(
-            super::jobs::Operation::Extract,
-            vec![request.session.domain.clone()],
-            uid,
-        )
-    }
-
-    pub fn spawn_extract(self: &Arc<Self>, job: Arc<Job>, request: ExtractRequest) {
-        let engine = self.clone();
-        let span = tracing::info_span!("extract", job = job.id, uid = job.uid, domain = %request.session.domain);
-        super::jobs::spawn_guarded(job.clone(), span, async move {
-            job.set_state(JobState::Running);
-            job.update(0, |d| {
-                d.state = Some(JobState::Running);
-                d.folder = request.target.as_path().display().to_string();
-            });
-            let outcome = engine.extract(&job, &request).await;
-            let state = match &outcome {
-                Ok(()) => JobState::Succeeded,
-                Err(_) if job.is_cancelled() => JobState::Cancelled,
-                Err(_) => JobState::Failed,
-            };
-            job.update(0, |d| {
-                d.state = Some(state);
-                if let Err(e) = &outcome {
-                    d.error = e.to_string();
-                }
-            });
-            job.set_state(state);
-        });
+        let domains = vec![request.session.domain.clone()];
+        let job = self.jobs.create(Operation::Extract, domains, uid)?;
+        Ok(Prepared::new(job, Extract { request }))
     }
 
     /// Lists everything below the requested paths (directories before their contents).

@@ -159,13 +159,15 @@ impl Engine {
         }
     }
 
-    /// Resolves a selection against libvirt's domains: every name must exist, every pattern
-    /// match; otherwise `NoSuchDomain` names all that did not.
-    pub(crate) async fn resolve_existing(
+    /// Resolves a selection against the domains `libvirt` lists (the jobs' connection, or
+    /// `reads` for calls any caller can make): every name must exist, every pattern match;
+    /// otherwise `NoSuchDomain` names all that did not.
+    pub(crate) async fn resolve_domains(
         &self,
+        libvirt: &host::libvirt::Libvirt,
         selectors: &[crate::selection::Selector],
     ) -> Result<Vec<crate::selection::DomainName>, Error> {
-        let existing = self.libvirt.list_all().await?;
+        let existing = libvirt.list_all().await?;
         match crate::selection::resolve(selectors, &existing) {
             crate::selection::Resolved::Domains(d) => Ok(d),
             crate::selection::Resolved::NotFound(missing) => Err(Error::NoSuchDomain(missing)),

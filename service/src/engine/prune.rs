@@ -59,7 +59,9 @@ impl Engine {
         if uid != 0 {
             paths::check_inside(request.root.as_path(), &self.config.backup_roots)?;
         }
-        let domains = self.resolve_existing(&request.selectors).await?;
+        let domains = self
+            .resolve_domains(&self.libvirt, &request.selectors)
+            .await?;
         let _job = self
             .jobs
             .create(super::jobs::Operation::Prune, domains.clone(), uid)?;

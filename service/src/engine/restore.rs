@@ -6,14 +6,12 @@
 //! path (`ReadWritePaths=/srv/restore`), and a rename stays on the target's file system.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
-
-use super::vocabulary::JobState;
 
 use super::access::Use;
 use super::chains::catalog::{self, Chain};
-use super::jobs::Job;
+use super::jobs::runner::{DomainRun, JobKind, Prepared};
+use super::jobs::{Job, Operation};
 use super::{Engine, Error};
 use crate::host::backup_dir::checkpoint_index;
 use crate::host::libvirt::CheckpointFact;
@@ -53,6 +51,22 @@ pub struct Listed {
     pub live: bool,
 }
 
+/// The restore job kind.
+pub struct Restore {
+    request: RestoreRequest,
+}
+
+impl JobKind for Restore {
+    const NAME: &'static str = "restore";
+
+    async fn run_domain(&self, engine: &Engine, run: &DomainRun<'_>) -> Result<(), Error> {
+        engine
+            .restore(run.job, &self.request)
+            .await
+            .map_err(Error::Failed)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RestoreRequest {
     pub domain: DomainName,
@@ -88,13 +102,7 @@ impl Engine {
         selectors: &[Selector],
         root: &BackupRoot,
     ) -> Result<Vec<Listed>, Error> {
-        let existing = self.reads.list_all().await?;
-        let domains = match crate::selection::resolve(selectors, &existing) {
-            crate::selection::Resolved::Domains(d) => d,
-            crate::selection::Resolved::NotFound(missing) => {
-                return Err(Error::NoSuchDomain(missing))
-            }
-        };
+        let domains = self.resolve_domains(&self.reads, selectors).await?;
         let mut out = Vec::new();
         for d in domains {
             let live = match self.reads.domain(d.as_str()).await {
@@ -164,13 +172,13 @@ impl Engine {
     /// Checks a restore request and creates its job; refuses before anything is written.
     pub async fn prepare_restore(
         &self,
-        request: &RestoreRequest,
+        request: RestoreRequest,
         uid: u32,
-    ) -> Result<Arc<Job>, Error> {
+    ) -> Result<Prepared<Restore>, Error> {
         tools::require(&[Tool::QemuImg, Tool::Virtnbdbackup])?;
         self.inspect_destination(uid, request.target.as_path())?;
         paths::check_writable(request.target.as_path())?;
-        let chain = self.restore_chain(request).await?;
+        let chain = self.restore_chain(&request).await?;
         // The source too: virtnbdrestore (root) acts on what the chain's files say.
         self.require_trusted(uid, &chain.path, Use::Source)?;
         if let Some(until) = &request.until {
@@ -212,11 +220,10 @@ impl Engine {
                 )));
             }
         }
-        self.jobs.create(
-            super::jobs::Operation::Restore,
-            vec![request.domain.clone()],
-            uid,
-        )
+        let job = self
+            .jobs
+            .create(Operation::Restore, vec![request.domain.clone()], uid)?;
+        Ok(Prepared::new(job, Restore { request }))
     }
 
     async fn restore_chain(&self, request: &RestoreRequest) -> Result<Chain, Error> {
@@ -255,29 +262,6 @@ impl Engine {
                 root.as_path().display()
             ))
         })
-    }
-
-    pub fn spawn_restore(self: &Arc<Self>, job: Arc<Job>, request: RestoreRequest) {
-        let engine = self.clone();
-        let span =
-            tracing::info_span!("restore", job = job.id, uid = job.uid, domain = %request.domain);
-        super::jobs::spawn_guarded(job.clone(), span, async move {
-            job.set_state(JobState::Running);
-            job.update(0, |d| d.state = Some(JobState::Running));
-            let outcome = engine.restore(&job, &request).await;
-            let state = match &outcome {
-                Ok(()) => JobState::Succeeded,
-                Err(_) if job.is_cancelled() => JobState::Cancelled,
-                Err(_) => JobState::Failed,
-            };
-            job.update(0, |d| {
-                d.state = Some(state);
-                if let Err(e) = &outcome {
-                    d.error = e.clone();
-                }
-            });
-            job.set_state(state);
-        });
     }
 
     async fn restore(&self, job: &Job, request: &RestoreRequest) -> Result<(), String> {

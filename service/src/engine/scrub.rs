@@ -69,7 +69,9 @@ pub struct ScrubReport {
 impl Engine {
     pub async fn scrub(&self, request: &ScrubRequest, uid: u32) -> Result<Vec<ScrubReport>, Error> {
         let programs = tools::require(&[Tool::QemuImg])?;
-        let domains = self.resolve_existing(&request.selectors).await?;
+        let domains = self
+            .resolve_domains(&self.libvirt, &request.selectors)
+            .await?;
         // Never under a running backup.
         let _job = self
             .jobs

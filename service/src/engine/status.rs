@@ -26,7 +26,7 @@ use crate::host::qmp::{self, BlockDevice};
 use crate::host::tools::{self, Tool};
 use crate::host::{self, qemu_img};
 use crate::paths::BackupRoot;
-use crate::selection::{self, DomainName, Resolved, Selector};
+use crate::selection::{DomainName, Selector};
 
 /// How many domains are queried at once: enough to overlap libvirt's round trips and the
 /// `qemu-img` processes of shut-off domains, few enough not to flood libvirtd's workers (it
@@ -100,11 +100,9 @@ impl Engine {
             engine: self,
             request,
         };
-        let existing = ctx.libvirt.list_all().await?;
-        let domains = match selection::resolve(&request.selectors, &existing) {
-            Resolved::Domains(d) => d,
-            Resolved::NotFound(missing) => return Err(Error::NoSuchDomain(missing)),
-        };
+        let domains = self
+            .resolve_domains(ctx.libvirt, &request.selectors)
+            .await?;
         let reports: Vec<Result<DomainReport, host::Error>> = stream::iter(domains)
             .map(|d| ctx.domain(d))
             .buffered(CONCURRENT_DOMAINS)
@@ -303,8 +301,11 @@ impl Context<'_> {
     }
 
     async fn fill_folder(&self, report: &mut DomainReport, root: &Path) {
-        let path =
-            super::backup::current_chain_folder(root, report.name.as_str(), self.request.group_by);
+        let path = super::chains::plan::current_chain_folder(
+            root,
+            report.name.as_str(),
+            self.request.group_by,
+        );
         let result =
             tokio::task::spawn_blocking(move || backup_dir::scan(&path, Detail::Names)).await;
         match result {

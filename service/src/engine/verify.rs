@@ -10,11 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::vocabulary::JobState;
-
 use super::access::Use;
 use super::chains::catalog::{self, Chain};
-use super::jobs::Job;
+use super::jobs::runner::{DomainRun, JobKind, Prepared};
+use super::jobs::{Job, Operation};
 use super::{Engine, Error};
 use crate::host::safe_fs::Dir;
 use crate::host::tools::{self, Tool};
@@ -32,15 +31,38 @@ pub struct VerifyRequest {
     pub folder: Option<String>,
 }
 
+/// The verify job kind.
+pub struct Verify {
+    request: VerifyRequest,
+}
+
+impl JobKind for Verify {
+    const NAME: &'static str = "verify";
+
+    async fn run_domain(&self, engine: &Engine, run: &DomainRun<'_>) -> Result<(), Error> {
+        match engine
+            .verify_domain(run.job, run.index, run.domain, &self.request)
+            .await?
+        {
+            true => Ok(()),
+            false => Err(Error::Failed(
+                "some points failed verification (see checks)".into(),
+            )),
+        }
+    }
+}
+
 impl Engine {
     /// Validates a verify request and creates its (queued) job.
     pub async fn prepare_verify(
         &self,
-        request: &VerifyRequest,
+        request: VerifyRequest,
         uid: u32,
-    ) -> Result<Arc<Job>, Error> {
+    ) -> Result<Prepared<Verify>, Error> {
         tools::require(&[Tool::QemuImg, Tool::Virtnbdbackup])?;
-        let domains = self.resolve_existing(&request.selectors).await?;
+        let domains = self
+            .resolve_domains(&self.libvirt, &request.selectors)
+            .await?;
         for domain in &domains {
             // Each chain is checked again before it is rebuilt (verify_domain).
             self.require_trusted(
@@ -49,49 +71,8 @@ impl Engine {
                 Use::Destination,
             )?;
         }
-        self.jobs
-            .create(super::jobs::Operation::Verify, domains, uid)
-    }
-
-    pub fn spawn_verify(self: &Arc<Self>, job: Arc<Job>, request: VerifyRequest) {
-        let engine = self.clone();
-        let span = tracing::info_span!("verify", job = job.id, uid = job.uid);
-        super::jobs::spawn_guarded(job.clone(), span, async move {
-            job.set_state(JobState::Running);
-            let mut all_ok = true;
-            for (index, domain) in job.domains.clone().iter().enumerate() {
-                if job.is_cancelled() {
-                    job.update(index, |d| {
-                        d.state = Some(JobState::Cancelled);
-                        d.error = "cancelled before it started".into();
-                    });
-                    continue;
-                }
-                job.update(index, |d| d.state = Some(JobState::Running));
-                let (state, error) = match engine.verify_domain(&job, index, domain, &request).await
-                {
-                    Ok(true) => (JobState::Succeeded, String::new()),
-                    Ok(false) => (
-                        JobState::Failed,
-                        "some points failed verification (see checks)".into(),
-                    ),
-                    Err(HostError::Cancelled { .. }) => (JobState::Cancelled, "cancelled".into()),
-                    Err(e) => (JobState::Failed, e.to_string()),
-                };
-                all_ok &= state == JobState::Succeeded;
-                job.update(index, |d| {
-                    d.state = Some(state);
-                    d.error = error;
-                });
-            }
-            job.set_state(if job.is_cancelled() {
-                JobState::Cancelled
-            } else if all_ok {
-                JobState::Succeeded
-            } else {
-                JobState::Failed
-            });
-        });
+        let job = self.jobs.create(Operation::Verify, domains, uid)?;
+        Ok(Prepared::new(job, Verify { request }))
     }
 
     /// Verifies every chain of one domain; `Err(Cancelled)` when the job was cancelled, with

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::period::{GroupBy, Period};
 use crate::host::backup_dir::checkpoint_index;
 use crate::host::backup_dir::ChainFolder;
 use crate::host::safe_fs::{Dir, Kind};
@@ -191,6 +192,15 @@ fn next_folder(domain_dir: &Path, base: &str, latest: &Path) -> PathBuf {
         .and_then(|n| n.parse::<u32>().ok())
         .unwrap_or(0);
     domain_dir.join(format!("{base}.{}", current + 1))
+}
+
+/// The chain folder a status report should describe: the period's latest.
+pub fn current_chain_folder(root: &Path, domain: &str, group_by: GroupBy) -> PathBuf {
+    let domain_dir = root.join(domain);
+    let base = Period::current(group_by).folder_name();
+    period_folders(&domain_dir, &base)
+        .pop()
+        .unwrap_or_else(|| domain_dir.join(base))
 }
 
 #[cfg(test)]

@@ -74,7 +74,11 @@ impl HealthBook {
     pub fn count_finished(&self, jobs: &[Arc<Job>]) -> bool {
         let mut changed = false;
         for job in jobs {
-            let (state, end, domains) = job.snapshot();
+            let crate::engine::jobs::JobData {
+                state,
+                end_time: end,
+                domains,
+            } = job.snapshot();
             if !state.is_final() || !lock(&self.counted).insert(job.id) {
                 continue;
             }

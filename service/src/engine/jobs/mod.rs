@@ -9,6 +9,7 @@
 pub mod journal;
 pub mod recovery;
 pub mod rollback;
+pub mod runner;
 pub mod undo;
 
 use std::collections::HashSet;
@@ -94,7 +95,8 @@ pub enum JobEvent {
     Finished(JobState),
 }
 
-#[derive(Debug)]
+/// Where a job stands: its state, when it ended (0: not yet) and its domains' results.
+#[derive(Debug, Clone)]
 pub struct JobData {
     pub state: JobState,
     pub end_time: u64,
@@ -125,9 +127,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Job {
-    pub fn snapshot(&self) -> (JobState, u64, Vec<DomainProgress>) {
-        let d = lock(&self.data);
-        (d.state, d.end_time, d.domains.clone())
+    /// A copy of where the job stands now.
+    pub fn snapshot(&self) -> JobData {
+        lock(&self.data).clone()
     }
 
     pub fn state(&self) -> JobState {
@@ -136,7 +138,11 @@ impl Job {
 
     /// The job as the journal keeps it.
     pub fn record(&self) -> JobRecord {
-        let (state, end_time, domains) = self.snapshot();
+        let JobData {
+            state,
+            end_time,
+            domains,
+        } = self.snapshot();
         JobRecord {
             id: self.id,
             operation: self.operation.as_str().to_string(),
@@ -648,7 +654,11 @@ mod tests {
             (job.id, job.uid, job.operation),
             (cut.id, 1000, Operation::Backup)
         );
-        let (state, end, domains) = job.snapshot();
+        let JobData {
+            state,
+            end_time: end,
+            domains,
+        } = job.snapshot();
         assert_eq!(state, JobState::Failed);
         assert!(end > 0);
         assert_eq!(domains[0].state, Some(JobState::Succeeded));
@@ -679,7 +689,7 @@ mod tests {
         })
         .await
         .expect("the panic was caught inside the task");
-        let (state, _, domains) = job.snapshot();
+        let JobData { state, domains, .. } = job.snapshot();
         assert_eq!(state, JobState::Failed);
         assert!(domains[0].error.contains("boom"), "{}", domains[0].error);
         reg.create(Operation::Backup, names(&["vm1"]), 0).unwrap();
@@ -706,7 +716,11 @@ mod tests {
             rx.try_recv(),
             Ok(JobEvent::Finished(JobState::Succeeded))
         ));
-        let (state, end, domains) = job.snapshot();
+        let JobData {
+            state,
+            end_time: end,
+            domains,
+        } = job.snapshot();
         assert_eq!(state, JobState::Succeeded);
         assert!(end > 0);
         assert_eq!(domains[0].bytes(), (10, 100));
