@@ -3,13 +3,14 @@
 use vmsnap_dbus::{PruneOptions, ScrubOptions};
 
 use crate::args::{PruneArgs, ScrubArgs};
-use crate::{agent, client, domains, exit, flag, need_output, Context, Failure};
+use crate::client::Service;
+use crate::{domains, exit, flag, need_output, Context, Failure};
 
 /// The original's scrub types, plus `all`; anything else is exit code 8 before any call.
 pub fn check_scrub_type(kind: &str) -> Result<(), Failure> {
     match kind {
         "checkpoint" | "bitmap" | "both" | "all" | "*" => Ok(()),
-        other => Err((
+        other => Err(Failure::new(
             exit::INVALID_SCRUB_TYPE,
             format!(
                 "Invalid scrub type: {}",
@@ -24,9 +25,7 @@ pub async fn scrub(context: &Context, args: &ScrubArgs) -> Result<u8, Failure> {
     check_scrub_type(&args.kind)?;
     let names = domains(&args.selection, true)?;
     let dry_run = args.dry_run.dry_run;
-    let timeout = context.session.call_timeout();
-    let agent = agent::start(context.session.no_ask_password);
-    let (_connection, manager) = client::connect(timeout).await?;
+    let service = Service::asking(&context.session).await?;
     let options = ScrubOptions {
         scrub_type: Some(args.kind.clone()),
         checkpoint: args.checkpoint_name.clone(),
@@ -34,12 +33,11 @@ pub async fn scrub(context: &Context, args: &ScrubArgs) -> Result<u8, Failure> {
         connect: args.libvirt.connect.clone(),
     };
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let report = client::answer(
-        timeout,
-        manager.scrub_as(agent::interaction(&agent), &names, &options),
-    )
-    .await?;
-    drop(agent);
+    let scrub = service
+        .manager
+        .scrub_as(service.interaction(), &names, &options);
+    let report = service.call(scrub).await?;
+    drop(service);
     if context.json() {
         let doc: Vec<serde_json::Value> = report
             .iter()
@@ -76,9 +74,7 @@ pub async fn prune(context: &Context, args: &PruneArgs) -> Result<u8, Failure> {
     let output = need_output(&args.root.output)?;
     let names = domains(&args.selection, true)?;
     let dry_run = args.dry_run.dry_run;
-    let timeout = context.session.call_timeout();
-    let agent = agent::start(context.session.no_ask_password);
-    let (_connection, manager) = client::connect(timeout).await?;
+    let service = Service::asking(&context.session).await?;
     let options = PruneOptions {
         output: Some(output),
         group_by: args.period.group_by.clone(),
@@ -87,12 +83,11 @@ pub async fn prune(context: &Context, args: &PruneArgs) -> Result<u8, Failure> {
         connect: args.libvirt.connect.clone(),
     };
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let report = client::answer(
-        timeout,
-        manager.prune_as(agent::interaction(&agent), &names, &options),
-    )
-    .await?;
-    drop(agent);
+    let prune = service
+        .manager
+        .prune_as(service.interaction(), &names, &options);
+    let report = service.call(prune).await?;
+    drop(service);
     if context.json() {
         let doc: Vec<serde_json::Value> = report
             .iter()

@@ -516,17 +516,3 @@ impl SessionArgs {
         std::time::Duration::from_secs(self.timeout.max(1))
     }
 }
-
-/// Writes the man page or completion script to stdout.
-pub fn generate(kind: Generate) -> std::io::Result<()> {
-    use clap::CommandFactory;
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let shell = match kind {
-        Generate::Man => return clap_mangen::Man::new(Cli::command()).render(&mut out),
-        Generate::CompleteBash => clap_complete::Shell::Bash,
-        Generate::CompleteZsh => clap_complete::Shell::Zsh,
-        Generate::CompleteFish => clap_complete::Shell::Fish,
-    };
-    out.write_all(crate::completion::script(shell).as_bytes())
-}

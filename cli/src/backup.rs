@@ -4,15 +4,14 @@ use vmsnap_dbus::{BackupOptions, DomainResult, JobState, Operation};
 use zvariant::OwnedObjectPath;
 
 use crate::args::{BackupArgs, Wait};
+use crate::client::Service;
 use crate::watch::{self, OnInterrupt};
-use crate::{agent, client, domains, exit, flag, need_output, render, Context, Failure};
+use crate::{domains, exit, flag, need_output, render, Context, Failure};
 
 pub async fn backup(context: &Context, args: &BackupArgs) -> Result<u8, Failure> {
     let output = need_output(&args.root.output)?;
     let names = domains(&args.selection, true)?;
-    let timeout = context.session.call_timeout();
-    let agent = agent::start(context.session.no_ask_password);
-    let (connection, manager) = client::connect(timeout).await?;
+    let mut service = Service::asking(&context.session).await?;
     let o = &args.options;
     let options = BackupOptions {
         output: Some(output),
@@ -25,13 +24,19 @@ pub async fn backup(context: &Context, args: &BackupArgs) -> Result<u8, Failure>
         keep: o.keep,
     };
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let path = client::answer(
-        timeout,
-        manager.backup_as(agent::interaction(&agent), &names, &options),
+    let backup = service
+        .manager
+        .backup_as(service.interaction(), &names, &options);
+    let path = service.call(backup).await?;
+    service.done_asking();
+    follow(
+        context,
+        &service.connection,
+        path,
+        Operation::Backup,
+        &args.wait,
     )
-    .await?;
-    drop(agent);
-    follow(context, &connection, path, Operation::Backup, &args.wait).await
+    .await
 }
 
 /// After a job was started: its path on stdout with `--no-wait`, otherwise its progress until

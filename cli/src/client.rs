@@ -6,15 +6,73 @@ use vmsnap_dbus::names::BUS_NAME;
 use vmsnap_dbus::{Error, ManagerProxy};
 use zbus::Connection;
 
+use crate::agent::{self, Agent};
+use crate::args::SessionArgs;
 use crate::exit;
 use crate::Failure;
+
+/// One conversation with vmsnapd: the connection, the Manager, how long a call may take and,
+/// for calls that change something, the password agent (a call may only ask for a password
+/// while an agent of ours is there to ask).
+pub struct Service {
+    pub connection: Connection,
+    pub manager: ManagerProxy<'static>,
+    pub timeout: Duration,
+    agent: Option<Agent>,
+}
+
+impl Service {
+    /// For calls that only read: no agent.
+    pub async fn reading(session: &SessionArgs) -> Result<Self, Failure> {
+        Service::open(session.call_timeout(), None).await
+    }
+
+    /// For calls polkit may ask a password for: the agent is started (and registered) first.
+    pub async fn asking(session: &SessionArgs) -> Result<Self, Failure> {
+        Service::asking_for(session, session.call_timeout()).await
+    }
+
+    /// The same, for calls allowed to take `timeout`.
+    pub async fn asking_for(session: &SessionArgs, timeout: Duration) -> Result<Self, Failure> {
+        let agent = agent::start(session.no_ask_password);
+        Service::open(timeout, agent).await
+    }
+
+    async fn open(timeout: Duration, agent: Option<Agent>) -> Result<Self, Failure> {
+        let (connection, manager) = connect(timeout).await?;
+        Ok(Service {
+            connection,
+            manager,
+            timeout,
+            agent,
+        })
+    }
+
+    /// Whether this conversation's calls may ask for a password.
+    pub fn interaction(&self) -> vmsnap_dbus::Interaction {
+        agent::interaction(&self.agent)
+    }
+
+    /// One call, within the timeout, its error made readable.
+    pub async fn call<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Failure> {
+        answer(self.timeout, call).await
+    }
+
+    /// No more passwords will be asked for (a started job runs on its own): the agent stops.
+    pub fn done_asking(&mut self) {
+        self.agent = None;
+    }
+}
 
 /// Connects to the system bus (`DBUS_SYSTEM_BUS_ADDRESS` when set). Every method call gives up
 /// after `timeout`, so a wedged service cannot hang a script forever. A bus that cannot be
 /// reached at all is reported here, with exit code [`exit::UNREACHABLE`].
-pub async fn connect(timeout: Duration) -> Result<(Connection, ManagerProxy<'static>), Failure> {
+async fn connect(timeout: Duration) -> Result<(Connection, ManagerProxy<'static>), Failure> {
     let unreachable = |e: zbus::Error| {
-        (
+        Failure::new(
             exit::UNREACHABLE,
             format!("cannot connect to {}: {e}", bus_address()),
         )
@@ -53,7 +111,7 @@ pub fn failure(e: &Error) -> Failure {
         Some(hint) => format!("{}\nvmsnapctl: hint: {hint}", describe(e)),
         None => describe(e),
     };
-    (exit::for_error(e), message)
+    Failure::new(exit::for_error(e), message)
 }
 
 fn bus_address() -> String {

@@ -92,9 +92,9 @@ impl Legacy {
     pub fn into_command(self) -> Result<Command, Failure> {
         let actions = [self.status, self.backup, self.scrub];
         if actions.iter().filter(|a| **a).count() > 1 {
-            return Err((
+            return Err(Failure::new(
                 exit::TOO_MANY_COMMANDS,
-                "Only one command can be run at a time".into(),
+                "Only one command can be run at a time",
             ));
         }
         let o = &self.backup_options;
@@ -152,7 +152,7 @@ impl Legacy {
 
 fn refuse(action: &str, given: &[(&str, bool)]) -> Result<(), Failure> {
     match given.iter().find(|(_, set)| *set) {
-        Some((switch, _)) => Err((
+        Some((switch, _)) => Err(Failure::new(
             exit::USAGE,
             format!("{switch} does not apply to {action}; nothing was done"),
         )),
@@ -219,12 +219,14 @@ mod tests {
             "--dry-run",
         ]));
         let refused = cli.legacy.into_command().unwrap_err();
-        assert_eq!(refused.0, exit::USAGE);
-        assert!(refused.1.contains("--dry-run does not apply to --backup"));
+        assert_eq!(refused.code, exit::USAGE);
+        assert!(refused
+            .message
+            .contains("--dry-run does not apply to --backup"));
 
         let cli = parse(argv(&["vmsnapctl", "--domains=vm1", "--status", "--scrub"]));
         assert_eq!(
-            cli.legacy.into_command().unwrap_err().0,
+            cli.legacy.into_command().unwrap_err().code,
             exit::TOO_MANY_COMMANDS
         );
     }

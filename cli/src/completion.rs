@@ -7,7 +7,7 @@
 
 use clap::CommandFactory;
 
-use crate::args::Cli;
+use crate::args::{Cli, Generate};
 
 /// The subcommands whose positional arguments are domains.
 const TAKE_DOMAINS: &str = "status list backup scrub prune backups verify restore files";
@@ -16,6 +16,19 @@ const TAKE_DOMAINS: &str = "status list backup scrub prune backups verify restor
 const TAKE_VALUES: &str = "--output|--group-by|--groupBy|--connect|--target|--folder|--until|\
     --disk|--define-as|--type|--checkpoint-name|--checkpointName|--scrub-type|--scrubType|\
     --keep|--timeout|--generate";
+
+/// Writes the man page or completion script to stdout.
+pub fn generate(kind: Generate) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let shell = match kind {
+        Generate::Man => return clap_mangen::Man::new(Cli::command()).render(&mut out),
+        Generate::CompleteBash => clap_complete::Shell::Bash,
+        Generate::CompleteZsh => clap_complete::Shell::Zsh,
+        Generate::CompleteFish => clap_complete::Shell::Fish,
+    };
+    out.write_all(script(shell).as_bytes())
+}
 
 pub fn script(shell: clap_complete::Shell) -> String {
     let mut buffer = Vec::new();

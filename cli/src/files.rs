@@ -12,9 +12,10 @@ use vmsnap_dbus::{Error, JobState, Operation};
 
 use crate::args::{FilesAction, FilesArgs};
 use crate::backup::print_job_result;
+use crate::client::Service;
 use crate::escape::shown;
 use crate::render::size::pretty;
-use crate::{agent, client, exit, flag, need_output, watch, Context, Failure};
+use crate::{client, exit, flag, need_output, watch, Context, Failure};
 
 /// Opening rebuilds a whole disk: it may take far longer than an ordinary call.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -22,8 +23,8 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(3600);
 pub async fn run(context: &Context, args: &FilesArgs) -> Result<u8, Failure> {
     let output = need_output(&args.root.output)?;
     let timeout = context.session.call_timeout().max(OPEN_TIMEOUT);
-    let agent = agent::start(context.session.no_ask_password);
-    let (connection, manager) = client::connect(timeout).await?;
+    let service = Service::asking_for(&context.session, timeout).await?;
+    let connection = &service.connection;
     let options = FilesOptions {
         output: Some(output),
         folder: args.folder.clone(),
@@ -31,12 +32,11 @@ pub async fn run(context: &Context, args: &FilesArgs) -> Result<u8, Failure> {
         disk: args.disk.clone(),
         connect: args.libvirt.connect.clone(),
     };
-    let path = client::answer(
-        timeout,
-        manager.open_files_as(agent::interaction(&agent), &args.domain, &options),
-    )
-    .await?;
-    let files = FilesProxy::builder(&connection)
+    let open = service
+        .manager
+        .open_files_as(service.interaction(), &args.domain, &options);
+    let path = service.call(open).await?;
+    let files = FilesProxy::builder(connection)
         .path(path)
         .map(|b| b.cache_properties(zbus::proxy::CacheProperties::No))
         .map_err(|e| client::failure(&Error::ZBus(e)))?
@@ -63,20 +63,16 @@ pub async fn run(context: &Context, args: &FilesArgs) -> Result<u8, Failure> {
             let options = ExtractOptions {
                 overwrite: flag(*overwrite),
             };
-            let job = client::answer(
-                timeout,
-                files.extract_as(agent::interaction(&agent), volume, &paths, target, &options),
-            )
-            .await;
-            match job {
-                Ok(job) => until_done(context, &connection, job).await,
+            let extract = files.extract_as(service.interaction(), volume, &paths, target, &options);
+            match service.call(extract).await {
+                Ok(job) => until_done(context, connection, job).await,
                 Err(e) => Err(e),
             }
         }
     };
     // The session would end with this connection anyway; closing says so at once.
     let _ = client::answer(context.session.call_timeout(), files.close()).await;
-    drop(agent);
+    drop(service);
     result
 }
 
@@ -106,7 +102,7 @@ async fn until_done(
             Err(_) => {
                 failures += 1;
                 if failures > 60 {
-                    return Err((exit::FAILURE, "the service stopped answering".into()));
+                    return Err(Failure::new(exit::FAILURE, "the service stopped answering"));
                 }
             }
         }
@@ -124,7 +120,7 @@ async fn only_readable(files: &FilesProxy<'_>, timeout: Duration) -> Result<u32,
         .collect();
     match readable.as_slice() {
         [one] => Ok(*one),
-        _ => Err((
+        _ => Err(Failure::new(
             exit::USAGE,
             format!(
                 "the disk has {} readable volumes ({}); name one with --volume (see `ls`)",

@@ -5,6 +5,7 @@ use zvariant::OwnedObjectPath;
 
 use crate::args::JobsArgs;
 use crate::backup::print_job_result;
+use crate::client::Service;
 use crate::watch::{self, OnInterrupt};
 use crate::{client, exit, render, Context, Failure};
 
@@ -44,8 +45,9 @@ async fn rows(
 }
 
 pub async fn list(context: &Context, args: &JobsArgs) -> Result<u8, Failure> {
-    let (connection, manager) = client::connect(context.session.call_timeout()).await?;
-    let rows = rows(context, &connection, &manager).await?;
+    let service = Service::reading(&context.session).await?;
+    let connection = &service.connection;
+    let rows = rows(context, connection, &service.manager).await?;
     if args.watch {
         let running: Vec<OwnedObjectPath> = rows
             .iter()
@@ -56,7 +58,7 @@ pub async fn list(context: &Context, args: &JobsArgs) -> Result<u8, Failure> {
             eprintln!("No job is running.");
             return Ok(exit::OK);
         }
-        let ended = watch::wait_all(&connection, &running, OnInterrupt::StopWatching).await?;
+        let ended = watch::wait_all(connection, &running, OnInterrupt::StopWatching).await?;
         let code = ended
             .iter()
             .map(|(_, state, _)| watch::exit_code(*state))
@@ -124,13 +126,14 @@ pub async fn list(context: &Context, args: &JobsArgs) -> Result<u8, Failure> {
 /// the command that started it; Ctrl-C stops following, never cancels another's job.
 pub async fn wait(context: &Context, job: &str) -> Result<u8, Failure> {
     let path = job_path(job)?;
-    let (connection, _) = client::connect(context.session.call_timeout()).await?;
-    let proxy = watch::job_proxy(&connection, path.clone()).await?;
+    let service = Service::reading(&context.session).await?;
+    let connection = &service.connection;
+    let proxy = watch::job_proxy(connection, path.clone()).await?;
     let operation = match proxy.operation().await {
         Ok(op) => Operation::parse(&op).unwrap_or(Operation::Backup),
         Err(e) => return Err(no_such_job(e, &path)),
     };
-    let ended = watch::wait_all(&connection, &[path], OnInterrupt::StopWatching).await?;
+    let ended = watch::wait_all(connection, &[path], OnInterrupt::StopWatching).await?;
     let mut code = exit::OK;
     for (_, state, results) in ended {
         print_job_result(context, operation, state, &results);
@@ -141,8 +144,9 @@ pub async fn wait(context: &Context, job: &str) -> Result<u8, Failure> {
 
 pub async fn cancel(context: &Context, job: &str) -> Result<u8, Failure> {
     let path = job_path(job)?;
-    let (connection, _) = client::connect(context.session.call_timeout()).await?;
-    let proxy = watch::job_proxy(&connection, path.clone()).await?;
+    let service = Service::reading(&context.session).await?;
+    let connection = &service.connection;
+    let proxy = watch::job_proxy(connection, path.clone()).await?;
     match proxy.cancel().await {
         Ok(()) => Ok(exit::OK),
         Err(vmsnap_dbus::Error::ZBus(e)) => Err(no_such_job(e, &path)),
@@ -158,7 +162,7 @@ fn job_path(job: &str) -> Result<OwnedObjectPath, Failure> {
         job.to_string()
     };
     OwnedObjectPath::try_from(path).map_err(|_| {
-        (
+        Failure::new(
             exit::USAGE,
             format!("{job:?} is neither a job number nor a job path"),
         )
@@ -180,7 +184,7 @@ fn no_such_job(e: zbus::Error, path: &OwnedObjectPath) -> Failure {
         _ => false,
     };
     if gone {
-        (exit::SELECTION, format!("no such job: {}", path.as_str()))
+        Failure::new(exit::SELECTION, format!("no such job: {}", path.as_str()))
     } else {
         client::failure(&vmsnap_dbus::Error::ZBus(e))
     }

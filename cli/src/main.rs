@@ -26,7 +26,7 @@ use args::{Command, FormatArgs, Selection, SessionArgs};
 async fn main() -> ExitCode {
     let cli = compat::parse(std::env::args().collect());
     if let Some(kind) = cli.generate {
-        return match args::generate(kind) {
+        return match completion::generate(kind) {
             Ok(()) => exit::code(exit::OK),
             Err(e) => {
                 eprintln!("vmsnapctl: {e}");
@@ -47,7 +47,7 @@ async fn main() -> ExitCode {
     };
     match outcome {
         Ok(code) => exit::code(code),
-        Err((code, message)) => {
+        Err(Failure { code, message }) => {
             // Service messages may quote a guest's names and paths.
             eprintln!("vmsnapctl: {}", escape::shown(&message));
             if context.format.verbose {
@@ -58,8 +58,21 @@ async fn main() -> ExitCode {
     }
 }
 
-/// An exit code and the message for stderr.
-pub type Failure = (u8, String);
+/// Why a command failed: its exit code (see `exit`) and the message for stderr.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
 
 /// The switches every command shares: how to print, how to talk to the service.
 pub struct Context {
@@ -106,7 +119,7 @@ pub fn domains(selection: &Selection, changes: bool) -> Result<Vec<String>, Fail
         .map(String::from)
         .collect();
     if (explicit || changes) && names.is_empty() {
-        return Err((exit::SELECTION, "No domains specified".into()));
+        return Err(Failure::new(exit::SELECTION, "No domains specified"));
     }
     Ok(names)
 }
@@ -115,7 +128,7 @@ pub fn domains(selection: &Selection, changes: bool) -> Result<Vec<String>, Fail
 pub fn need_output(output: &Option<String>) -> Result<String, Failure> {
     output
         .clone()
-        .ok_or_else(|| (exit::USAGE, "No output directory specified".into()))
+        .ok_or_else(|| Failure::new(exit::USAGE, "No output directory specified"))
 }
 
 /// `true` as an option that is only sent when set (the service's default is `false`).
@@ -142,8 +155,8 @@ mod tests {
             domains(&selection(&["vm1, vm2", ",vm3,,", " "]), false).unwrap(),
             ["vm1", "vm2", "vm3"]
         );
-        assert_eq!(domains(&selection(&[" , "]), false).unwrap_err().0, 1);
-        assert_eq!(domains(&selection(&[]), true).unwrap_err().0, 1);
+        assert_eq!(domains(&selection(&[" , "]), false).unwrap_err().code, 1);
+        assert_eq!(domains(&selection(&[]), true).unwrap_err().code, 1);
         assert!(domains(&selection(&[]), false).unwrap().is_empty());
     }
 

@@ -86,7 +86,7 @@ pub async fn list(context: &Context, args: &ListArgs) -> Result<u8, Failure> {
     } else {
         write_table(&lines, with_chains, context.format.verbose)
     };
-    printed.map_err(|e| (exit::FAILURE, format!("cannot write the overview: {e}")))?;
+    printed.map_err(|e| Failure::new(exit::FAILURE, format!("cannot write the overview: {e}")))?;
     status::unqueried(&report)
 }
 

@@ -4,8 +4,9 @@ use vmsnap_dbus::{ListOptions, Operation, RestoreOptions, VerifyOptions};
 
 use crate::args::{BackupsArgs, RestoreArgs, VerifyArgs};
 use crate::backup::follow;
+use crate::client::Service;
 use crate::render::size::pretty;
-use crate::{agent, client, domains, exit, flag, need_output, Context, Failure};
+use crate::{domains, exit, flag, need_output, Context, Failure};
 
 /// The service's ListBackups of `names` (all domains with backups when empty).
 pub async fn chains(
@@ -13,10 +14,10 @@ pub async fn chains(
     names: &[String],
     options: &ListOptions,
 ) -> Result<Vec<vmsnap_dbus::BackupChain>, Failure> {
-    let timeout = context.session.call_timeout();
-    let (_connection, manager) = client::connect(timeout).await?;
+    let service = Service::reading(&context.session).await?;
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    client::answer(timeout, manager.list_backups(&names, options.to_dict())).await
+    let list = service.manager.list_backups(&names, options.to_dict());
+    service.call(list).await
 }
 
 pub async fn list(context: &Context, args: &BackupsArgs) -> Result<u8, Failure> {
@@ -82,29 +83,31 @@ pub async fn list(context: &Context, args: &BackupsArgs) -> Result<u8, Failure> 
 pub async fn verify(context: &Context, args: &VerifyArgs) -> Result<u8, Failure> {
     let output = need_output(&args.root.output)?;
     let names = domains(&args.selection, false)?;
-    let timeout = context.session.call_timeout();
-    let agent = agent::start(context.session.no_ask_password);
-    let (connection, manager) = client::connect(timeout).await?;
+    let mut service = Service::asking(&context.session).await?;
     let options = VerifyOptions {
         output: Some(output),
         folder: args.folder.clone(),
         connect: args.libvirt.connect.clone(),
     };
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let path = client::answer(
-        timeout,
-        manager.verify_as(agent::interaction(&agent), &names, &options),
+    let verify = service
+        .manager
+        .verify_as(service.interaction(), &names, &options);
+    let path = service.call(verify).await?;
+    service.done_asking();
+    follow(
+        context,
+        &service.connection,
+        path,
+        Operation::Verify,
+        &args.wait,
     )
-    .await?;
-    drop(agent);
-    follow(context, &connection, path, Operation::Verify, &args.wait).await
+    .await
 }
 
 pub async fn restore(context: &Context, args: &RestoreArgs) -> Result<u8, Failure> {
     let output = need_output(&args.root.output)?;
-    let timeout = context.session.call_timeout();
-    let agent = agent::start(context.session.no_ask_password);
-    let (connection, manager) = client::connect(timeout).await?;
+    let mut service = Service::asking(&context.session).await?;
     let options = RestoreOptions {
         output: Some(output),
         folder: args.folder.clone(),
@@ -115,11 +118,17 @@ pub async fn restore(context: &Context, args: &RestoreArgs) -> Result<u8, Failur
         define_as: args.define_as.clone(),
         connect: args.libvirt.connect.clone(),
     };
-    let path = client::answer(
-        timeout,
-        manager.restore_as(agent::interaction(&agent), &args.domain, &options),
+    let restore = service
+        .manager
+        .restore_as(service.interaction(), &args.domain, &options);
+    let path = service.call(restore).await?;
+    service.done_asking();
+    follow(
+        context,
+        &service.connection,
+        path,
+        Operation::Restore,
+        &args.wait,
     )
-    .await?;
-    drop(agent);
-    follow(context, &connection, path, Operation::Restore, &args.wait).await
+    .await
 }

@@ -3,7 +3,8 @@
 use vmsnap_dbus::{DomainStatus, StatusOptions};
 
 use crate::args::StatusArgs;
-use crate::{client, domains, exit, flag, render, Context, Failure};
+use crate::client::Service;
+use crate::{domains, exit, flag, render, Context, Failure};
 
 pub async fn status(context: &Context, args: &StatusArgs) -> Result<u8, Failure> {
     if context.format.verbose {
@@ -18,7 +19,7 @@ pub async fn status(context: &Context, args: &StatusArgs) -> Result<u8, Failure>
     };
     let report = ask(context, &names, &options).await?;
     render::status(&report, &context.format)
-        .map_err(|e| (exit::FAILURE, format!("cannot write the report: {e}")))?;
+        .map_err(|e| Failure::new(exit::FAILURE, format!("cannot write the report: {e}")))?;
     unqueried(&report)
 }
 
@@ -28,10 +29,10 @@ pub async fn ask(
     names: &[String],
     options: &StatusOptions,
 ) -> Result<Vec<DomainStatus>, Failure> {
-    let timeout = context.session.call_timeout();
-    let (_connection, manager) = client::connect(timeout).await?;
+    let service = Service::reading(&context.session).await?;
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    client::answer(timeout, manager.status(&names, options.to_dict())).await
+    let status = service.manager.status(&names, options.to_dict());
+    service.call(status).await
 }
 
 /// Exit code 0, or 3 naming the domains that could not be queried at all.
@@ -44,7 +45,7 @@ pub fn unqueried(report: &[DomainStatus]) -> Result<u8, Failure> {
     if failed.is_empty() {
         Ok(exit::OK)
     } else {
-        Err((
+        Err(Failure::new(
             exit::FAILURE,
             format!("could not query: {}", failed.join(", ")),
         ))

@@ -111,7 +111,7 @@ pub async fn wait_all(
                 Event::Completed(i, _) if ended[i].is_some() => {}
                 Event::Completed(_, None) => {
                     display.finish();
-                    return Err((exit::FAILURE, "lost the connection to vmsnapd while waiting".into()));
+                    return Err(Failure::new(exit::FAILURE, "lost the connection to vmsnapd while waiting"));
                 }
                 Event::Completed(i, Some(signal)) => {
                     let a = signal.args().map_err(bus)?;
@@ -136,7 +136,7 @@ pub async fn wait_all(
                 if on_interrupt == OnInterrupt::StopWatching {
                     display.finish();
                     eprintln!("vmsnapctl: stopped following; the job goes on");
-                    return Err((exit::JOB_CANCELLED, "interrupted".into()));
+                    return Err(Failure::new(exit::JOB_CANCELLED, "interrupted"));
                 }
                 eprintln!("vmsnapctl: cancelling the job (waiting for it to stop cleanly)…");
                 for job in &jobs {
@@ -148,7 +148,7 @@ pub async fn wait_all(
             // Every stream ended without a Completed: the connection is gone.
             else => {
                 display.finish();
-                return Err((exit::FAILURE, "lost the connection to vmsnapd while waiting".into()));
+                return Err(Failure::new(exit::FAILURE, "lost the connection to vmsnapd while waiting"));
             }
         }
     }

@@ -46,22 +46,28 @@ pub struct FileConfig {
     pub extract_max_bytes: u64,
 }
 
+/// How long a finished job stays on the bus (the bus layer's own setting).
+pub const DEFAULT_JOB_RETENTION_SECONDS: u64 = 600;
+
+/// The engine's defaults, in the file's units: each default is written once, in
+/// `engine::Config::default`.
 impl Default for FileConfig {
     fn default() -> Self {
+        let engine = crate::engine::Config::default();
         FileConfig {
-            libvirt_uri: "qemu:///system".into(),
-            backup_roots: vec![PathBuf::from(DEFAULT_ROOT)],
-            parallel_backups: 4,
-            socket_dir: "/var/lib/libvirt/qemu".into(),
-            state_dir: "/var/lib/vmsnapd".into(),
-            command_timeout_seconds: 60,
-            cancel_grace_seconds: 60,
-            job_retention_seconds: 600,
-            metrics_dir: None,
-            metrics_backup_max_age_seconds: 26 * 3600,
-            files_user: "vmsnap-files".into(),
-            files_idle_timeout_seconds: 600,
-            extract_max_bytes: crate::engine::DEFAULT_EXTRACT_MAX_BYTES,
+            libvirt_uri: engine.libvirt_uri,
+            backup_roots: engine.backup_roots,
+            parallel_backups: engine.parallel_backups,
+            socket_dir: engine.socket_dir,
+            state_dir: engine.state_dir,
+            command_timeout_seconds: engine.command_timeout.as_secs(),
+            cancel_grace_seconds: engine.cancel_grace.as_secs(),
+            job_retention_seconds: DEFAULT_JOB_RETENTION_SECONDS,
+            metrics_dir: engine.metrics_dir,
+            metrics_backup_max_age_seconds: engine.metrics_backup_max_age.as_secs(),
+            files_user: engine.files_user,
+            files_idle_timeout_seconds: engine.files_idle_timeout.as_secs(),
+            extract_max_bytes: engine.extract_max_bytes,
         }
     }
 }

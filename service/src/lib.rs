@@ -14,3 +14,4 @@ pub mod host;
 pub mod memory;
 pub mod paths;
 pub mod selection;
+pub mod sync;

@@ -66,7 +66,7 @@ struct Counted {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        let mut map = self.in_flight.lock().expect("poisoned");
+        let mut map = crate::sync::lock(&self.in_flight);
         if let Some(n) = map.get_mut(&self.uid) {
             *n -= 1;
             if *n == 0 {
@@ -83,7 +83,7 @@ impl ReadLimits {
         let count = if uid == 0 {
             None
         } else {
-            let mut map = self.in_flight.lock().expect("poisoned");
+            let mut map = crate::sync::lock(&self.in_flight);
             let total: usize = map.values().sum();
             let mine = map.get(&uid).copied().unwrap_or(0);
             if mine >= PER_CALLER {

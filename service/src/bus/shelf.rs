@@ -66,9 +66,7 @@ impl JobShelf {
 
     /// The paths of the jobs still on the bus.
     pub fn paths(&self) -> Vec<OwnedObjectPath> {
-        self.jobs
-            .lock()
-            .expect("poisoned")
+        crate::sync::lock(&self.jobs)
             .iter()
             .filter(|j| !j.is_removed())
             .map(|j| j.path.clone())
@@ -79,7 +77,7 @@ impl JobShelf {
     /// go before their retention period is over, so a loop of failing jobs cannot grow the
     /// service without bound.
     fn keep(&self, exported: Exported) {
-        let mut jobs = self.jobs.lock().expect("poisoned");
+        let mut jobs = crate::sync::lock(&self.jobs);
         jobs.retain(|j| !j.is_removed());
         // Room for the new job once it has finished too.
         let finished = jobs.iter().filter(|j| j.job.state().is_final()).count();

@@ -99,14 +99,11 @@ impl Session {
     }
 
     fn touch(&self) {
-        *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        *crate::sync::lock(&self.last_used) = Instant::now();
     }
 
     fn idle_for(&self) -> Duration {
-        self.last_used
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .elapsed()
+        crate::sync::lock(&self.last_used).elapsed()
     }
 
     pub fn is_closed(&self) -> bool {
@@ -128,11 +125,7 @@ impl Session {
         if let Some(mut reader) = self.reader.lock().await.take() {
             reader.stop().await;
         }
-        let scratch = self
-            .scratch
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let scratch = crate::sync::lock(&self.scratch).take();
         if let Some(scratch) = scratch {
             scratch.remove();
         }
@@ -248,7 +241,7 @@ impl Slots {
 
 impl Sessions {
     fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.open)
     }
 
     /// Takes a place for a session of `uid`, or refuses with `Busy` over the limits.

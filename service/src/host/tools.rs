@@ -121,7 +121,7 @@ impl VersionCache {
     pub async fn virtnbdbackup(&self) -> Result<ToolVersion> {
         let path = require(&[Tool::Virtnbdbackup])?.remove(0);
         let mtime = modified(&path);
-        if let Some((p, m, v)) = self.cached.lock().expect("poisoned").as_ref() {
+        if let Some((p, m, v)) = crate::sync::lock(&self.cached).as_ref() {
             if *p == path && *m == mtime {
                 return Ok(*v);
             }
@@ -131,7 +131,7 @@ impl VersionCache {
         let version = ToolVersion::parse(&text)
             .filter(|_| out.success)
             .ok_or_else(|| Error::parse("virtnbdbackup -V", text.trim()))?;
-        *self.cached.lock().expect("poisoned") = Some((path, mtime, version));
+        *crate::sync::lock(&self.cached) = Some((path, mtime, version));
         Ok(version)
     }
 }

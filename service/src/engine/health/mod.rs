@@ -8,6 +8,7 @@
 pub mod metrics;
 pub(crate) mod refresh;
 
+use crate::sync::lock;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -43,10 +44,6 @@ pub struct HealthBook {
     /// Ids of finished jobs already counted (a job is seen by every refresh while it stays in
     /// the registry).
     counted: Mutex<HashSet<u64>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl HealthBook {

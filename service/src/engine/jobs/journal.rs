@@ -7,9 +7,10 @@
 //! what they left on the host (see [`crate::engine::jobs::recovery`]). The records also keep job numbers from
 //! being reused across restarts, so a job path always means one job.
 
+use crate::sync::lock;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 
 use crate::engine::vocabulary::JobState;
 use serde::{Deserialize, Serialize};
@@ -17,10 +18,6 @@ use serde::{Deserialize, Serialize};
 /// How many finished records are kept; older ones are deleted at start-up and, while the
 /// service runs, each time a job ends.
 const KEEP: usize = 200;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// What is remembered of one job.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

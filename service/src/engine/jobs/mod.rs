@@ -12,11 +12,12 @@ pub mod rollback;
 pub mod runner;
 pub mod undo;
 
+use crate::sync::lock;
 use std::collections::HashSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use crate::engine::vocabulary::{JobState, Operation};
@@ -118,12 +119,6 @@ pub struct Job {
     journal: Option<JobJournal>,
     /// The registry's count of ended jobs, raised when this one ends (backup health listens).
     ended: Arc<watch::Sender<u64>>,
-}
-
-/// Locks a mutex even if a panicking task poisoned it: job records are plain data that every
-/// writer leaves consistent, and one failed task must not make every later call panic.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Job {

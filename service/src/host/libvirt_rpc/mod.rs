@@ -155,15 +155,15 @@ struct Shared {
 
 impl Shared {
     fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Waiter>> {
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.waiting)
     }
 
     fn heard(&self) {
-        *self.last_heard.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        *crate::sync::lock(&self.last_heard) = Instant::now();
     }
 
     fn last_heard(&self) -> Instant {
-        *self.last_heard.lock().unwrap_or_else(|p| p.into_inner())
+        *crate::sync::lock(&self.last_heard)
     }
 
     /// Marks the connection dead and fails every call still waiting: reads can be tried
