@@ -11,9 +11,6 @@ use serde::Deserialize;
 /// built-in defaults; a missing file named explicitly is an error.
 pub const DEFAULT_PATH: &str = "/etc/vmsnap/vmsnapd.toml";
 
-/// Backups go here unless configured otherwise.
-pub const DEFAULT_ROOT: &str = "/var/lib/vmsnap";
-
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {

@@ -61,6 +61,9 @@ pub struct Config {
     pub extract_max_bytes: u64,
 }
 
+/// Backups go here unless configured otherwise.
+pub const DEFAULT_BACKUP_ROOT: &str = "/var/lib/vmsnap";
+
 /// 256 GiB: a whole guest's worth of files is a restore, not an extraction.
 pub const DEFAULT_EXTRACT_MAX_BYTES: u64 = 256 << 30;
 
@@ -72,7 +75,7 @@ impl Default for Config {
             parallel_backups: 4,
             socket_dir: "/var/lib/libvirt/qemu".into(),
             cancel_grace: Duration::from_secs(60),
-            backup_roots: vec![crate::config::DEFAULT_ROOT.into()],
+            backup_roots: vec![DEFAULT_BACKUP_ROOT.into()],
             scratch_dir: "/var/lib/vmsnapd/scratch".into(),
             state_dir: "/var/lib/vmsnapd".into(),
             metrics_dir: None,
