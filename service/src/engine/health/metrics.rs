@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::engine::health::DomainFacts;
+use super::DomainFacts;
 
 /// What a textfile gets besides the facts.
 pub struct Context<'a> {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engine::health::DomainFacts;
+use super::DomainFacts;
 use crate::engine::status::StatusRequest;
 use crate::engine::Engine;
 use crate::host::backup_dir::{self, Detail};
@@ -78,9 +78,9 @@ impl Engine {
             }
         }
         if let Some(dir) = self.config.metrics_dir.clone() {
-            let text = crate::engine::health::metrics::render(
+            let text = super::metrics::render(
                 &self.health.snapshot(),
-                &crate::engine::health::metrics::Context {
+                &super::metrics::Context {
                     version: env!("CARGO_PKG_VERSION"),
                     now: crate::engine::jobs::now(),
                     max_backup_age: self.config.metrics_backup_max_age.as_secs(),

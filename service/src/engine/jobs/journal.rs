@@ -4,7 +4,7 @@
 //! forget that the backup ever ran, and its caller would never learn that it failed. Each job
 //! that starts writes `<state_dir>/jobs/<id>.json` and rewrites it when it ends; the next
 //! instance finds the records still marked running, reports those jobs as failed, and undoes
-//! what they left on the host (see [`crate::engine::jobs::recovery`]). The records also keep job numbers from
+//! what they left on the host (see [`super::recovery`]). The records also keep job numbers from
 //! being reused across restarts, so a job path always means one job.
 
 use crate::sync::lock;

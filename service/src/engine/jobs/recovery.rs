@@ -6,11 +6,11 @@
 //! the service shuts off every domain it finds recorded that is still paused, aborts libvirt's
 //! backup job on it, and forgets the record.
 //!
-//! Jobs themselves are in the [`crate::engine::jobs::journal`]: a backup recorded as still running when the
+//! Jobs themselves are in the [`super::journal`]: a backup recorded as still running when the
 //! previous instance died is reported as failed, and libvirt's backup job on each of its
 //! domains (left behind when virtnbdbackup died with the service) is aborted, so the next
 //! backup can start, and the chain folders they were writing are rolled back
-//! ([`crate::engine::jobs::rollback`]).
+//! ([`super::rollback`]).
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use tracing::Instrument;
 
-use crate::engine::jobs::Job;
+use super::Job;
 use crate::engine::Engine;
 use crate::host::libvirt::DomainState;
 
@@ -71,7 +71,7 @@ impl Engine {
         let interrupted = self.jobs.adopt_interrupted();
         for job in interrupted
             .iter()
-            .filter(|j| j.operation == crate::engine::jobs::Operation::Backup)
+            .filter(|j| j.operation == super::Operation::Backup)
         {
             self.abort_backup_jobs(job).await;
         }
@@ -79,8 +79,7 @@ impl Engine {
         // and the checkpoints they began go, as after a failed run. (Where libvirt cannot
         // delete the bitmaps of a domain shut off again above, its checkpoint stays, and the
         // next backup starts a new chain.)
-        let pending =
-            crate::engine::jobs::rollback::FolderBefore::roll_back_pending(&self.config.state_dir);
+        let pending = super::rollback::FolderBefore::roll_back_pending(&self.config.state_dir);
         for before in pending {
             let span = tracing::info_span!("recovery", domain = %before.domain);
             super::undo::delete_unfinished_checkpoints(

@@ -16,7 +16,11 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use tracing::Instrument;
 
-use super::{spawn_guarded, Job, JobState};
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
+
+use super::{Job, JobState};
 use crate::engine::{Engine, Error};
 use crate::selection::DomainName;
 
@@ -173,10 +177,45 @@ fn final_state(domains: &[JobState], cancelled: bool) -> JobState {
     }
 }
 
+/// Runs a job's work as its own task. A panic in it is caught: the job ends as failed with an
+/// internal-error reason and its domains are unlocked, and the service goes on serving.
+pub fn spawn_guarded(
+    job: Arc<Job>,
+    span: tracing::Span,
+    work: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(
+        async move {
+            if let Err(panic) = AssertUnwindSafe(work).catch_unwind().await {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(job = job.id, panic = %what, "internal error in a job task");
+                let reason = format!("internal error in vmsnapd: {what}");
+                let count = job.domains.len();
+                for index in 0..count {
+                    job.update(index, |d| {
+                        if !d.state.is_some_and(JobState::is_final) {
+                            d.state = Some(JobState::Failed);
+                            d.error = reason.clone();
+                        }
+                    });
+                }
+                job.set_state(JobState::Failed);
+            }
+            // The work, with its buffers and host handles, is gone now.
+            crate::memory::release_free_pages();
+        }
+        .instrument(span),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::jobs::Operation;
+    use crate::engine::jobs::{JobData, JobRegistry, Operation};
 
     /// A kind whose work is given per domain name.
     struct Scripted;
@@ -253,5 +292,27 @@ mod tests {
         assert_eq!(domains[0].state, Some(JobState::Succeeded));
         assert_eq!(domains[1].state, Some(JobState::Failed));
         assert!(domains[1].error.contains("scripted panic"), "{domains:?}");
+    }
+
+    fn names(list: &[&str]) -> Vec<DomainName> {
+        list.iter().map(|n| DomainName::new(n).unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_task_fails_its_job_and_frees_its_domains() {
+        let reg = JobRegistry::new(1, None);
+        let job = reg.create(Operation::Backup, names(&["vm1"]), 0).unwrap();
+        let task = job.clone();
+        spawn_guarded(job.clone(), tracing::Span::none(), async move {
+            task.set_state(JobState::Running);
+            let _held = task.data.lock();
+            panic!("boom");
+        })
+        .await
+        .expect("the panic was caught inside the task");
+        let JobData { state, domains, .. } = job.snapshot();
+        assert_eq!(state, JobState::Failed);
+        assert!(domains[0].error.contains("boom"), "{}", domains[0].error);
+        reg.create(Operation::Backup, names(&["vm1"]), 0).unwrap();
     }
 }
