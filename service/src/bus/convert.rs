@@ -108,7 +108,7 @@ fn disk_status(disk: DiskReport) -> DiskStatus {
     }
 }
 
-pub fn chain(listed: crate::engine::restore::Listed) -> vmsnap_dbus::BackupChain {
+pub fn chain(listed: crate::engine::list::Listed) -> vmsnap_dbus::BackupChain {
     let c = listed.chain;
     vmsnap_dbus::BackupChain {
         domain: listed.domain,

@@ -439,7 +439,7 @@ impl Engine {
                     message: e,
                 })
             })?;
-        let images = super::restore::disk_images(&rebuilt).map_err(Error::Untrusted)?;
+        let images = super::rebuild::disk_images(&rebuilt).map_err(Error::Untrusted)?;
         let [image] = images.as_slice() else {
             return Err(Error::from(HostError::Rejected(format!(
                 "the rebuild of {disk} produced {} images",

@@ -1,55 +1,26 @@
-//! Trusting backups: listing them and restoring them (verifying them: [`super::verify`]).
+//! Restore: a chain rebuilt up to a point into a target directory, optionally defined as a
+//! new domain (listing backups: [`super::list`]; verifying them: [`super::verify`]).
 //!
 //! Restore writes into a fresh hidden directory inside the target and moves the result up only
 //! when it succeeded, so a failed or cancelled restore never leaves half an image in the
 //! target. Inside, not beside: under the unit's sandbox the target may be the only writable
 //! path (`ReadWritePaths=/srv/restore`), and a rename stays on the target's file system.
 
-use std::path::Path;
-use std::time::Duration;
-
 use super::access::Use;
 use super::chains::catalog::{self, Chain};
 use super::jobs::runner::{DomainRun, JobKind, Prepared};
 use super::jobs::{Job, Operation};
 use super::{Engine, Error};
-use crate::host::backup_dir::checkpoint_index;
-use crate::host::libvirt::CheckpointFact;
 use crate::host::safe_fs::{Dir, Kind};
 use crate::host::tools::{self, Tool};
 use crate::host::virtnbdbackup::Level;
-use crate::host::virtnbdrestore::RestoreSpec;
-use crate::host::Error as HostError;
-use crate::host::{command, qemu_img};
 use crate::paths::{self, BackupRoot};
-use crate::selection::{DomainName, Selector};
+use crate::selection::DomainName;
 
 /// The hidden directory inside a target that a restore writes into first
 /// (`.vmsnap-restore-<job>`); one a crashed restore left behind does not make a target
 /// "not empty".
 const STAGING_PREFIX: &str = ".vmsnap-restore-";
-
-/// The disk images virtnbdrestore wrote into `dir` (everything but its XML, logs and JSON).
-pub(super) fn disk_images(dir: &Path) -> Result<Vec<std::path::PathBuf>, String> {
-    let handle = Dir::open(dir).map_err(|e| HostError::at(dir, e).to_string())?;
-    Ok(handle
-        .entries()
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .into_iter()
-        .filter(|e| e.kind == crate::host::safe_fs::Kind::File)
-        .filter(|e| {
-            !(e.name.ends_with(".xml") || e.name.ends_with(".log") || e.name.ends_with(".json"))
-        })
-        .map(|e| dir.join(e.name))
-        .collect())
-}
-
-/// A chain as listed, with whether it is the domain's live one.
-pub struct Listed {
-    pub domain: String,
-    pub chain: Chain,
-    pub live: bool,
-}
 
 /// The restore job kind.
 pub struct Restore {
@@ -79,96 +50,7 @@ pub struct RestoreRequest {
     pub define_as: Option<DomainName>,
 }
 
-/// The VMSnap-owned ones among libvirt's checkpoints, with their creation times (a chain
-/// folder records both; one without a time cannot be matched and is left out).
-pub(super) fn vmsnap_checkpoints(all: &[CheckpointFact]) -> Vec<(String, u64)> {
-    all.iter()
-        .filter(|c| checkpoint_index(&c.name).is_some())
-        .filter_map(|c| Some((c.name.clone(), c.created?)))
-        .collect()
-}
-
 impl Engine {
-    /// libvirt's VMSnap checkpoints of a domain with their times (empty if it has none or is gone).
-    pub(super) async fn live_checkpoints(&self, domain: &str) -> Vec<(String, u64)> {
-        match self.libvirt.domain(domain).await {
-            Ok(facts) => vmsnap_checkpoints(&facts.checkpoints),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    pub async fn list_backups(
-        &self,
-        selectors: &[Selector],
-        root: &BackupRoot,
-    ) -> Result<Vec<Listed>, Error> {
-        let domains = self.resolve_domains(&self.reads, selectors).await?;
-        let mut out = Vec::new();
-        for d in domains {
-            let live = match self.reads.domain(d.as_str()).await {
-                Ok(facts) => vmsnap_checkpoints(&facts.checkpoints),
-                Err(_) => Vec::new(),
-            };
-            for chain in catalog::chains_of(root.as_path().join(d.as_str())).await? {
-                out.push(Listed {
-                    domain: d.to_string(),
-                    live: chain.is_live(&live),
-                    chain,
-                });
-            }
-        }
-        Ok(out)
-    }
-
-    /// Runs virtnbdrestore from `chain` into `out` (which must not exist yet).
-    /// Rebuilds `chain` (up to `until`) into `out` with virtnbdrestore; stopped with its
-    /// qemu-nbd when `job` is cancelled.
-    pub(super) async fn run_restore(
-        &self,
-        cancelled: impl std::future::Future<Output = ()>,
-        chain: &Path,
-        out: &Path,
-        until: Option<&str>,
-        disk: Option<&str>,
-        define_as: Option<&str>,
-    ) -> Result<(), String> {
-        let program = tools::require(&[Tool::Virtnbdrestore])
-            .map_err(|e| e.to_string())?
-            .remove(0);
-        std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-        let log = out.join("virtnbdrestore.log");
-        let args = RestoreSpec {
-            input: chain.to_path_buf(),
-            output: out.to_path_buf(),
-            log: log.clone(),
-            uri: self.config.libvirt_uri.clone(),
-            until: until.map(String::from),
-            disk: disk.map(String::from),
-            define_as: define_as.map(String::from),
-        }
-        .argv();
-        let run =
-            command::run_cancellable(&program, &args, Duration::from_secs(24 * 3600), cancelled);
-        let result = run.await.map_err(|e| e.to_string())?;
-        let _ = std::fs::remove_file(&log);
-        if !result.success {
-            return Err(result.error_line());
-        }
-        // Done means closed: the qemu-nbd virtnbdrestore wrote through may still be exiting.
-        let qemu_img = tools::require(&[Tool::QemuImg])
-            .map_err(|e| e.to_string())?
-            .remove(0);
-        for image in disk_images(out)? {
-            if !qemu_img::wait_closed(&qemu_img, &image, "qcow2", Duration::from_secs(120)).await {
-                return Err(format!(
-                    "{} is still held open by another process after the restore",
-                    image.display()
-                ));
-            }
-        }
-        Ok(())
-    }
-
     /// Checks a restore request and creates its job; refuses before anything is written.
     pub async fn prepare_restore(
         &self,
@@ -229,39 +111,6 @@ impl Engine {
     async fn restore_chain(&self, request: &RestoreRequest) -> Result<Chain, Error> {
         self.chosen_chain(&request.domain, &request.root, request.folder.as_deref())
             .await
-    }
-
-    /// The chain `folder` of `domain` under `root`, or by default its live chain (else its
-    /// newest); never one without a point.
-    pub(super) async fn chosen_chain(
-        &self,
-        domain: &DomainName,
-        root: &BackupRoot,
-        folder: Option<&str>,
-    ) -> Result<Chain, Error> {
-        let chains = catalog::chains_of(root.as_path().join(domain.as_str())).await?;
-        let chosen = match folder {
-            Some(f) => chains.into_iter().find(|c| c.folder == f),
-            None => {
-                let live = self.live_checkpoints(domain.as_str()).await;
-                let live_chain = chains.iter().position(|c| c.is_live(&live));
-                match live_chain {
-                    Some(i) => chains.into_iter().nth(i),
-                    None => chains
-                        .into_iter()
-                        .filter(|c| !c.points.is_empty())
-                        .max_by_key(|c| c.points.iter().filter_map(|p| p.time).max().unwrap_or(0)),
-                }
-            }
-        };
-        chosen.filter(|c| !c.points.is_empty()).ok_or_else(|| {
-            Error::NoSuchBackup(format!(
-                "no backup chain{} for {} under {}",
-                folder.map(|f| format!(" {f}")).unwrap_or_default(),
-                domain,
-                root.as_path().display()
-            ))
-        })
     }
 
     async fn restore(&self, job: &Job, request: &RestoreRequest) -> Result<(), String> {

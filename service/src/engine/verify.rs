@@ -19,7 +19,7 @@ use crate::host::safe_fs::Dir;
 use crate::host::tools::{self, Tool};
 use crate::host::{checksums, command, qemu_img, Error as HostError};
 
-use super::restore::vmsnap_checkpoints;
+use super::list::vmsnap_checkpoints;
 use crate::host::virtnbdbackup::Level;
 use crate::paths::BackupRoot;
 use crate::selection::{DomainName, Selector};
@@ -271,7 +271,7 @@ impl Engine {
         let qemu_img = tools::require(&[Tool::QemuImg])
             .map_err(|e| e.to_string())?
             .remove(0);
-        let images = super::restore::disk_images(dir)?;
+        let images = super::rebuild::disk_images(dir)?;
         if images.is_empty() {
             return Err("the rebuild produced no disk image".into());
         }
