@@ -120,33 +120,64 @@ async fn serve() -> ExitCode {
     }));
     // Backups hold whole disks: nothing the service creates is readable by others.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    let file = match FileConfig::load(
-        args.config
-            .as_deref()
-            .unwrap_or(Path::new(config::DEFAULT_PATH)),
-        args.config.is_some(),
-    ) {
-        Ok(f) => f,
+    let (config, retention) = match settings(args) {
+        Ok(settings) => settings,
         Err(message) => {
             tracing::error!("{message}");
             return ExitCode::FAILURE;
         }
     };
+    let engine = Arc::new(Engine::new(config));
+    // Before taking calls: undo what a killed predecessor left (domains left paused).
+    let interrupted = engine.recover().await;
+    engine.remove_stale_file_scratch();
+    // Backup health: counted from the jobs as they end, written for Prometheus if configured.
+    tokio::spawn(engine.clone().keep_health());
+    let connection = match vmsnapd::bus::serve(engine.clone(), retention, interrupted).await {
+        Ok(c) => c,
+        Err(message) => {
+            tracing::error!("{message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        unique_name = connection
+            .unique_name()
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        "vmsnapd serving org.vmsnap.VMSnap1"
+    );
+    let code = until_stopped(&connection).await;
+    // Inside systemd's TimeoutStopSec=120 with virtnbdbackup's own grace to spare.
+    engine
+        .shutdown(engine.config().cancel_grace + Duration::from_secs(30))
+        .await;
+    drop(connection);
+    code
+}
+
+/// The engine's settings and the jobs' retention on the bus: switches over the file over the
+/// defaults.
+fn settings(args: Args) -> Result<(Config, Duration), String> {
+    let file = FileConfig::load(
+        args.config
+            .as_deref()
+            .unwrap_or(Path::new(config::DEFAULT_PATH)),
+        args.config.is_some(),
+    )?;
     let roots = if args.backup_roots.is_empty() {
         file.backup_roots
     } else {
         args.backup_roots
     };
     let libvirt_uri = args.connect.unwrap_or(file.libvirt_uri);
-    if let Err(message) = vmsnapd::host::libvirt::LocalLibvirt::from_uri(&libvirt_uri) {
-        tracing::error!("{message}");
-        return ExitCode::FAILURE;
-    }
+    vmsnapd::host::libvirt::LocalLibvirt::from_uri(&libvirt_uri)?;
     let state_dir = args.state_dir.unwrap_or(file.state_dir);
     // Verify's rebuilds go in private directories with random names in here (never a
     // predictable name in a shared /var/tmp); created on first use.
     let scratch_dir = state_dir.join("scratch");
-    let engine = Arc::new(Engine::new(Config {
+    let config = Config {
         libvirt_uri,
         command_timeout: Duration::from_secs(
             args.command_timeout
@@ -176,28 +207,13 @@ async fn serve() -> ExitCode {
                 .max(1),
         ),
         extract_max_bytes: file.extract_max_bytes,
-    }));
-    // Before taking calls: undo what a killed predecessor left (domains left paused).
-    let interrupted = engine.recover().await;
-    engine.remove_stale_file_scratch();
-    // Backup health: counted from the jobs as they end, written for Prometheus if configured.
-    tokio::spawn(engine.clone().keep_health());
-    let retention = Duration::from_secs(args.job_retention.unwrap_or(file.job_retention_seconds));
-    let connection = match vmsnapd::bus::serve(engine.clone(), retention, interrupted).await {
-        Ok(c) => c,
-        Err(message) => {
-            tracing::error!("{message}");
-            return ExitCode::FAILURE;
-        }
     };
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        unique_name = connection
-            .unique_name()
-            .map(|n| n.to_string())
-            .unwrap_or_default(),
-        "vmsnapd serving org.vmsnap.VMSnap1"
-    );
+    let retention = Duration::from_secs(args.job_retention.unwrap_or(file.job_retention_seconds));
+    Ok((config, retention))
+}
+
+/// Waits for SIGTERM, SIGINT or the loss of the bus; the exit code says which.
+async fn until_stopped(connection: &zbus::Connection) -> ExitCode {
     let (mut term, mut int) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -212,18 +228,13 @@ async fn serve() -> ExitCode {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received, stopping"),
         _ = int.recv() => tracing::info!("SIGINT received, stopping"),
-        e = bus_lost(&connection) => {
+        e = bus_lost(connection) => {
             // Never keep running deaf: exit, and let systemd (Restart=on-failure) or bus
             // activation start a fresh instance on the new bus.
             tracing::error!(error = %e, "lost the system bus, stopping");
             code = ExitCode::FAILURE;
         }
     }
-    // Inside systemd's TimeoutStopSec=120 with virtnbdbackup's own grace to spare.
-    engine
-        .shutdown(engine.config().cancel_grace + Duration::from_secs(30))
-        .await;
-    drop(connection);
     code
 }
 

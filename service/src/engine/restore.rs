@@ -11,6 +11,7 @@ use super::chains::catalog::{self, Chain};
 use super::jobs::runner::{DomainRun, JobKind, Prepared};
 use super::jobs::{Job, Operation};
 use super::{Engine, Error};
+use crate::host::destination::Destination;
 use crate::host::safe_fs::{Dir, Kind};
 use crate::host::tools::{self, Tool};
 use crate::host::virtnbdbackup::Level;
@@ -141,85 +142,121 @@ impl Engine {
         let destination = self
             .open_destination(job.uid, request.target.as_path())
             .map_err(|e| e.to_string())?;
-        let target_dir = &destination.dir;
-        let target = target_dir.path();
         let until = request
             .until
             .as_deref()
             .filter(|_| chain.points[0].level != Level::Copy);
-        if let Some(name) = &request.define_as {
-            // Defining needs the final paths in the adjusted configuration: restore in place,
-            // in a directory QEMU (another user; libvirt hands it the image) can traverse.
-            let before: Vec<String> = names(target_dir)?;
-            if !before.is_empty() {
-                return Err(format!(
-                    "{} is no longer empty (a restore that defines a domain needs an empty target)",
-                    target.display()
-                ));
-            }
-            target_dir
-                .set_mode(0o711)
-                .map_err(|e| format!("{}: {e}", target.display()))?;
-            let run = self.run_restore(
-                job.cancelled(),
-                &chain.path,
-                target,
-                until,
-                request.disk.as_deref(),
-                Some(name.as_str()),
-            );
-            if let Err(e) = run.await {
-                // Only what this run wrote goes; what the target held before stays.
-                let entries = target_dir.entries().map_err(|e| e.to_string())?;
-                for written in entries.iter().filter(|n| !before.contains(&n.name)) {
-                    let removed = match written.kind {
-                        Kind::Dir => target_dir.remove_tree(&written.name, None),
-                        _ => target_dir.remove_file(&written.name),
-                    };
-                    if let Err(e) = removed {
-                        tracing::warn!(file = %target.join(&written.name).display(), error = %e, "not removed");
-                    }
-                }
-                destination.remove_created();
-                return Err(e);
-            }
-        } else {
-            // A new directory with a random name nobody could have prepared, inside the target.
-            let staging = target_dir
-                .create_unique_dir(STAGING_PREFIX)
-                .map_err(|e| format!("{}: {e}", target.display()))?;
-            let staging_name = staging.name().unwrap_or_default().to_string();
-            let staging_id = staging.identity().map_err(|e| e.to_string())?;
-            let result = self
-                .run_restore(
-                    job.cancelled(),
-                    &chain.path,
-                    staging.path(),
-                    until,
-                    request.disk.as_deref(),
-                    None,
-                )
-                .await;
-            let discard = || {
-                if let Err(e) = target_dir.remove_tree(&staging_name, Some(staging_id)) {
-                    tracing::warn!(staging = %staging.path().display(), error = %e, "staging not removed");
-                }
-            };
-            if let Err(e) = result {
-                discard();
-                destination.remove_created();
-                return Err(e);
-            }
-            for entry in staging.entries().map_err(|e| e.to_string())? {
-                staging
-                    .rename_into(&entry.name, target_dir, &entry.name)
-                    .map_err(|e| format!("{}: {e}", target.join(&entry.name).display()))?;
-            }
-            discard();
+        let rebuild = Rebuild {
+            job,
+            chain: &chain.path,
+            until,
+            disk: request.disk.as_deref(),
+        };
+        match &request.define_as {
+            Some(name) => self.restore_defining(&rebuild, destination, name).await?,
+            None => self.restore_staged(&rebuild, destination).await?,
         }
         job.progress(0, disk, total, total);
         Ok(())
     }
+
+    /// Restores in place and defines the domain: defining needs the final paths in the
+    /// adjusted configuration, in a directory QEMU (another user; libvirt hands it the image)
+    /// can traverse. On failure only what this run wrote goes.
+    async fn restore_defining(
+        &self,
+        rebuild: &Rebuild<'_>,
+        destination: Destination,
+        name: &DomainName,
+    ) -> Result<(), String> {
+        let target_dir = &destination.dir;
+        let target = target_dir.path();
+        let before: Vec<String> = names(target_dir)?;
+        if !before.is_empty() {
+            return Err(format!(
+                "{} is no longer empty (a restore that defines a domain needs an empty target)",
+                target.display()
+            ));
+        }
+        target_dir
+            .set_mode(0o711)
+            .map_err(|e| format!("{}: {e}", target.display()))?;
+        let run = self.run_restore(
+            rebuild.job.cancelled(),
+            rebuild.chain,
+            target,
+            rebuild.until,
+            rebuild.disk,
+            Some(name.as_str()),
+        );
+        if let Err(e) = run.await {
+            // Only what this run wrote goes; what the target held before stays.
+            let entries = target_dir.entries().map_err(|e| e.to_string())?;
+            for written in entries.iter().filter(|n| !before.contains(&n.name)) {
+                let removed = match written.kind {
+                    Kind::Dir => target_dir.remove_tree(&written.name, None),
+                    _ => target_dir.remove_file(&written.name),
+                };
+                if let Err(e) = removed {
+                    tracing::warn!(file = %target.join(&written.name).display(), error = %e, "not removed");
+                }
+            }
+            destination.remove_created();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Restores into a new directory with a random name nobody could have prepared, inside
+    /// the target, and moves the result up only when it is complete.
+    async fn restore_staged(
+        &self,
+        rebuild: &Rebuild<'_>,
+        destination: Destination,
+    ) -> Result<(), String> {
+        let target_dir = &destination.dir;
+        let target = target_dir.path();
+        let staging = target_dir
+            .create_unique_dir(STAGING_PREFIX)
+            .map_err(|e| format!("{}: {e}", target.display()))?;
+        let staging_name = staging.name().unwrap_or_default().to_string();
+        let staging_id = staging.identity().map_err(|e| e.to_string())?;
+        let result = self
+            .run_restore(
+                rebuild.job.cancelled(),
+                rebuild.chain,
+                staging.path(),
+                rebuild.until,
+                rebuild.disk,
+                None,
+            )
+            .await;
+        let discard = || {
+            if let Err(e) = target_dir.remove_tree(&staging_name, Some(staging_id)) {
+                tracing::warn!(staging = %staging.path().display(), error = %e, "staging not removed");
+            }
+        };
+        if let Err(e) = result {
+            discard();
+            destination.remove_created();
+            return Err(e);
+        }
+        for entry in staging.entries().map_err(|e| e.to_string())? {
+            staging
+                .rename_into(&entry.name, target_dir, &entry.name)
+                .map_err(|e| format!("{}: {e}", target.join(&entry.name).display()))?;
+        }
+        discard();
+        Ok(())
+    }
+}
+
+/// What is rebuilt: a chain up to a point, one disk or all.
+struct Rebuild<'a> {
+    job: &'a Job,
+    chain: &'a std::path::Path,
+    until: Option<&'a str>,
+    disk: Option<&'a str>,
 }
 
 /// The names in a directory reached by handle.
