@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use vmsnap_guestfs::protocol::{Entry, FailureKind, Volume};
 
 use super::access::Use;
+use super::chains::catalog::{Chain, Point};
 use super::{Engine, Error};
 use crate::host::guestfs::{AskError, Reader, Sandbox};
 use crate::host::safe_fs::{Dir, Identity};
@@ -278,6 +279,40 @@ fn disk_of(file: &str) -> &str {
     file.split('.').next().unwrap_or(file)
 }
 
+/// The point (default the chain's last) and the disk (default the first) a session opens.
+fn point_and_disk<'c>(
+    chain: &'c Chain,
+    request: &FilesRequest,
+) -> Result<(&'c Point, String), Error> {
+    let point = match &request.point {
+        None => chain.points.last(),
+        Some(p) => chain.points.iter().find(|q| &q.checkpoint == p),
+    }
+    .ok_or_else(|| {
+        Error::NoSuchBackup(format!(
+            "{} has no point {}",
+            chain.folder,
+            request.point.as_deref().unwrap_or("")
+        ))
+    })?;
+    let disks: Vec<&str> = chain.points[0].files.iter().map(|f| disk_of(f)).collect();
+    let disk = match &request.disk {
+        Some(d) if disks.contains(&d.as_str()) => d.clone(),
+        Some(d) => {
+            return Err(Error::NoSuchBackup(format!(
+                "{} has no disk {d} (it has {})",
+                chain.folder,
+                disks.join(", ")
+            )))
+        }
+        None => disks
+            .first()
+            .map(|d| d.to_string())
+            .ok_or_else(|| Error::NoSuchBackup(format!("{} holds no disk", chain.folder)))?,
+    };
+    Ok((point, disk))
+}
+
 impl Engine {
     /// Opens `request`'s point for `uid` (calling as `client`): checks, rebuilds the disk,
     /// starts the reader. Nothing is rebuilt for a request that is refused.
@@ -300,32 +335,7 @@ impl Engine {
             .chosen_chain(&request.domain, &request.root, request.folder.as_deref())
             .await?;
         self.require_trusted(uid, &chain.path, Use::Source)?;
-        let point = match &request.point {
-            None => chain.points.last(),
-            Some(p) => chain.points.iter().find(|q| &q.checkpoint == p),
-        }
-        .ok_or_else(|| {
-            Error::NoSuchBackup(format!(
-                "{} has no point {}",
-                chain.folder,
-                request.point.as_deref().unwrap_or("")
-            ))
-        })?;
-        let disks: Vec<&str> = chain.points[0].files.iter().map(|f| disk_of(f)).collect();
-        let disk = match &request.disk {
-            Some(d) if disks.contains(&d.as_str()) => d.clone(),
-            Some(d) => {
-                return Err(Error::NoSuchBackup(format!(
-                    "{} has no disk {d} (it has {})",
-                    chain.folder,
-                    disks.join(", ")
-                )))
-            }
-            None => disks
-                .first()
-                .map(|d| d.to_string())
-                .ok_or_else(|| Error::NoSuchBackup(format!("{} holds no disk", chain.folder)))?,
-        };
+        let (point, disk) = point_and_disk(&chain, &request)?;
         let upto = chain
             .points
             .iter()

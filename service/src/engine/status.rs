@@ -180,15 +180,12 @@ impl Context<'_> {
         Ok(report)
     }
 
-    /// Disk reports: for a domain QEMU runs, sizes from libvirt's block info and bitmaps
-    /// from its checkpoints (or all from QEMU's `query-block` when asked to look deep); for a
-    /// shut-off one from `qemu-img info` of each image, all at once.
-    async fn fill_disks(
+    /// The disks a chain can cover; the others go to the report's skipped disks with why.
+    async fn eligible_disks(
         &self,
         report: &mut DomainReport,
         disks: Vec<DiskDefinition>,
-        checkpoints: &[CheckpointFact],
-    ) {
+    ) -> Vec<DiskDefinition> {
         let tool = if eligibility::needs_tool_version(&disks) {
             self.engine.virtnbdbackup_version().await
         } else {
@@ -206,24 +203,43 @@ impl Context<'_> {
                 None => eligible.push(disk),
             }
         }
+        eligible
+    }
+
+    /// QEMU's own view of every block device (`deep`); when it cannot be had, libvirt's
+    /// view is used, but never called OK.
+    async fn ask_qemu(&self, report: &mut DomainReport, d: &str) -> Option<Vec<BlockDevice>> {
+        let asked = match self.libvirt.monitor_query_block(d).await {
+            Ok(reply) => qmp::parse_query_block(&reply).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        asked
+            .map_err(|e| {
+                report
+                    .problems
+                    .push(format!("QEMU could not be asked for live bitmaps: {e}"))
+            })
+            .ok()
+    }
+
+    /// Disk reports: for a domain QEMU runs, sizes from libvirt's block info and bitmaps
+    /// from its checkpoints (or all from QEMU's `query-block` when asked to look deep); for a
+    /// shut-off one from `qemu-img info` of each image, all at once.
+    async fn fill_disks(
+        &self,
+        report: &mut DomainReport,
+        disks: Vec<DiskDefinition>,
+        checkpoints: &[CheckpointFact],
+    ) {
+        let eligible = self.eligible_disks(report, disks).await;
         if eligible.is_empty() {
             return;
         }
         let d = report.name.as_str().to_string();
         let running = report.state.has_qemu();
-        let deep: Option<Vec<BlockDevice>> = match running && self.request.deep {
+        let deep = match running && self.request.deep {
+            true => self.ask_qemu(report, &d).await,
             false => None,
-            true => match self.libvirt.monitor_query_block(&d).await {
-                Ok(reply) => qmp::parse_query_block(&reply).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            }
-            .map_err(|e| {
-                // Fall back to libvirt's view, but never call that OK.
-                report
-                    .problems
-                    .push(format!("QEMU could not be asked for live bitmaps: {e}"))
-            })
-            .ok(),
         };
         let timeout = self.engine.config.command_timeout;
         let infos = futures_util::future::join_all(eligible.iter().map(|disk| {
