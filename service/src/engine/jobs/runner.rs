@@ -239,16 +239,17 @@ mod tests {
         }
     }
 
-    fn engine() -> Arc<Engine> {
-        let state = std::env::temp_dir().join(format!("vmsnap-runner-{}", std::process::id()));
-        Arc::new(Engine::new(crate::engine::Config {
-            state_dir: state,
-            ..Default::default()
-        }))
-    }
-
+    /// Runs `domains` as a [`Scripted`] job on an engine of its own (its state directory
+    /// removed afterwards) and returns how the job and each domain ended.
     async fn run(domains: &[&str]) -> (JobState, Vec<super::super::DomainProgress>) {
-        let engine = engine();
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let state_dir =
+            std::env::temp_dir().join(format!("vmsnap-runner-{}-{n}", std::process::id()));
+        let engine = Arc::new(Engine::new(crate::engine::Config {
+            state_dir: state_dir.clone(),
+            ..Default::default()
+        }));
         let names = domains
             .iter()
             .map(|d| DomainName::new(d).unwrap())
@@ -262,6 +263,8 @@ mod tests {
         while !job.state().is_final() {
             let _ = events.recv().await;
         }
+        engine.jobs.flush_journal().await;
+        let _ = std::fs::remove_dir_all(&state_dir);
         let snapshot = job.snapshot();
         (snapshot.state, snapshot.domains)
     }
