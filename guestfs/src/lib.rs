@@ -8,9 +8,11 @@
 //! confines itself first ([`sandbox`]). Nothing here writes anything anywhere.
 
 pub mod image;
+pub mod point;
 pub mod probe;
 pub mod protocol;
 pub mod sandbox;
 pub mod serve;
+pub mod stream;
 pub mod tree;
 pub mod volumes;
