@@ -505,6 +505,67 @@ def bench_files(host, repeats):
     return result
 
 
+def drop_caches():
+    """Cold cache: what a point costs the first time it is read."""
+    run(["sync"])
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def bench_index(host, read_point, repeats):
+    """The chain index at real sizes: a 4-point chain of a 4 GiB and of a 16 GiB disk (sparse;
+    the full holds 1 GiB in 16 extents of 64 MiB spread over the disk, each incremental 64 MiB
+    more), its newest point opened through the index and read whole, beside reading the stored
+    bytes once and virtnbdrestore's rebuild of the same point. Cold cache before each run."""
+    results = {}
+    for size_gib in (4, 16):
+        name = f"{host.prefix}ix{size_gib}"
+        image = host.define(name, size_gib << 10)
+        step = (size_gib << 10) // 16
+        root = os.path.join(host.images, f"ix-root-{size_gib}")
+        for point in range(4):
+            if point == 0:
+                for i in range(16):
+                    run(["qemu-io", "-f", "qcow2", "-c",
+                         f"write -P {0x20 + i} {i * step}M 64M", image])
+            else:
+                run(["qemu-io", "-f", "qcow2", "-c",
+                     f"write -P {0x60 + point} {point * step + 8}M 64M", image])
+            # Shut off: the service starts it paused for each backup.
+            host.vmsnapctl_run("backup", name, "--output", root, "--json")
+        folder = next(os.path.join(d, x) for d, subdirs, _ in os.walk(os.path.join(root, name))
+                      for x in subdirs if x.startswith("vmsnap-backup-"))
+        files = [os.path.join(folder, "vda.full.data")] + [
+            os.path.join(folder, f"vda.inc.virtnbdbackup.{n}.data") for n in (1, 2, 3)]
+        stored = sum(os.path.getsize(f) for f in files)
+        samples = {"open": [], "read": [], "cat": [], "rebuild": []}
+        pieces = 0
+        for _ in range(repeats):
+            drop_caches()
+            done = subprocess.run([read_point, *files], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True, check=True)
+            said = json.loads(done.stderr.strip().splitlines()[-1])
+            samples["open"].append(said["index_seconds"])
+            samples["read"].append(said["read_seconds"])
+            pieces = said["pieces"]
+            drop_caches()
+            start = time.perf_counter()
+            subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)
+            samples["cat"].append(time.perf_counter() - start)
+            out = os.path.join(host.images, f"ix-rebuild-{size_gib}")
+            shutil.rmtree(out, ignore_errors=True)
+            drop_caches()
+            start = time.perf_counter()
+            run(["virtnbdrestore", "-i", folder, "-o", out], cwd=host.images)
+            samples["rebuild"].append(time.perf_counter() - start)
+            shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+        results[size_gib] = {k: (statistics.median(v), min(v), max(v)) for k, v in samples.items()}
+        results[size_gib]["stored"] = stored
+        results[size_gib]["pieces"] = pieces
+    return results
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--prefix", required=True)
@@ -513,10 +574,12 @@ def main():
     p.add_argument("--service-pid-file", required=True)
     p.add_argument("--restart-service", required=True,
                    help="command that restarts vmsnapd with --parallel-backups N (N appended)")
+    p.add_argument("--read-point", required=True,
+                   help="the chain index's reader (guestfs/examples/read-point.rs)")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--only",
                    default="status,footprint,backup,parallel,limits,status-during-verify,"
-                           "compress,files")
+                           "compress,files,index")
     args = p.parse_args()
     host = Host(args)
     only = set(args.only.split(","))
@@ -625,6 +688,18 @@ def main():
             (m, lo, hi), (h, hlo, hhi) = r[mine], r[manual]
             out(f"  {what:26} vmsnapctl {m:6.2f} s ({lo:.2f}–{hi:.2f})   by hand {h:6.2f} s "
                 f"({hlo:.2f}–{hhi:.2f})   {m / h:5.2f}x")
+    if "index" in only:
+        r = bench_index(host, args.read_point, max(3, args.repeats))
+        out()
+        out("the chain index: the newest point of a 4-point chain (full: 1 GiB in 16 extents; "
+            "incrementals: 64 MiB each), cold cache")
+        for size, m in r.items():
+            fmt = lambda k: f"{m[k][0]:7.3f} s ({m[k][1]:.3f}–{m[k][2]:.3f})"
+            out(f"  {size:2} GiB disk, {m['stored'] / 2**30:.2f} GiB stored, {m['pieces']} pieces")
+            out(f"    open the point (index every file)   {fmt('open')}")
+            out(f"    read the whole disk through it      {fmt('read')}")
+            out(f"    cat the stored bytes once           {fmt('cat')}")
+            out(f"    virtnbdrestore rebuild of the point {fmt('rebuild')}")
     if "limits" in only:
         restart_service(4)
         peak = bench_limits(host, pid(), 512)

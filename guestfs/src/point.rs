@@ -60,17 +60,18 @@ pub struct Point {
 }
 
 impl Point {
-    /// The point the newest of `files` ends: `files` in chain order, the full (or copy)
-    /// first, each incremental continuing the one before it, all of the same disk.
-    pub fn open(files: Vec<File>) -> Result<Point, PointError> {
+    /// The point the newest of `files` ends: `files` (each with its size) in chain order, the
+    /// full (or copy) first, each incremental continuing the one before it, all of the same
+    /// disk.
+    pub fn open(files: Vec<(File, u64)>) -> Result<Point, PointError> {
         if files.is_empty() {
             return Err(PointError::Empty);
         }
         let mut extents = Vec::new();
         let mut metas: Vec<Meta> = Vec::new();
-        for (n, file) in files.iter().enumerate() {
-            let index =
-                stream::index(file).map_err(|source| PointError::Stream { file: n, source })?;
+        for (n, (file, size)) in files.iter().enumerate() {
+            let index = stream::index(file, *size)
+                .map_err(|source| PointError::Stream { file: n, source })?;
             let chain = |what: String| PointError::Chain { file: n, what };
             match metas.last() {
                 None if index.meta.incremental => {
@@ -94,7 +95,7 @@ impl Point {
         }
         let size = metas.last().map(|m| m.virtual_size).unwrap_or(0);
         let mut point = Point {
-            files,
+            files: files.into_iter().map(|(f, _)| f).collect(),
             extents,
             metas,
             size,
@@ -356,14 +357,25 @@ mod tests {
         disk
     }
 
-    fn write_chain(name: &str, size: u64, layers: &[Vec<TestExtent>], compress: bool) -> Vec<File> {
+    fn sized(path: &std::path::Path) -> (File, u64) {
+        let file = File::open(path).unwrap();
+        let size = file.metadata().unwrap().len();
+        (file, size)
+    }
+
+    fn write_chain(
+        name: &str,
+        size: u64,
+        layers: &[Vec<TestExtent>],
+        compress: bool,
+    ) -> Vec<(File, u64)> {
         layers
             .iter()
             .enumerate()
             .map(|(n, layer)| {
                 let path = temp(&format!("{name}-{n}.data"));
                 write_point(&path, size, layer, compress, n > 0);
-                File::open(&path).unwrap()
+                sized(&path)
             })
             .collect()
     }
@@ -465,7 +477,7 @@ mod tests {
         forged.extend_from_slice(b"\r\n");
         forged.extend_from_slice(format!("comp {:016x} {:016x}\r\n", 0, trailer.len()).as_bytes());
         std::fs::write(&path, forged).unwrap();
-        let point = Point::open(vec![File::open(&path).unwrap()]).unwrap();
+        let point = Point::open(vec![sized(&path)]).unwrap();
         let mut buf = vec![0u8; 4096];
         let e = point.read_exact_at(&mut buf, 0).unwrap_err();
         assert!(e.to_string().contains("past its extent"), "{e}");

@@ -233,10 +233,10 @@ fn trailer(file: &File, size: u64) -> Result<(Vec<Vec<u64>>, u64), StreamError> 
     Ok((sizes, json_at))
 }
 
-/// Indexes one data file. Every check that needs no decompression is made here; a payload's
-/// own bytes are checked when they are read (lz4's checksums) or hashed (verify).
-pub fn index(file: &File) -> Result<StreamIndex, StreamError> {
-    let size = file.metadata()?.len();
+/// Indexes one data file of `size` bytes (taken by whoever opened it: the sandboxed reader
+/// may not `fstat`). Every check that needs no decompression is made here; a payload's own
+/// bytes are checked when they are read (lz4's checksums) or hashed (verify).
+pub fn index(file: &File, size: u64) -> Result<StreamIndex, StreamError> {
     let first = read_frame(file, 0)?;
     if first.kind != Kind::Meta || first.start != 0 {
         return Err(malformed(0, "the stream does not start with `meta`"));
@@ -420,6 +420,12 @@ pub(crate) mod tests {
         std::fs::write(path, out).unwrap();
     }
 
+    pub(crate) fn index_of(path: &std::path::Path) -> Result<StreamIndex, StreamError> {
+        let file = File::open(path).unwrap();
+        let size = file.metadata().unwrap().len();
+        index(&file, size)
+    }
+
     pub(crate) fn temp(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("vmsnap-stream-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -455,7 +461,7 @@ pub(crate) mod tests {
                 (2 << 20, 512, Some(vec![7u8; 512])),
             ];
             write_stream(&path, 4 << 20, &extents, compress);
-            let index = index(&File::open(&path).unwrap()).unwrap();
+            let index = index_of(&path).unwrap();
             assert_eq!(index.meta.virtual_size, 4 << 20);
             let shape: Vec<(u64, u64, bool)> = index
                 .extents
@@ -491,10 +497,7 @@ pub(crate) mod tests {
             let whole = std::fs::read(&path).unwrap();
             for cut in 0..whole.len() {
                 std::fs::write(&path, &whole[..cut]).unwrap();
-                assert!(
-                    index(&File::open(&path).unwrap()).is_err(),
-                    "cut at {cut} accepted"
-                );
+                assert!(index_of(&path).is_err(), "cut at {cut} accepted");
             }
         }
         let lies: Vec<(&str, Vec<TestExtent>)> = vec![
@@ -517,10 +520,7 @@ pub(crate) mod tests {
         for (what, extents) in lies {
             let path = temp("lie.data");
             write_stream(&path, 1 << 20, &extents, false);
-            assert!(
-                index(&File::open(&path).unwrap()).is_err(),
-                "{what} accepted"
-            );
+            assert!(index_of(&path).is_err(), "{what} accepted");
         }
         // A length that lies: the frame claims more than follows.
         let path = temp("long.data");
@@ -531,10 +531,10 @@ pub(crate) mod tests {
             "data 0000000000000000 0000000000000020",
         );
         std::fs::write(&path, fixed.as_bytes()).unwrap();
-        assert!(index(&File::open(&path).unwrap()).is_err());
+        assert!(index_of(&path).is_err());
         // A 4 GiB meta frame is refused before anything is allocated.
         std::fs::write(&path, b"meta 0000000000000000 0000000100000000\r\n{}").unwrap();
-        let e = index(&File::open(&path).unwrap()).unwrap_err();
+        let e = index_of(&path).unwrap_err();
         assert!(
             e.to_string().contains("meta header of 4294967296 bytes"),
             "{e}"
