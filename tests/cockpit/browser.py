@@ -139,11 +139,23 @@ def enter_page(quiet=False):
         wait_for("the page to load", lambda: finds("#overview") or finds("#service-down"))
 
 
+def type_into(css, value):
+    """Types `value` into the field `css` once the page shows it and takes input: Cockpit's
+    login page builds its form in script after the element exists (seen on Debian 13)."""
+    def typed():
+        field = find(css)
+        if not (field.is_displayed() and field.is_enabled()):
+            return False
+        field.clear()
+        field.send_keys(value)
+        return field.get_attribute("value") == value
+    wait_for(f"typing into {css}", typed)
+
+
 def login(user, password):
     driver.get(COCKPIT + "/")
-    wait_for("the login page", lambda: find("#login-user-input"))
-    find("#login-user-input").send_keys(user)
-    find("#login-password-input").send_keys(password)
+    type_into("#login-user-input", user)
+    type_into("#login-password-input", password)
     click("#login-button")
     wait_for("the shell after login", lambda: "/system" in driver.current_url or finds("iframe"))
     driver.get(COCKPIT + "/vmsnap")
@@ -222,8 +234,7 @@ def _():
     wait_for("the access indicator", lambda: finds(".ct-locked") or finds(".ct-unlocked"))
     if finds(".ct-locked"):
         click(".ct-locked")
-        wait_for("the password prompt", lambda: find("#switch-to-admin-access-password"))
-        find("#switch-to-admin-access-password").send_keys("cockpit-admin-pw")
+        type_into("#switch-to-admin-access-password", "cockpit-admin-pw")
         driver.find_element(By.XPATH, "//button[normalize-space()='Authenticate']").click()
     wait_for("administrative access", lambda: finds(".ct-unlocked"))
     enter_page()
