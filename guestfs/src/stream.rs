@@ -115,10 +115,22 @@ pub struct Meta {
     pub checkpoint_name: String,
     #[serde(default)]
     pub incremental: bool,
-    #[serde(default)]
+    /// virtnbdbackup writes its compression level here (`2`), or `false`.
+    #[serde(default, deserialize_with = "compression")]
     pub compressed: bool,
     #[serde(default)]
     pub stream_version: u32,
+}
+
+/// `compressed` is `false`, `true` or a level (a number): compressed unless false or absent.
+fn compression<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    use serde::de::Error;
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Bool(b) => Ok(b),
+        serde_json::Value::Null => Ok(false),
+        serde_json::Value::Number(n) if n.as_u64().is_some() => Ok(true),
+        other => Err(D::Error::custom(format!("compressed is {other}"))),
+    }
 }
 
 /// Where an extent's bytes are.
@@ -380,7 +392,9 @@ pub(crate) mod tests {
         let meta = serde_json::json!({
             "virtualSize": virtual_size, "dataSize": data_size, "date": "2026-12-07T10:00:00",
             "diskName": "vda", "diskFormat": "qcow2", "checkpointName": "virtnbdbackup.0",
-            "compressed": compress, "compressionMethod": "lz4", "parentCheckpoint": false,
+            // virtnbdbackup writes the lz4 level it used, or false.
+            "compressed": if compress { serde_json::json!(2) } else { serde_json::json!(false) },
+            "compressionMethod": "lz4", "parentCheckpoint": false,
             "incremental": incremental, "streamVersion": 2,
         })
         .to_string();
