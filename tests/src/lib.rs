@@ -41,6 +41,19 @@ fn required(var: &str) -> String {
     })
 }
 
+/// Reproducible bytes no compressor or zero detection shortens (xorshift from `seed`).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// The test host, checked once.
 pub fn host() -> &'static TestHost {
     static HOST: OnceLock<TestHost> = OnceLock::new();

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use vmsnap_integration::chain::{assert_identical, backup, result, root, snapshot};
 use vmsnap_integration::guest::Guest;
-use vmsnap_integration::{host, vmsnapctl};
+use vmsnap_integration::{host, noise, vmsnapctl};
 
 /// The `compressed` key of a data file's meta frame, read the way virtnbdbackup wrote it.
 fn header_says_compressed(file: &Path) -> bool {
@@ -15,19 +15,6 @@ fn header_says_compressed(file: &Path) -> bool {
     let length = usize::from_str_radix(frame[22..38].trim(), 16).unwrap();
     let meta: serde_json::Value = serde_json::from_slice(&bytes[40..40 + length]).unwrap();
     !matches!(meta["compressed"], serde_json::Value::Bool(false))
-}
-
-/// Bytes no compressor shrinks (xorshift; reproducible).
-fn noise(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 fn chains(g: &Guest, root: &str) -> Vec<serde_json::Value> {
@@ -46,7 +33,7 @@ fn a_compressed_chain_verifies_restores_and_stays_compressed() {
     // Compressible (one byte repeated) and incompressible (random) data.
     g.write("vda", 0x41, 0, 8);
     let random = host().images.join("cz-random");
-    std::fs::write(&random, noise(4 << 20)).unwrap();
+    std::fs::write(&random, noise(4 << 20, 3)).unwrap();
     g.write_file("vda", &random, 16);
     let mut points = vec![snapshot(&g, "vda", "cz-p0")];
     g.start();

@@ -9,20 +9,7 @@ use vmsnap_integration::chain::{backup, result, root};
 use vmsnap_integration::guest::Guest;
 use vmsnap_integration::guestdisk::{build, Fs, Mounted, Part};
 use vmsnap_integration::polkit::{eventually, Rule};
-use vmsnap_integration::{backup_root_for_users, host, tool, vmsnapctl, vmsnapctl_as, Run};
-
-/// Random bytes (no compressor or zero detection shortens them).
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use vmsnap_integration::{backup_root_for_users, host, noise, tool, vmsnapctl, vmsnapctl_as, Run};
 
 fn work(g: &Guest, what: &str) -> PathBuf {
     host().images.join(format!("{}-{what}", g.name))

@@ -11,20 +11,7 @@ use std::time::Duration;
 use vmsnap_guestfs::point::Point;
 use vmsnap_integration::chain::{assert_restores_to, backup, result, root, snapshot};
 use vmsnap_integration::guest::{Disk, Guest};
-use vmsnap_integration::{host, run};
-
-/// Bytes no compressor shrinks (xorshift; reproducible).
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ seed;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+use vmsnap_integration::{host, noise, run};
 
 /// The raw bytes of a qcow2 copy, as a file beside it.
 fn raw_of(image: &Path) -> PathBuf {
