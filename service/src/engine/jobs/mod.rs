@@ -326,10 +326,11 @@ pub(crate) fn now() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn names(list: &[&str]) -> Vec<DomainName> {
+    /// Domain names for the jobs' tests (here, in the registry's and in the runner's).
+    pub(crate) fn names(list: &[&str]) -> Vec<DomainName> {
         list.iter().map(|n| DomainName::new(n).unwrap()).collect()
     }
 

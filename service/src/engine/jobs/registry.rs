@@ -252,10 +252,7 @@ pub const INTERRUPTED: &str =
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn names(list: &[&str]) -> Vec<DomainName> {
-        list.iter().map(|n| DomainName::new(n).unwrap()).collect()
-    }
+    use crate::engine::jobs::tests::names;
 
     #[test]
     fn one_job_per_domain_and_locks_die_with_the_job() {

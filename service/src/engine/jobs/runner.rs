@@ -97,7 +97,7 @@ impl Engine {
     }
 
     /// Runs `job` as `kind` in a task of its own; returns at once.
-    pub fn spawn_job<K: JobKind>(self: &Arc<Self>, job: Arc<Job>, kind: K) {
+    fn spawn_job<K: JobKind>(self: &Arc<Self>, job: Arc<Job>, kind: K) {
         let engine = self.clone();
         let span = tracing::info_span!("job", kind = K::NAME, job = job.id, uid = job.uid);
         let task_job = job.clone();
@@ -215,6 +215,7 @@ pub fn spawn_guarded(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::jobs::tests::names;
     use crate::engine::jobs::{JobData, JobRegistry, Operation};
 
     /// A kind whose work is given per domain name.
@@ -295,10 +296,6 @@ mod tests {
         assert_eq!(domains[0].state, Some(JobState::Succeeded));
         assert_eq!(domains[1].state, Some(JobState::Failed));
         assert!(domains[1].error.contains("scripted panic"), "{domains:?}");
-    }
-
-    fn names(list: &[&str]) -> Vec<DomainName> {
-        list.iter().map(|n| DomainName::new(n).unwrap()).collect()
     }
 
     #[tokio::test]
