@@ -16,7 +16,8 @@ macro_rules! exit_codes {
          4 missing host program, 5 incomplete, 7 more than one action, 8 invalid scrub type, \
          9 service unreachable, 10 job failed, 11 job cancelled, 12 not authorized, \
          13 target not empty, 14 not writable for the service, 15 untrusted path, 16 busy, \
-         17 job not cancelable."
+         17 job not cancelable, 18 no such file, 19 unreadable volume, \
+         20 corrupt file system, 21 no space, 22 corrupt backup."
     };
 }
 

@@ -23,6 +23,7 @@
 //! | 19 | `files`: the volume's file system is not supported, or it is encrypted |
 //! | 20 | `files`: the guest's file system is damaged; the session ended |
 //! | 21 | what would be written does not fit (target or scratch space, or the extraction cap) |
+//! | 22 | `files`: the chain's data files are damaged (a frame, an extent, a missing point) |
 
 use std::process::ExitCode;
 
@@ -49,6 +50,7 @@ pub const NO_SUCH_FILE: u8 = 18;
 pub const UNREADABLE_VOLUME: u8 = 19;
 pub const CORRUPT_FILESYSTEM: u8 = 20;
 pub const NO_SPACE: u8 = 21;
+pub const CORRUPT_BACKUP: u8 = 22;
 
 /// The exit code for an error the service (or the bus) returned.
 pub fn for_error(e: &Error) -> u8 {
@@ -66,6 +68,7 @@ pub fn for_error(e: &Error) -> u8 {
         Error::UnsupportedFilesystem(_) | Error::Encrypted(_) => UNREADABLE_VOLUME,
         Error::CorruptFilesystem(_) => CORRUPT_FILESYSTEM,
         Error::NoSpace(_) => NO_SPACE,
+        Error::CorruptBackup(_) => CORRUPT_BACKUP,
         Error::HostUnavailable(_) | Error::Failed(_) | Error::AlreadyRunning(_) => FAILURE,
         Error::ZBus(z) if is_unreachable(z) => UNREACHABLE,
         Error::ZBus(zbus::Error::MethodError(name, _, _))

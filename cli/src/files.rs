@@ -1,6 +1,6 @@
 //! `files`: browse the files of a backup point and copy some out.
 //!
-//! One session per invocation: opened (the service rebuilds the point), asked, closed. The
+//! One session per invocation: opened (the service reads the point in place), asked, closed. The
 //! session belongs to this connection, so if vmsnapctl dies the service ends it too.
 
 use std::time::Duration;
@@ -17,7 +17,8 @@ use crate::escape::shown;
 use crate::render::size::pretty;
 use crate::{client, exit, flag, need_output, watch, Context, Failure};
 
-/// Opening rebuilds a whole disk: it may take far longer than an ordinary call.
+/// Opening indexes the chain's data files: quick, but a chain of thousands of points on a slow
+/// disk may take longer than an ordinary call.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(3600);
 
 pub async fn run(context: &Context, args: &FilesArgs) -> Result<u8, Failure> {

@@ -57,9 +57,13 @@ pub enum Error {
     Encrypted(String),
     /// The guest's file system is damaged (or built to harm its reader); the session ended.
     CorruptFilesystem(String),
+    /// A chain's data files are damaged (or built to harm their reader): a frame, an extent or
+    /// a compressed frame is not what its stream says, or a point of the chain is missing. The
+    /// message names the file and what is wrong; the service goes on.
+    CorruptBackup(String),
     /// What the operation would write does not fit: an extraction larger than its target's
-    /// free space (less a margin) or the configured cap, a session whose rebuild would not fit
-    /// the scratch area. The message says how much is needed and how much is free.
+    /// free space (less a margin) or the configured cap, a restore or verify rebuild that would
+    /// not fit the scratch area. The message says how much is needed and how much is free.
     NoSpace(String),
 }
 
@@ -96,6 +100,7 @@ impl Error {
             | Error::UnsupportedFilesystem(m)
             | Error::Encrypted(m)
             | Error::CorruptFilesystem(m)
+            | Error::CorruptBackup(m)
             | Error::NoSpace(m)
             | Error::NoSuchBackup(m)
             | Error::TargetExists(m)

@@ -1,24 +1,59 @@
-//! The disk image, read by position from the one descriptor the helper was given.
+//! The disk the helper reads: a point of a chain read in place, or a raw image; by position.
 //!
-//! Reads are `pread`: no shared file offset, so a volume's reader and the partition-table
-//! parser cannot disturb each other, and the only system calls are ones the sandbox allows.
+//! Reads are positional (`pread`): no shared file offset, so a volume's reader and the
+//! partition-table parser cannot disturb each other, and the only system calls are ones the
+//! sandbox allows.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
 
-/// A window `[start, start + len)` of the image, as a seekable, read-only stream.
+use crate::point::Point;
+
+/// A whole disk, read by position.
+pub enum Disk {
+    /// A point of a chain, through its index (what vmsnapd hands the helper).
+    Point(Point),
+    /// A raw image of `size` bytes (the unit tests' disks).
+    Raw { file: File, size: u64 },
+}
+
+impl Disk {
+    pub fn size(&self) -> u64 {
+        match self {
+            Disk::Point(p) => p.size(),
+            Disk::Raw { size, .. } => *size,
+        }
+    }
+
+    /// Exactly `buf.len()` bytes at `offset`; a read past the end fails.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        match self {
+            Disk::Point(p) => p.read_exact_at(buf, offset),
+            Disk::Raw { file, .. } => file.read_exact_at(buf, offset),
+        }
+    }
+
+    /// Up to `buf.len()` bytes at `offset`, fewer only at the end of the disk.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let n = (buf.len() as u64).min(self.size().saturating_sub(offset)) as usize;
+        self.read_exact_at(&mut buf[..n], offset)?;
+        Ok(n)
+    }
+}
+
+/// A window `[start, start + len)` of the disk, as a seekable, read-only stream.
 #[derive(Clone)]
 pub struct Window {
-    image: Rc<File>,
+    image: Rc<Disk>,
     start: u64,
     len: u64,
     pos: u64,
 }
 
 impl Window {
-    pub fn new(image: Rc<File>, start: u64, len: u64) -> Window {
+    pub fn new(image: Rc<Disk>, start: u64, len: u64) -> Window {
         Window {
             image,
             start,
@@ -67,8 +102,8 @@ impl Seek for Window {
     }
 }
 
-/// The FAT driver asks for a writable device; every write is refused (the image is read-only
-/// anyway: the descriptor was opened `O_RDONLY`).
+/// The FAT driver asks for a writable device; every write is refused (the disk is read-only
+/// anyway: its descriptors were opened `O_RDONLY`).
 impl Write for Window {
     fn write(&mut self, _: &[u8]) -> io::Result<usize> {
         Err(io::Error::new(

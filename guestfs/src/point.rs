@@ -64,35 +64,36 @@ impl Point {
     /// full (or copy) first, each incremental continuing the one before it, all of the same
     /// disk.
     pub fn open(files: Vec<(File, u64)>) -> Result<Point, PointError> {
-        if files.is_empty() {
-            return Err(PointError::Empty);
+        match Point::open_longest(files) {
+            (Some(point), None) => Ok(point),
+            (_, Some(e)) => Err(e),
+            (None, None) => Err(PointError::Empty),
         }
+    }
+
+    /// The newest point the longest good prefix of `files` makes, and why the file after it
+    /// is refused (if one is).
+    pub fn open_longest(files: Vec<(File, u64)>) -> (Option<Point>, Option<PointError>) {
         let mut extents = Vec::new();
         let mut metas: Vec<Meta> = Vec::new();
+        let mut refused = None;
         for (n, (file, size)) in files.iter().enumerate() {
-            let index = stream::index(file, *size)
-                .map_err(|source| PointError::Stream { file: n, source })?;
-            let chain = |what: String| PointError::Chain { file: n, what };
-            match metas.last() {
-                None if index.meta.incremental => {
-                    return Err(chain(
-                        "a chain starts with a full backup, not an incremental".into(),
-                    ))
+            match index_next(n, file, *size, metas.last()) {
+                Ok(index) => {
+                    metas.push(index.meta);
+                    extents.push(index.extents);
                 }
-                Some(_) if !index.meta.incremental => {
-                    return Err(chain("a full backup in the middle of a chain".into()))
+                Err(e) => {
+                    refused = Some(e);
+                    break;
                 }
-                Some(previous) if previous.disk_name != index.meta.disk_name => {
-                    return Err(chain(format!(
-                        "disk {} after disk {}",
-                        index.meta.disk_name, previous.disk_name
-                    )))
-                }
-                _ => {}
             }
-            metas.push(index.meta);
-            extents.push(index.extents);
         }
+        if metas.is_empty() {
+            return (None, refused.or(Some(PointError::Empty)));
+        }
+        let mut files = files;
+        files.truncate(metas.len());
         let size = metas.last().map(|m| m.virtual_size).unwrap_or(0);
         let mut point = Point {
             files: files.into_iter().map(|(f, _)| f).collect(),
@@ -104,7 +105,7 @@ impl Point {
             last: RefCell::default(),
         };
         point.lay_out();
-        Ok(point)
+        (Some(point), refused)
     }
 
     /// Lays every file's data extents over the older ones.
@@ -141,6 +142,41 @@ impl Point {
     /// How many pieces of extents the map holds (what its memory follows).
     pub fn pieces(&self) -> usize {
         self.pieces.len()
+    }
+
+    /// How many extents its files record, all of them (what the index's memory follows).
+    pub fn extents(&self) -> usize {
+        self.extents.iter().map(Vec::len).sum()
+    }
+
+    /// How many data files the point is made of.
+    pub fn files(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Decodes every compressed frame of every file, hidden by a newer point or not: each
+    /// must decode, and each extent's frames to exactly its length. Returns the number of
+    /// the first file that fails, with why. Uncompressed payloads have nothing to decode;
+    /// their bytes are checked by their checksums.
+    pub fn check_frames(&self) -> Result<(), (usize, io::Error)> {
+        for (file, extents) in self.extents.iter().enumerate() {
+            for (n, extent) in extents.iter().enumerate() {
+                let Source::Lz4 { offset, frames } = &extent.source else {
+                    continue;
+                };
+                let key = (file as u32, n as u32);
+                let (mut frame_start, mut file_at) = (0u64, *offset);
+                for (f, size) in frames.iter().enumerate() {
+                    let last = f + 1 == frames.len();
+                    self.decode(key, f, file_at, *size, extent.length - frame_start, last)
+                        .map_err(|e| (file, e))?;
+                    frame_start += self.known_output(key, f).unwrap_or(0);
+                    file_at += size;
+                }
+            }
+        }
+        *self.last.borrow_mut() = None;
+        Ok(())
     }
 
     /// Reads exactly `buf.len()` bytes of the disk at `offset`.
@@ -273,8 +309,12 @@ impl Point {
         last_frame: bool,
     ) -> io::Result<()> {
         let file = &self.files[key.0 as usize];
-        let mut stored =
-            vec![0u8; usize::try_from(size).map_err(|_| corrupt("a frame too large"))?];
+        // lz4 never grows data by more than a small fraction: a frame stored larger than
+        // any frame's output may be is refused before its buffer is made.
+        if size > MAX_FRAME_OUTPUT + MAX_FRAME_OUTPUT / 64 {
+            return Err(corrupt("an lz4 frame larger than any frame may be"));
+        }
+        let mut stored = vec![0u8; size as usize];
         file.read_exact_at(&mut stored, file_at)?;
         let cap = left.min(MAX_FRAME_OUTPUT);
         let mut decoder = lz4_flex::frame::FrameDecoder::new(stored.as_slice()).take(cap + 1);
@@ -299,6 +339,53 @@ impl Point {
         *self.last.borrow_mut() = Some(((key.0, key.1, frame), bytes));
         Ok(())
     }
+}
+
+/// Indexes file `n` of a chain and checks that it continues `previous` (the file before it):
+/// a full first, then incrementals of the same disk, each naming the checkpoint before it.
+fn index_next(
+    n: usize,
+    file: &File,
+    size: u64,
+    previous: Option<&Meta>,
+) -> Result<stream::StreamIndex, PointError> {
+    let index =
+        stream::index(file, size).map_err(|source| PointError::Stream { file: n, source })?;
+    let chain = |what: String| PointError::Chain { file: n, what };
+    match previous {
+        None if index.meta.incremental => {
+            return Err(chain(
+                "a chain starts with a full backup, not an incremental".into(),
+            ))
+        }
+        Some(_) if !index.meta.incremental => {
+            return Err(chain("a full backup in the middle of a chain".into()))
+        }
+        Some(previous) if previous.disk_name != index.meta.disk_name => {
+            return Err(chain(format!(
+                "disk {} after disk {}",
+                index.meta.disk_name, previous.disk_name
+            )))
+        }
+        // An incremental names the checkpoint it continues: one that does not follow
+        // the file before it means a point of the chain is missing.
+        Some(previous)
+            if index
+                .meta
+                .parent_checkpoint
+                .as_ref()
+                .is_some_and(|p| *p != previous.checkpoint_name) =>
+        {
+            return Err(chain(format!(
+                "{} continues {}, not {} (a point of the chain is missing)",
+                index.meta.checkpoint_name,
+                index.meta.parent_checkpoint.as_deref().unwrap_or_default(),
+                previous.checkpoint_name
+            )))
+        }
+        _ => {}
+    }
+    Ok(index)
 }
 
 fn corrupt(what: &str) -> io::Error {

@@ -48,7 +48,33 @@ pub enum Reply {
     File {
         size: u64,
     },
+    /// The helper's first line in `browse` mode: the point opened through its index.
+    Ready(Opened),
+    /// The one line of `check` mode.
+    Checked(ChainCheck),
     Failed(Failure),
+}
+
+/// A point opened in place: its size and how many pieces of extents its map holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Opened {
+    pub size: u64,
+    pub pieces: u64,
+}
+
+/// What `check` found in one disk's data files, in chain order: the first `good` files index
+/// (every frame inside the disk, lengths and offsets consistent, each continuing the one
+/// before it) and decode (every lz4 frame to the size its extent claims); `failure` says why
+/// file `good` does not, when one does not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainCheck {
+    pub good: u32,
+    pub failure: Option<String>,
+    /// Extents in all the good files, and pieces in the newest good point's map.
+    pub extents: u64,
+    pub pieces: u64,
 }
 
 /// A partition or a whole-disk file system.
@@ -130,6 +156,9 @@ pub enum FailureKind {
     Encrypted,
     /// The file system's structures are damaged or hostile.
     Corrupt,
+    /// The chain's data files are: a frame, an extent or a compressed frame is not what
+    /// their streams say.
+    CorruptBackup,
     /// The request itself is malformed.
     BadRequest,
 }

@@ -1,11 +1,10 @@
 //! The helper's request loop: one request line in, one reply out (plus frames for a read).
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::{BufRead, Read, Write};
 use std::rc::Rc;
 
-use crate::image::Window;
+use crate::image::{Disk, Window};
 use crate::protocol::{Failure, FailureKind, Reply, Request, Volume, FRAME_FAILED, MAX_FRAME};
 use crate::tree::Tree;
 
@@ -13,17 +12,17 @@ use crate::tree::Tree;
 const MAX_REQUEST: u64 = 64 * 1024;
 
 pub struct Session {
-    image: Rc<File>,
+    image: Rc<Disk>,
     size: u64,
     volumes: Option<Vec<Volume>>,
     trees: HashMap<u32, Result<Rc<Tree>, Failure>>,
 }
 
 impl Session {
-    pub fn new(image: File, size: u64) -> Session {
+    pub fn new(disk: Disk) -> Session {
         Session {
-            image: Rc::new(image),
-            size,
+            size: disk.size(),
+            image: Rc::new(disk),
             volumes: None,
             trees: HashMap::new(),
         }
@@ -197,9 +196,12 @@ mod tests {
             request.len()
         ));
         std::fs::write(&path, image).unwrap();
-        let file = File::open(&path).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
-        let mut session = Session::new(file, image.len() as u64);
+        let mut session = Session::new(Disk::Raw {
+            file,
+            size: image.len() as u64,
+        });
         let mut out = Vec::new();
         serve(&mut session, format!("{request}\n").as_bytes(), &mut out).unwrap();
         String::from_utf8(out).unwrap()

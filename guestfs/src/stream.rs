@@ -120,6 +120,19 @@ pub struct Meta {
     pub compressed: bool,
     #[serde(default)]
     pub stream_version: u32,
+    /// The checkpoint an incremental continues (`false` in a full's header).
+    #[serde(default, deserialize_with = "name_or_false")]
+    pub parent_checkpoint: Option<String>,
+}
+
+/// A checkpoint name, or `false`/`null` for none.
+fn name_or_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    use serde::de::Error;
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Ok(Some(s)),
+        serde_json::Value::Bool(false) | serde_json::Value::Null => Ok(None),
+        other => Err(D::Error::custom(format!("parentCheckpoint is {other}"))),
+    }
 }
 
 /// `compressed` is `false`, `true` or a level (a number): compressed unless false or absent.

@@ -1,10 +1,9 @@
 //! The volumes of a disk: the partitions of its GPT or MBR partition table, or the whole disk
 //! when it holds a file system directly.
 
-use std::fs::File;
 use std::rc::Rc;
 
-use crate::image::Window;
+use crate::image::{Disk, Window};
 use crate::probe::{self, Probed, Support};
 use crate::protocol::Volume;
 
@@ -19,7 +18,7 @@ struct Span {
 }
 
 /// Finds the volumes of `image` (`disk_size` bytes) and what each holds.
-pub fn volumes(image: &Rc<File>, disk_size: u64) -> std::io::Result<Vec<Volume>> {
+pub fn volumes(image: &Rc<Disk>, disk_size: u64) -> std::io::Result<Vec<Volume>> {
     let whole = Window::new(image.clone(), 0, disk_size);
     let spans = gpt_spans(&whole)
         .or_else(|| {

@@ -66,9 +66,9 @@ fn names(run: &Run) -> Vec<String> {
         .collect()
 }
 
-/// The scratch directories of open sessions (`files-<session>-u<uid>-<random>`) of the
-/// service whose state directory is `state`.
-fn sessions_in(state: &Path) -> Vec<String> {
+/// What the service's scratch area holds for file sessions (`files-*`): nothing, ever, now
+/// that points are read in place; earlier versions rebuilt disks there.
+fn scratch_in(state: &Path) -> Vec<String> {
     std::fs::read_dir(state.join("scratch"))
         .map(|d| {
             d.flatten()
@@ -79,18 +79,30 @@ fn sessions_in(state: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The run's service's open sessions.
-fn scratch_sessions() -> Vec<String> {
-    sessions_in(&host().run_dir.join("state"))
-}
-
-/// Whether a reader still has session `id`'s disk open (its descriptor 3 is the image).
-fn reader_of(id: &str) -> bool {
+/// The readers reading a chain below `root`: processes whose descriptor 3 (a reader's first
+/// data file, the chain's full) lies there, with the user they run as.
+fn readers_of(root: &str) -> Vec<(u32, u32)> {
+    let prefix = format!("{}/", root.trim_end_matches('/'));
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
-        .filter_map(|p| std::fs::read_link(p.path().join("fd/3")).ok())
-        .any(|image| image.to_string_lossy().contains(&format!("/files-{id}-")))
+        .filter_map(|p| {
+            let first = std::fs::read_link(p.path().join("fd/3")).ok()?;
+            if !first.to_string_lossy().starts_with(&prefix) {
+                return None;
+            }
+            let pid = p.file_name().to_string_lossy().parse().ok()?;
+            let status = std::fs::read_to_string(p.path().join("status")).ok()?;
+            let uid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            Some((pid, uid))
+        })
+        .collect()
 }
 
 fn eventually_true(what: &str, mut f: impl FnMut() -> bool) {
@@ -468,19 +480,14 @@ fn a_session_whose_client_vanished_is_cleaned_up() {
         .trim_matches('"')
         .to_string();
     assert!(session.starts_with("/org/vmsnap/VMSnap1/files/"), "{out}");
-    let id = session.rsplit('/').next().unwrap().to_string();
-    let mine = |s: &String| s.starts_with(&format!("files-{id}-"));
-    eventually_true(
-        "the abandoned session's scratch, reader and object are gone",
-        || {
-            let object = std::process::Command::new("busctl")
-                .arg(format!("--address={}", host().bus_address))
-                .args(["introspect", "org.vmsnap.VMSnap1", &session])
-                .output()
-                .unwrap();
-            !scratch_sessions().iter().any(mine) && !reader_of(&id) && !object.status.success()
-        },
-    );
+    eventually_true("the abandoned session's reader and object are gone", || {
+        let object = std::process::Command::new("busctl")
+            .arg(format!("--address={}", host().bus_address))
+            .args(["introspect", "org.vmsnap.VMSnap1", &session])
+            .output()
+            .unwrap();
+        readers_of(&root).is_empty() && !object.status.success()
+    });
 }
 
 #[test]
@@ -513,14 +520,8 @@ fn browsing_needs_its_own_right_and_extracting_the_restore_right() {
             refused.stderr
         );
     }
-    // Refused before anything was rebuilt: no session of that uid ever had scratch space.
-    let uid = tool("id", &["-u", "vmsnaptest"]).trim().to_string();
-    let theirs = |s: &String| s.contains(&format!("-u{uid}-"));
-    assert!(
-        !scratch_sessions().iter().any(theirs),
-        "{:?}",
-        scratch_sessions()
-    );
+    // Refused before anything was read: no reader ever opened that chain.
+    assert!(readers_of(&root).is_empty(), "{:?}", readers_of(&root));
     let _rule = Rule::grant("browse", "vmsnaptest", &["org.vmsnap.browse"]);
     let listed = eventually(|| vmsnapctl_as("vmsnaptest", &args), 0);
     assert!(listed.stdout.contains("secret"), "{}", listed.stdout);
@@ -551,7 +552,7 @@ fn browsing_needs_its_own_right_and_extracting_the_restore_right() {
 }
 
 #[tokio::test]
-async fn sessions_end_when_idle_and_what_a_crash_left_goes_at_the_next_start() {
+async fn sessions_end_when_idle_or_with_a_crash_and_old_scratch_goes_at_the_next_start() {
     use vmsnap_dbus::options::FilesOptions;
     use vmsnap_dbus::proxy::{FilesProxy, ManagerProxy};
     use vmsnap_integration::bus::ScratchBus;
@@ -564,7 +565,7 @@ async fn sessions_end_when_idle_and_what_a_crash_left_goes_at_the_next_start() {
     result(&backup(&g, &root, &[]).expect_code(0));
     let bus = ScratchBus::start("fl-idle");
     let state = host().run_dir.join("bus-fl-idle/state");
-    let sessions = || sessions_in(&state);
+    let readers = || readers_of(&root);
     let options = FilesOptions {
         output: Some(root.clone()),
         ..Default::default()
@@ -578,7 +579,7 @@ async fn sessions_end_when_idle_and_what_a_crash_left_goes_at_the_next_start() {
         }
     };
 
-    // A crash with a session open: its scratch stays until the next start removes it.
+    // A crash with a session open.
     let mut service = bus.start_service_args(&[]);
     let conn = zbus::connection::Builder::address(bus.address.as_str())
         .unwrap()
@@ -586,7 +587,11 @@ async fn sessions_end_when_idle_and_what_a_crash_left_goes_at_the_next_start() {
         .await
         .unwrap();
     let first = open(conn.clone()).await;
-    assert_eq!(sessions().len(), 1, "{first:?}");
+    let open_readers = readers();
+    assert_eq!(open_readers.len(), 1, "{first:?}");
+    // Read in place, as the reader's own user; nothing written for it.
+    assert_ne!(open_readers[0].1, 0, "the reader runs as root");
+    assert!(scratch_in(&state).is_empty(), "{:?}", scratch_in(&state));
     // Another user cannot use it: to them it does not exist.
     let theirs = vmsnap_integration::run(
         std::process::Command::new("runuser").args([
@@ -611,16 +616,17 @@ async fn sessions_end_when_idle_and_what_a_crash_left_goes_at_the_next_start() {
     );
     service.kill_hard();
     drop(conn);
-    assert_eq!(
-        sessions().len(),
-        1,
-        "a crash removed nothing (nothing ran to remove it)"
-    );
+    // Its reader ends with the service (its requests' pipe closed).
+    eventually_true("a reader outlived its service", || readers().is_empty());
+    // What an earlier version's crash left (a rebuilt disk) goes at the next start.
+    let old = state.join("scratch/files-9-u0-AbCdEf");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("disk.raw"), b"rebuilt").unwrap();
     let _service = bus.start_service_args(&["--files-idle-timeout", "2"]);
     assert!(
-        sessions().is_empty(),
+        scratch_in(&state).is_empty(),
         "left after the restart: {:?}",
-        sessions()
+        scratch_in(&state)
     );
 
     // Idle: the session ends while its client is still connected.
@@ -630,9 +636,9 @@ async fn sessions_end_when_idle_and_what_a_crash_left_goes_at_the_next_start() {
         .await
         .unwrap();
     let second = open(conn.clone()).await;
-    assert_eq!(sessions().len(), 1);
+    assert_eq!(readers().len(), 1);
     let start = Instant::now();
-    while !sessions().is_empty() {
+    while !readers().is_empty() {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "the idle session stayed"

@@ -147,6 +147,7 @@ pub fn error(e: EngineError) -> Error {
         EngineError::UnsupportedFilesystem(m) => Error::UnsupportedFilesystem(m),
         EngineError::Encrypted(m) => Error::Encrypted(m),
         EngineError::CorruptFilesystem(m) => Error::CorruptFilesystem(m),
+        EngineError::CorruptBackup(m) => Error::CorruptBackup(m),
         EngineError::MissingSetup(m) => Error::MissingDependency(m),
         EngineError::HostUnavailable(m) => Error::HostUnavailable(m),
         EngineError::DomainGone(m) => Error::NoSuchDomain(m),

@@ -208,7 +208,7 @@ impl Files {
         Ok(path)
     }
 
-    /// Ends the session: the reader stops and the rebuilt disk is removed.
+    /// Ends the session: the reader stops.
     async fn close(
         &self,
         #[zbus(header)] header: Header<'_>,

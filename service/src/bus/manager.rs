@@ -450,13 +450,14 @@ impl Manager {
     }
 
     /// Opens one point of one disk of a domain's backup for browsing its files, and returns
-    /// the session (org.vmsnap.VMSnap1.Files) once it can be read: the disk is rebuilt up to
-    /// the point in the service's scratch area and read by an unprivileged, sandboxed reader.
-    /// Options: output (required), folder, point (default the chain's last), disk (default
-    /// the first). Needs org.vmsnap.browse, checked before anything is read. The session is
-    /// the caller's alone and ends with Close, after its idle timeout, or when the caller
-    /// leaves the bus. Errors: NoSuchBackup (no such chain, point or disk), Busy (too many
-    /// sessions), MissingDependency (the reader or its user is not installed), Failed.
+    /// the session (org.vmsnap.VMSnap1.Files) once it can be read: an unprivileged, sandboxed
+    /// reader indexes the disk's data files up to the point and reads it in place (nothing is
+    /// rebuilt or written). Options: output (required), folder, point (default the chain's
+    /// last), disk (default the first). Needs org.vmsnap.browse, checked before anything is
+    /// read. The session is the caller's alone and ends with Close, after its idle timeout, or
+    /// when the caller leaves the bus. Errors: NoSuchBackup (no such chain, point or disk),
+    /// CorruptBackup (the data files are damaged), Busy (too many sessions), MissingDependency
+    /// (the reader or its user is not installed), Failed.
     #[zbus(out_args("session"))]
     async fn open_files(
         &self,

@@ -43,6 +43,9 @@ pub enum Error {
     /// The guest's file system broke its reader; the session is closed.
     #[error("{0}")]
     CorruptFilesystem(String),
+    /// A chain's data files are damaged: their index refuses them.
+    #[error("{0}")]
+    CorruptBackup(String),
     /// What would be written does not fit where it would go.
     #[error("{0}")]
     NoSpace(String),

@@ -1,11 +1,14 @@
-//! File browsing: one point of one disk, rebuilt in scratch space and read by the sandboxed
-//! reader, for as long as its opener needs it.
+//! File browsing: one point of one disk, read in place from its chain's data files by the
+//! sandboxed reader, for as long as its opener needs it.
 //!
-//! A session costs a rebuilt disk and a reader process, so it is bounded in number (per
-//! caller and in all), belongs to the caller that opened it (another caller, even root,
-//! cannot use it: it would read data it was never authorized for), and ends when its opener
-//! closes it, stays idle past the timeout, leaves the bus, or when the service stops. What a
-//! crash leaves (scratch directories `files-*`) goes at the next start.
+//! Opening a session rebuilds nothing and writes nothing: the reader gets read-only handles
+//! of the disk's data files up to the point and indexes them (the index follows the chain's
+//! extents, not the disk's size), and reading a file reads about the file. A session still
+//! costs a reader process and its memory, so it is bounded in number (per caller and in all),
+//! belongs to the caller that opened it (another caller, even root, cannot use it: it would
+//! read data it was never authorized for), and ends when its opener closes it, stays idle
+//! past the timeout, leaves the bus, or when the service stops. Earlier versions rebuilt the
+//! disk in scratch directories `files-*`; what a crash of one left goes at the next start.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,19 +22,15 @@ use super::access::Use;
 use super::chains::catalog::{Chain, Point};
 use super::{Engine, Error};
 use crate::host::guestfs::{AskError, Reader, Sandbox};
-use crate::host::safe_fs::{Dir, Identity};
-use crate::host::tools::{self, Tool};
-use crate::host::virtnbdbackup::Level;
-use crate::host::{command, qemu_img, Error as HostError};
+use crate::host::safe_fs::Dir;
+use crate::host::Error as HostError;
 use crate::paths::BackupRoot;
 use crate::selection::DomainName;
 
 /// Open sessions per caller other than root, and in all.
 const PER_CALLER: usize = 2;
 const IN_ALL: usize = 8;
-/// What stays free in the scratch area after a session's rebuild.
-const SCRATCH_MARGIN: u64 = 256 << 20;
-/// Scratch directories of sessions start with this.
+/// Scratch directories of earlier versions' sessions start with this.
 const SCRATCH_PREFIX: &str = "files-";
 /// How long one question to the reader may take (a directory of 100 000 entries included).
 const ANSWER_DEADLINE: Duration = Duration::from_secs(120);
@@ -45,23 +44,6 @@ pub struct FilesRequest {
     pub disk: Option<String>,
 }
 
-/// The scratch directory a session rebuilt its disk in, removed by handle when it ends.
-struct Scratch {
-    parent: PathBuf,
-    name: String,
-    identity: Identity,
-}
-
-impl Scratch {
-    fn remove(&self) {
-        let removed = Dir::open(&self.parent)
-            .and_then(|parent| parent.remove_tree(&self.name, Some(self.identity)));
-        if let Err(e) = removed {
-            tracing::warn!(scratch = %self.parent.join(&self.name).display(), error = %e, "scratch not removed");
-        }
-    }
-}
-
 pub struct Session {
     pub id: u64,
     pub uid: u32,
@@ -72,9 +54,8 @@ pub struct Session {
     pub point: String,
     pub disk: String,
     reader: tokio::sync::Mutex<Option<Reader>>,
-    scratch: Mutex<Option<Scratch>>,
     last_used: Mutex<Instant>,
-    /// Raised when the session ends (a rebuild under way stops).
+    /// Raised when the session ends (an opening under way stops).
     ended: watch::Sender<bool>,
     closed: AtomicBool,
 }
@@ -92,7 +73,6 @@ impl Session {
             point: "virtnbdbackup.0".into(),
             disk: "vda".into(),
             reader: tokio::sync::Mutex::new(None),
-            scratch: Mutex::new(None),
             last_used: Mutex::new(Instant::now()),
             ended: watch::channel(false).0,
             closed: AtomicBool::new(false),
@@ -117,7 +97,7 @@ impl Session {
         let _ = receiver.wait_for(|ended| *ended).await;
     }
 
-    /// Stops the reader and removes the rebuilt disk; once.
+    /// Stops the reader; once.
     async fn close(&self) {
         if self.closed.swap(true, Ordering::Relaxed) {
             return;
@@ -125,10 +105,6 @@ impl Session {
         self.ended.send_replace(true);
         if let Some(mut reader) = self.reader.lock().await.take() {
             reader.stop().await;
-        }
-        let scratch = crate::sync::lock(&self.scratch).take();
-        if let Some(scratch) = scratch {
-            scratch.remove();
         }
         tracing::info!(session = self.id, uid = self.uid, domain = %self.domain, "file session closed");
     }
@@ -185,6 +161,7 @@ pub(super) fn failure(e: AskError) -> Error {
             FailureKind::Unsupported => Error::UnsupportedFilesystem(f.message),
             FailureKind::Encrypted => Error::Encrypted(f.message),
             FailureKind::Corrupt => Error::CorruptFilesystem(f.message),
+            FailureKind::CorruptBackup => Error::CorruptBackup(f.message),
         },
         AskError::Broken(why) => Error::CorruptFilesystem(why),
         AskError::Cancelled => Error::Cancelled,
@@ -313,9 +290,39 @@ fn point_and_disk<'c>(
     Ok((point, disk))
 }
 
+/// Read-only handles of `disk`'s data files in `chain` from the full to point `upto`,
+/// reached by handle from the chain folder (no link followed, regular files only).
+pub(super) fn data_files(
+    chain: &Chain,
+    upto: usize,
+    disk: &str,
+) -> Result<Vec<std::fs::File>, Error> {
+    let dir = Dir::open(&chain.path).map_err(|e| HostError::at(&chain.path, e))?;
+    let files: Vec<std::fs::File> = chain.points[..=upto]
+        .iter()
+        .flat_map(|p| &p.files)
+        .filter(|f| disk_of(f) == disk && f.ends_with(".data"))
+        .map(|f| {
+            dir.open_file(f)
+                .map(|(file, _)| file)
+                .map_err(HostError::from)
+        })
+        .collect::<Result<_, _>>()?;
+    if files.is_empty() || files.len() > vmsnap_guestfs::MAX_FILES {
+        return Err(Error::NoSuchBackup(format!(
+            "{} holds {} data files of {disk} up to {}; a point is read from 1 to {}",
+            chain.folder,
+            files.len(),
+            chain.points[upto].checkpoint,
+            vmsnap_guestfs::MAX_FILES
+        )));
+    }
+    Ok(files)
+}
+
 impl Engine {
-    /// Opens `request`'s point for `uid` (calling as `client`): checks, rebuilds the disk,
-    /// starts the reader. Nothing is rebuilt for a request that is refused.
+    /// Opens `request`'s point for `uid` (calling as `client`): checks, then starts the
+    /// reader on the disk's data files up to the point.
     pub async fn open_files(
         &self,
         request: FilesRequest,
@@ -324,13 +331,7 @@ impl Engine {
     ) -> Result<Arc<Session>, Error> {
         let reservation = self.files.reserve(uid)?;
         let sandbox = Sandbox::for_user(&self.config.files_user).map_err(Error::MissingSetup)?;
-        if !self.config.files_helper.is_file() {
-            return Err(Error::MissingSetup(format!(
-                "the guest-file-system reader {} is not installed",
-                self.config.files_helper.display()
-            )));
-        }
-        tools::require(&[Tool::QemuImg, Tool::Virtnbdrestore])?;
+        self.require_reader()?;
         let chain = self
             .chosen_chain(&request.domain, &request.root, request.folder.as_deref())
             .await?;
@@ -341,20 +342,8 @@ impl Engine {
             .iter()
             .position(|p| p.checkpoint == point.checkpoint)
             .unwrap_or(0);
-        self.require_scratch_space(&chain, upto, &disk)?;
+        let files = data_files(&chain, upto, &disk)?;
         let id = self.files.next.fetch_add(1, Ordering::Relaxed) + 1;
-        std::fs::create_dir_all(&self.config.scratch_dir)
-            .map_err(|e| HostError::at(&self.config.scratch_dir, e))?;
-        let scratch_root = Dir::open(&self.config.scratch_dir)
-            .map_err(|e| HostError::at(&self.config.scratch_dir, e))?;
-        let dir = scratch_root
-            .create_unique_dir(&format!("{SCRATCH_PREFIX}{id}-u{uid}-"))
-            .map_err(|e| HostError::at(&self.config.scratch_dir, e))?;
-        let scratch = Scratch {
-            parent: self.config.scratch_dir.clone(),
-            name: dir.name().unwrap_or_default().to_string(),
-            identity: dir.identity().map_err(|e| HostError::at(dir.path(), e))?,
-        };
         let (ended, _) = watch::channel(false);
         let session = Arc::new(Session {
             id,
@@ -365,25 +354,26 @@ impl Engine {
             point: point.checkpoint.clone(),
             disk: disk.clone(),
             reader: tokio::sync::Mutex::new(None),
-            scratch: Mutex::new(Some(scratch)),
             last_used: Mutex::new(Instant::now()),
             ended,
             closed: AtomicBool::new(false),
         });
-        // Listed before the rebuild, so that the opener leaving the bus stops it.
+        // Listed before the reader indexes the chain, so that the opener leaving the bus
+        // stops it.
         reservation.fill(session.clone());
-        let until = (point.level != Level::Copy).then_some(point.checkpoint.as_str());
-        let started = self
-            .map_point(&session, &chain.path, dir, until, &disk, sandbox)
-            .await;
+        let start = Reader::start(&self.config.files_helper, files, sandbox, ANSWER_DEADLINE);
+        let started = tokio::select! {
+            started = start => started.map_err(failure),
+            () = session.ended() => Err(Error::Cancelled),
+        };
         match started {
-            Ok(reader) if !session.is_closed() => {
-                tracing::info!(session = id, uid, domain = %session.domain, point = %session.point, disk = %disk, reader = ?reader.pid(), "file session open");
+            Ok((reader, opened)) if !session.is_closed() => {
+                tracing::info!(session = id, uid, domain = %session.domain, point = %session.point, disk = %disk, reader = ?reader.pid(), pieces = opened.pieces, "file session open");
                 *session.reader.lock().await = Some(reader);
                 session.touch();
                 Ok(session)
             }
-            Ok(mut reader) => {
+            Ok((mut reader, _)) => {
                 reader.stop().await;
                 self.close_files(id).await;
                 Err(Error::Cancelled)
@@ -395,95 +385,15 @@ impl Engine {
         }
     }
 
-    /// Refuses a session whose rebuild would not fit the scratch area: the rebuilt image
-    /// and its raw copy each hold at most the data the disk's files up to the point carry
-    /// (their stream headers say how much, before compression), and a margin stays free.
-    fn require_scratch_space(
-        &self,
-        chain: &super::chains::catalog::Chain,
-        upto: usize,
-        disk: &str,
-    ) -> Result<(), Error> {
-        let dir = Dir::open(&chain.path).map_err(|e| HostError::at(&chain.path, e))?;
-        let mut data = 0u64;
-        for file in chain.points[..=upto]
-            .iter()
-            .flat_map(|p| &p.files)
-            .filter(|f| disk_of(f) == disk && f.ends_with(".data"))
-        {
-            data += crate::host::stream_meta::read(&dir, file)?.data_size;
+    /// Refuses work for the reader when it is not installed.
+    pub(super) fn require_reader(&self) -> Result<(), Error> {
+        if self.config.files_helper.is_file() {
+            return Ok(());
         }
-        let scratch = &self.config.scratch_dir;
-        std::fs::create_dir_all(scratch).map_err(|e| HostError::at(scratch, e))?;
-        let needed = data.saturating_mul(2).saturating_add(SCRATCH_MARGIN);
-        let free = crate::host::space::available(scratch).map_err(|e| HostError::at(scratch, e))?;
-        if needed > free {
-            return Err(Error::NoSpace(format!(
-                "opening this point needs {} of scratch space in {} (its rebuild and a raw \
-                 copy, and a margin); {} are free",
-                crate::host::space::human(needed),
-                scratch.display(),
-                crate::host::space::human(free)
-            )));
-        }
-        Ok(())
-    }
-
-    /// Rebuilds the disk up to `until` in `dir`, makes it a raw image, and starts the reader
-    /// on it.
-    async fn map_point(
-        &self,
-        session: &Session,
-        chain: &std::path::Path,
-        dir: Dir,
-        until: Option<&str>,
-        disk: &str,
-        sandbox: Sandbox,
-    ) -> Result<Reader, Error> {
-        let rebuilt = dir.path().join("rebuilt");
-        self.run_restore(session.ended(), chain, &rebuilt, until, Some(disk), None)
-            .await
-            .map_err(|e| {
-                Error::from(HostError::CommandFailed {
-                    program: "virtnbdrestore".into(),
-                    message: e,
-                })
-            })?;
-        let images = super::rebuild::disk_images(&rebuilt).map_err(Error::Untrusted)?;
-        let [image] = images.as_slice() else {
-            return Err(Error::from(HostError::Rejected(format!(
-                "the rebuild of {disk} produced {} images",
-                images.len()
-            ))));
-        };
-        let qemu_img = tools::require(&[Tool::QemuImg])?.remove(0);
-        let raw = dir.path().join("disk.raw");
-        let args = qemu_img::argv::convert_to_raw(image, &raw);
-        let out = command::run_cancellable(
-            &qemu_img,
-            &args,
-            Duration::from_secs(24 * 3600),
-            session.ended(),
-        )
-        .await?;
-        if !out.success {
-            return Err(Error::from(HostError::CommandFailed {
-                program: "qemu-img convert".into(),
-                message: out.error_line(),
-            }));
-        }
-        // Only the raw image stays: half the scratch space.
-        if let Ok(rebuilt_dir) = dir.open_dir("rebuilt") {
-            let id = rebuilt_dir.identity().ok();
-            let _ = dir.remove_tree("rebuilt", id);
-        }
-        let (file, _) = dir.open_file("disk.raw").map_err(HostError::from)?;
-        Reader::start(&self.config.files_helper, file, sandbox, ANSWER_DEADLINE).map_err(|e| {
-            Error::from(HostError::Spawn {
-                program: "vmsnap-guestfs".into(),
-                source: e,
-            })
-        })
+        Err(Error::MissingSetup(format!(
+            "the guest-file-system reader {} is not installed",
+            self.config.files_helper.display()
+        )))
     }
 
     /// The open session `id`, for its opener only: the same uid on the same connection
@@ -531,7 +441,7 @@ impl Engine {
             .files
             .all()
             .iter()
-            // A session still being rebuilt has no reader yet and is not idle.
+            // A session still being opened has no reader yet and is not idle.
             .filter(|s| s.idle_for() > timeout && s.reader.try_lock().is_ok_and(|r| r.is_some()))
             .map(|s| s.id)
             .collect();

@@ -1,15 +1,19 @@
 //! The guest-file-system reader, `vmsnap-guestfs`: started without privileges, asked over a
 //! pipe.
 //!
-//! A guest's file system is data the guest wrote. The service never parses it itself: it
-//! starts the reader with the one read-only descriptor of the rebuilt disk (descriptor 3),
-//! as the dedicated user `vmsnap-files` (no supplementary groups, so no capabilities), with
-//! `no_new_privs`, without network (a network namespace of its own where the service may
-//! make one; the unit's `PrivateNetwork=` otherwise), with limits on memory, descriptors and
-//! CPU time, an empty environment and `/` as its directory. The reader then loads its own
-//! system-call filter (see the guestfs crate). Every answer is bounded and every question has
-//! a deadline: a reader that hangs, dies or talks nonsense ends its session, never the
-//! service.
+//! A chain's data files and the guest's file system in them are data the guest (or whoever
+//! could write the backup root) wrote. The service never parses them itself: it starts the
+//! reader with read-only descriptors of one disk's data files (descriptors 3 …, the full
+//! first), as the dedicated user `vmsnap-files` (no supplementary groups, so no
+//! capabilities), with `no_new_privs`, without network (a network namespace of its own where
+//! the service may make one; the unit's `PrivateNetwork=` otherwise), with limits on memory,
+//! descriptors and CPU time, an empty environment and `/` as its directory. The reader then
+//! loads its own system-call filter (see the guestfs crate) and reads the point in place,
+//! through the chain's index. Every answer is bounded and every question has a deadline: a
+//! reader that hangs, dies or talks nonsense ends its session, never the service.
+//!
+//! Three modes: `browse` (file browsing, [`Reader`]), `check` (verify's structural check,
+//! [`check_chain`]) and `nbd` (one NBD connection, [`serve_nbd`]).
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -19,7 +23,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use vmsnap_guestfs::protocol::{
-    Entry, Failure, Reply, Request, Volume, FRAME_FAILED, MAX_FRAME, MAX_LINE,
+    ChainCheck, Entry, Failure, Opened, Reply, Request, Volume, FRAME_FAILED, MAX_FRAME, MAX_LINE,
 };
 
 /// The user the reader runs as, resolved once per session.
@@ -72,7 +76,7 @@ const CPU_SECONDS: u64 = 3600;
 
 pub struct Reader {
     program: PathBuf,
-    image: std::fs::File,
+    files: Vec<std::fs::File>,
     sandbox: Sandbox,
     deadline: Duration,
     child: Child,
@@ -80,23 +84,62 @@ pub struct Reader {
     stdout: BufReader<ChildStdout>,
 }
 
-fn spawn(
+/// What the reader is started to do.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    Browse,
+    Check,
+    Nbd,
+}
+
+impl Mode {
+    fn arg(self) -> &'static str {
+        match self {
+            Mode::Browse => "browse",
+            Mode::Check => "check",
+            Mode::Nbd => "nbd",
+        }
+    }
+}
+
+/// Descriptors the reader may hold beyond its data files (standard streams, the allocator's
+/// and the runtime's needs).
+const SPARE_DESCRIPTORS: u64 = 16;
+
+/// Starts the reader in `mode` on `files`, with `stdio` as its stdin and stdout when given
+/// (an NBD connection), pipes otherwise.
+fn spawn_reader(
     program: &Path,
-    image: &std::fs::File,
+    mode: Mode,
+    files: &[std::fs::File],
     sandbox: Sandbox,
-) -> std::io::Result<(Child, ChildStdin, BufReader<ChildStdout>)> {
-    let fd = image.as_raw_fd();
+    stdio: Option<std::os::fd::OwnedFd>,
+) -> std::io::Result<Child> {
+    let sources: Vec<i32> = files.iter().map(|f| f.as_raw_fd()).collect();
+    // Filled between fork and exec: allocated here, since the child may not allocate.
+    let mut moved = vec![0i32; sources.len()];
+    let count = sources.len() as i32;
     let Sandbox { uid, gid } = sandbox;
     let mut command = tokio::process::Command::new(program);
     command
+        .arg(mode.arg())
+        .arg(sources.len().to_string())
         .env_clear()
         .current_dir("/")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    // SAFETY: only async-signal-safe calls (dup2, fcntl, close_range/close, unshare,
-    // setrlimit, setgroups, setres[ug]id, prctl) between fork and exec, on values copied in before the fork.
+    match stdio {
+        Some(fd) => {
+            let other = fd.try_clone()?;
+            command.stdin(Stdio::from(fd)).stdout(Stdio::from(other));
+        }
+        None => {
+            command.stdin(Stdio::piped()).stdout(Stdio::piped());
+        }
+    }
+    // SAFETY: only async-signal-safe calls (fcntl, dup2, close_range/close, unshare,
+    // setrlimit, setgroups, setres[ug]id, prctl) between fork and exec, on values (and a
+    // buffer) made before the fork.
     unsafe {
         command.pre_exec(move || {
             let check = |rc: libc::c_int| {
@@ -106,15 +149,20 @@ fn spawn(
                     Ok(())
                 }
             };
-            if fd == 3 {
-                check(libc::fcntl(3, libc::F_SETFD, 0))?;
-            } else {
-                check(libc::dup2(fd, 3))?;
+            // First every file above the range it goes to, then each into its place: a
+            // source that already sits in the range is never overwritten before it moved.
+            for (n, fd) in sources.iter().enumerate() {
+                moved[n] = libc::fcntl(*fd, libc::F_DUPFD, 3 + count);
+                check(moved[n])?;
+            }
+            for (n, fd) in moved.iter().enumerate() {
+                check(libc::dup2(*fd, 3 + n as i32))?;
             }
             // Nothing else of the service's reaches the reader (descriptors it opened without
-            // close-on-exec, or inherited).
-            if libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) != 0 {
-                for other in 4..65536 {
+            // close-on-exec, or inherited), nor the copies made above.
+            let first_closed = (3 + count) as u32;
+            if libc::syscall(libc::SYS_close_range, first_closed, u32::MAX, 0u32) != 0 {
+                for other in first_closed as i32..65536 {
                     libc::close(other);
                 }
             }
@@ -123,7 +171,7 @@ fn spawn(
             for (resource, limit) in [
                 (libc::RLIMIT_AS, ADDRESS_SPACE),
                 (libc::RLIMIT_CPU, CPU_SECONDS),
-                (libc::RLIMIT_NOFILE, 16),
+                (libc::RLIMIT_NOFILE, 3 + count as u64 + SPARE_DESCRIPTORS),
                 (libc::RLIMIT_CORE, 0),
             ] {
                 let l = libc::rlimit {
@@ -140,8 +188,6 @@ fn spawn(
         });
     }
     let mut child = command.spawn()?;
-    let stdin = child.stdin.take().expect("piped");
-    let stdout = BufReader::new(child.stdout.take().expect("piped"));
     if let Some(stderr) = child.stderr.take() {
         // What the reader says on its way out (a refusal, a panic): logged, a bounded amount.
         tokio::spawn(async move {
@@ -151,36 +197,128 @@ fn spawn(
             }
         });
     }
+    Ok(child)
+}
+
+fn spawn(
+    program: &Path,
+    files: &[std::fs::File],
+    sandbox: Sandbox,
+) -> std::io::Result<(Child, ChildStdin, BufReader<ChildStdout>)> {
+    let mut child = spawn_reader(program, Mode::Browse, files, sandbox, None)?;
+    let stdin = child.stdin.take().expect("piped");
+    let stdout = BufReader::new(child.stdout.take().expect("piped"));
     Ok((child, stdin, stdout))
 }
 
+/// Reads one reply line from `stdout` within `deadline`.
+async fn reply_line(
+    stdout: &mut BufReader<ChildStdout>,
+    deadline: Duration,
+) -> Result<Reply, AskError> {
+    let mut line = Vec::new();
+    let mut bounded = stdout.take(MAX_LINE as u64);
+    let read = tokio::time::timeout(deadline, bounded.read_until(b'\n', &mut line)).await;
+    match read {
+        Err(_) => Err(AskError::Broken(format!(
+            "the file-system reader did not answer within {} s",
+            deadline.as_secs()
+        ))),
+        Ok(Err(e)) => Err(AskError::Broken(format!("the file-system reader: {e}"))),
+        Ok(Ok(0)) => Err(AskError::Broken(
+            "the file-system reader ended (the data made it fail)".into(),
+        )),
+        Ok(Ok(_)) if !line.ends_with(b"\n") => Err(AskError::Broken(
+            "the file-system reader's answer is too long".into(),
+        )),
+        Ok(Ok(_)) => serde_json::from_slice(&line)
+            .map_err(|e| AskError::Broken(format!("the file-system reader's answer: {e}"))),
+    }
+}
+
+/// Verify's structural check of one disk's data `files` (the full first), by a reader of
+/// its own; `Err` when the reader could not say (it died, hung or broke the protocol).
+pub async fn check_chain(
+    program: &Path,
+    files: &[std::fs::File],
+    sandbox: Sandbox,
+    deadline: Duration,
+) -> Result<ChainCheck, AskError> {
+    let mut child = spawn_reader(program, Mode::Check, files, sandbox, None)
+        .map_err(|e| AskError::Broken(format!("starting the reader: {e}")))?;
+    drop(child.stdin.take());
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let answer = reply_line(&mut stdout, deadline).await;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    match answer? {
+        Reply::Checked(found) => Ok(found),
+        Reply::Failed(f) => Err(AskError::Failed(f)),
+        other => Err(Reader::unexpected(other)),
+    }
+}
+
+/// Serves one NBD connection (`connection`, a connected socket in blocking mode) with a
+/// reader on `files`; returns when the client leaves or the reader ends.
+pub async fn serve_nbd(
+    program: &Path,
+    files: &[std::fs::File],
+    sandbox: Sandbox,
+    connection: std::os::fd::OwnedFd,
+) -> std::io::Result<std::process::ExitStatus> {
+    let mut child = spawn_reader(program, Mode::Nbd, files, sandbox, Some(connection))?;
+    child.wait().await
+}
+
 impl Reader {
-    /// Starts the reader `program` on `image` (a regular file opened read-only).
-    pub fn start(
+    /// Starts the reader `program` on one disk's data `files` (the full first, the point's
+    /// own last), and waits for it to open the point: a chain its index refuses is
+    /// `AskError::Failed` with `FailureKind::CorruptBackup`.
+    pub async fn start(
         program: &Path,
-        image: std::fs::File,
+        files: Vec<std::fs::File>,
         sandbox: Sandbox,
         deadline: Duration,
-    ) -> std::io::Result<Reader> {
-        let (child, stdin, stdout) = spawn(program, &image, sandbox)?;
-        Ok(Reader {
+    ) -> Result<(Reader, Opened), AskError> {
+        let (child, stdin, stdout) = spawn(program, &files, sandbox)
+            .map_err(|e| AskError::Broken(format!("starting the reader: {e}")))?;
+        let mut reader = Reader {
             program: program.to_path_buf(),
-            image,
+            files,
             sandbox,
             deadline,
             child,
             stdin,
             stdout,
-        })
+        };
+        match reader.reply().await {
+            Ok(Reply::Ready(opened)) => Ok((reader, opened)),
+            Ok(Reply::Failed(f)) => {
+                reader.stop().await;
+                Err(AskError::Failed(f))
+            }
+            Ok(other) => {
+                reader.stop().await;
+                Err(Self::unexpected(other))
+            }
+            Err(e) => {
+                reader.stop().await;
+                Err(e)
+            }
+        }
     }
 
-    /// A fresh reader on the same image (after a read was stopped midway).
-    fn restart(&mut self) -> std::io::Result<()> {
-        let (child, stdin, stdout) = spawn(&self.program, &self.image, self.sandbox)?;
+    /// A fresh reader on the same files (after a read was stopped midway).
+    async fn restart(&mut self) -> Result<(), AskError> {
+        let (child, stdin, stdout) = spawn(&self.program, &self.files, self.sandbox)
+            .map_err(|e| AskError::Broken(format!("restarting the reader: {e}")))?;
         self.child = child;
         self.stdin = stdin;
         self.stdout = stdout;
-        Ok(())
+        match self.reply().await? {
+            Reply::Ready(_) => Ok(()),
+            other => Err(Self::unexpected(other)),
+        }
     }
 
     /// The reader's process id (for the tests' and the logs' sake).
@@ -189,24 +327,7 @@ impl Reader {
     }
 
     async fn reply(&mut self) -> Result<Reply, AskError> {
-        let mut line = Vec::new();
-        let mut bounded = (&mut self.stdout).take(MAX_LINE as u64);
-        let read = tokio::time::timeout(self.deadline, bounded.read_until(b'\n', &mut line)).await;
-        match read {
-            Err(_) => Err(AskError::Broken(format!(
-                "the file-system reader did not answer within {} s",
-                self.deadline.as_secs()
-            ))),
-            Ok(Err(e)) => Err(AskError::Broken(format!("the file-system reader: {e}"))),
-            Ok(Ok(0)) => Err(AskError::Broken(
-                "the file-system reader ended (the file system made it fail)".into(),
-            )),
-            Ok(Ok(_)) if !line.ends_with(b"\n") => Err(AskError::Broken(
-                "the file-system reader's answer is too long".into(),
-            )),
-            Ok(Ok(_)) => serde_json::from_slice(&line)
-                .map_err(|e| AskError::Broken(format!("the file-system reader's answer: {e}"))),
-        }
+        reply_line(&mut self.stdout, self.deadline).await
     }
 
     async fn ask(&mut self, request: &Request) -> Result<Reply, AskError> {
@@ -280,8 +401,7 @@ impl Reader {
             if stop() {
                 let _ = self.child.start_kill();
                 let _ = self.child.wait().await;
-                self.restart()
-                    .map_err(|e| AskError::Broken(format!("restarting the reader: {e}")))?;
+                self.restart().await?;
                 return Err(AskError::Cancelled);
             }
             let mut header = [0u8; 4];
