@@ -114,7 +114,8 @@ pub enum Command {
     /// List the backup chains under --output and their points.
     #[command(after_help = "Example:\n  vmsnapctl backups web1 --output /var/lib/vmsnap")]
     Backups(BackupsArgs),
-    /// Verify every point of the chains under --output (checksums, rebuild, qemu-img check).
+    /// Verify every point of the chains under --output: checksums, every frame, every point's
+    /// index, in one read; --deep adds a rebuild of the newest point.
     #[command(
         after_help = "Examples:\n  vmsnapctl verify web1 --output /var/lib/vmsnap\n  \
         vmsnapctl verify web1 --output /var/lib/vmsnap --folder vmsnap-backup-monthly-2026-12"
@@ -330,6 +331,10 @@ pub struct VerifyArgs {
     /// Only this chain folder.
     #[arg(long, value_name = "NAME")]
     pub folder: Option<String>,
+    /// Also rebuild each chain's newest point with virtnbdrestore (a whole disk of scratch
+    /// space per disk), check it, and compare it with the in-place reading.
+    #[arg(long)]
+    pub deep: bool,
     #[command(flatten)]
     pub wait: Wait,
     #[command(flatten)]
@@ -401,6 +406,10 @@ pub enum FilesAction {
         #[arg(value_name = "PATH", default_value = "/")]
         path: String,
     },
+    /// Serve the whole disk at the point read-only over NBD (needs the restore right): prints
+    /// its URI (nbd+unix:///?socket=…) for qemu-img, nbdfuse or guestfish, and serves until
+    /// interrupted.
+    Export,
     /// Copy files or directories out of the volume into --target.
     Get {
         /// The partition number (default: the only readable one).

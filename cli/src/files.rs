@@ -50,6 +50,7 @@ pub async fn run(context: &Context, args: &FilesArgs) -> Result<u8, Failure> {
             volume: Some(v),
             path,
         } => list(context, &files, timeout, *v, path).await,
+        FilesAction::Export => export(context, &service, &files).await,
         FilesAction::Get {
             volume,
             paths,
@@ -109,6 +110,31 @@ async fn until_done(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Asks for the export, prints its URI (the document, on stdout) and serves until Ctrl-C or
+/// SIGTERM; the session, and with it the export, ends when this command does.
+async fn export(
+    context: &Context,
+    service: &Service,
+    files: &FilesProxy<'_>,
+) -> Result<u8, Failure> {
+    let uri = service.call(files.export()).await?;
+    if context.json() {
+        println!("{}", serde_json::json!({ "uri": uri }));
+    } else {
+        println!("{uri}");
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    eprintln!("serving the point read-only over NBD until interrupted (Ctrl-C)");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Failure::new(exit::FAILURE, format!("SIGTERM: {e}")))?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    Ok(exit::OK)
 }
 
 /// The one readable volume, when there is exactly one.

@@ -171,7 +171,10 @@ mod tests {
                 .filter_map(|a| a.get_long().map(String::from))
                 .collect()
         };
-        assert_eq!(longs("verify"), ["output", "folder", "no-wait", "connect"]);
+        assert_eq!(
+            longs("verify"),
+            ["output", "folder", "deep", "no-wait", "connect"]
+        );
         assert_eq!(
             longs("prune"),
             ["output", "group-by", "keep", "dry-run", "connect"]

@@ -87,6 +87,7 @@ pub async fn verify(context: &Context, args: &VerifyArgs) -> Result<u8, Failure>
     let options = VerifyOptions {
         output: Some(output),
         folder: args.folder.clone(),
+        deep: args.deep.then_some(true),
         connect: args.libvirt.connect.clone(),
     };
     let names: Vec<&str> = names.iter().map(String::as_str).collect();

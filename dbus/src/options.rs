@@ -30,6 +30,9 @@ pub const GROUP_BY: &str = "group_by";
 /// wrong one.
 pub const CONNECT: &str = "connect";
 
+/// `b`: Verify also rebuilds each chain's newest point with virtnbdrestore and compares it
+/// with the chain index's reading (and with a shut-off domain's disk).
+///
 /// `b`: Status also asks QEMU's monitor for the bitmaps of running domains, which shows
 /// bitmaps without a checkpoint (orphans) that libvirt's API cannot. libvirt then marks those
 /// domains "tainted: custom monitor control commands issued" for as long as they run, so it
@@ -276,6 +279,7 @@ option_dict! {
     VerifyOptions {
         output: String = OUTPUT,
         folder: String = FOLDER,
+        deep: bool = DEEP,
         connect: String = CONNECT,
     }
 }

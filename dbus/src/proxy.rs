@@ -195,7 +195,11 @@ pub trait Files {
         options: HashMap<&str, Value<'_>>,
     ) -> Result<OwnedObjectPath, Error>;
 
-    /// Ends the session: the rebuilt disk and the reader go at once.
+    /// Serves the session's point read-only over NBD on a unix socket (needs the restore
+    /// right) and returns its URI, `nbd+unix:///?socket=…`; it lives as long as the session.
+    fn export(&self) -> Result<String, Error>;
+
+    /// Ends the session: its reader and its export go at once.
     fn close(&self) -> Result<(), Error>;
 
     #[zbus(property)]

@@ -38,6 +38,8 @@ pub struct FileConfig {
     pub files_user: String,
     /// After how long without a call a file-browsing session is closed.
     pub files_idle_timeout_seconds: u64,
+    /// Where file sessions' NBD exports get their sockets.
+    pub export_dir: PathBuf,
     /// The most one extraction may write (apparent sizes, holes included), whatever the
     /// target's free space.
     pub extract_max_bytes: u64,
@@ -64,6 +66,7 @@ impl Default for FileConfig {
             metrics_backup_max_age_seconds: engine.metrics_backup_max_age.as_secs(),
             files_user: engine.files_user,
             files_idle_timeout_seconds: engine.files_idle_timeout.as_secs(),
+            export_dir: engine.export_dir,
             extract_max_bytes: engine.extract_max_bytes,
         }
     }

@@ -66,6 +66,10 @@ struct Args {
     #[arg(long, value_name = "USER")]
     files_user: Option<String>,
 
+    /// Where file sessions' NBD exports get their sockets (default /run/vmsnapd/exports).
+    #[arg(long, value_name = "DIR")]
+    export_dir: Option<PathBuf>,
+
     /// Seconds without a call after which a file-browsing session is closed.
     #[arg(long, value_name = "SECONDS")]
     files_idle_timeout: Option<u64>,
@@ -201,6 +205,7 @@ fn settings(args: Args) -> Result<(Config, Duration), String> {
             .ok()
             .and_then(|exe| exe.parent().map(|d| d.join("vmsnap-guestfs")))
             .unwrap_or_else(|| "/usr/libexec/vmsnap-guestfs".into()),
+        export_dir: args.export_dir.unwrap_or(file.export_dir),
         files_idle_timeout: Duration::from_secs(
             args.files_idle_timeout
                 .unwrap_or(file.files_idle_timeout_seconds)

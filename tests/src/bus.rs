@@ -91,6 +91,14 @@ impl ScratchBus {
         } else {
             own_state.iter().map(String::as_str).collect()
         };
+        let own_exports = [
+            "--export-dir".to_string(),
+            self.dir.join("exports").display().to_string(),
+        ];
+        let state: Vec<&str> = state
+            .into_iter()
+            .chain(own_exports.iter().map(String::as_str))
+            .collect();
         let args: Vec<&str> = args.iter().copied().chain(state).collect();
         let daemon = host().bin_dir.join("vmsnapd");
         let mut cmd = match wrapper.split_first() {

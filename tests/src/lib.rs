@@ -175,6 +175,55 @@ pub fn vmsnapctl_on(bus_address: &str, args: &[&str]) -> Run {
     run(&mut cmd, Duration::from_secs(180))
 }
 
+/// `vmsnapctl files … export` running: its URI, until dropped (which stops it as Ctrl-C
+/// would).
+pub struct Exported {
+    child: std::process::Child,
+    pub uri: String,
+}
+
+impl Exported {
+    /// Starts `vmsnapctl ARGS` (a `files … export` command) as root and waits for its URI.
+    pub fn start(args: &[&str]) -> Exported {
+        use std::io::BufRead;
+        let mut child = Command::new(host().bin_dir.join("vmsnapctl"))
+            .args(args)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &host().bus_address)
+            .env_remove("VMSNAP_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("vmsnapctl starts");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the export's URI");
+        let uri = line.trim().to_string();
+        if !uri.starts_with("nbd+unix:///?socket=") {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("vmsnapctl {args:?} printed {line:?} and ended {status:?}");
+        }
+        Exported { child, uri }
+    }
+
+    /// The export's socket.
+    pub fn socket(&self) -> &str {
+        self.uri.trim_start_matches("nbd+unix:///?socket=")
+    }
+}
+
+impl Drop for Exported {
+    fn drop(&mut self) {
+        // SIGTERM, as a service manager or Ctrl-C would end it.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
 /// `vmsnapctl ARGS` as the unprivileged user `vmsnaptest` (no rights but reading).
 pub fn vmsnapctl_as_user(args: &[&str]) -> Run {
     vmsnapctl_as("vmsnaptest", args)

@@ -158,10 +158,17 @@ impl Setup {
 }
 
 #[test]
-fn a_cancelled_verify_stops_its_rebuild_and_removes_its_scratch() {
+fn a_cancelled_deep_verify_stops_its_rebuild_and_removes_its_scratch() {
     let s = setup("cn-verify");
     let job = s
-        .ctl(&["verify", &s.guest.name, "--output", &s.root, "--no-wait"])
+        .ctl(&[
+            "verify",
+            &s.guest.name,
+            "--output",
+            &s.root,
+            "--deep",
+            "--no-wait",
+        ])
         .expect_code(0)
         .stdout
         .trim()
@@ -177,7 +184,14 @@ fn a_cancelled_verify_stops_its_rebuild_and_removes_its_scratch() {
     assert_eq!(entries(&s.scratch), Vec::<String>::new(), "scratch left");
     // The chain is untouched: a verify to the end finds it good.
     let verified = s
-        .ctl(&["verify", &s.guest.name, "--output", &s.root, "--json"])
+        .ctl(&[
+            "verify",
+            &s.guest.name,
+            "--output",
+            &s.root,
+            "--deep",
+            "--json",
+        ])
         .expect_code(0)
         .json();
     assert_eq!(verified["state"], "succeeded", "{verified}");
@@ -244,8 +258,15 @@ fn a_cancelled_restore_as_a_new_domain_leaves_the_target_as_it_was() {
 #[test]
 fn stopping_the_service_cancels_a_verify_and_waits_for_it() {
     let mut s = setup("cn-stop");
-    s.ctl(&["verify", &s.guest.name, "--output", &s.root, "--no-wait"])
-        .expect_code(0);
+    s.ctl(&[
+        "verify",
+        &s.guest.name,
+        "--output",
+        &s.root,
+        "--deep",
+        "--no-wait",
+    ])
+    .expect_code(0);
     wait_for_virtnbdrestore(&s.root);
     assert_eq!(s.service.terminate(), Some(0), "vmsnapd's exit code");
     // It waited: nothing of the verify runs once the service is gone.

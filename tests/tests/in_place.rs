@@ -2,6 +2,7 @@
 //! byte for byte what the disk held when the point was taken, and what virtnbdrestore rebuilds.
 //! Plain and compressed chains of a guest with two disks, an extent larger than the NBD
 //! server's largest request (several lz4 frames), an incremental with nothing new on one disk.
+//! Every point of both disks is also read through the service's NBD export, with qemu-img.
 //! Runs on the host (virtnbdbackup 1.9) and in the Debian 13 container (2.x).
 
 use std::fs::File;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use vmsnap_guestfs::point::Point;
 use vmsnap_integration::chain::{assert_restores_to, backup, result, root, snapshot};
 use vmsnap_integration::guest::{Disk, Guest};
-use vmsnap_integration::{host, noise, run};
+use vmsnap_integration::{host, noise, run, Exported};
 
 /// The raw bytes of a qcow2 copy, as a file beside it.
 fn raw_of(image: &Path) -> PathBuf {
@@ -128,6 +129,44 @@ fn chain_reads_in_place(compress: bool) {
             let expected = if pick == 0 { &point.0 } else { &point.1 };
             let what = format!("{disk} at virtnbdbackup.{n} (compressed: {compress})");
             assert_reads_as(&files, &raw_of(expected), &what);
+        }
+    }
+    // The service's NBD export of every point of both disks reads as the disk did, for qemu-img.
+    let name = g.name.clone();
+    for (n, (vda, vdb)) in points.iter().enumerate() {
+        for (disk, expected) in [("vda", vda), ("vdb", vdb)] {
+            let point = format!("virtnbdbackup.{n}");
+            let export = Exported::start(&[
+                "files", &name, "--output", &root, "--point", &point, "--disk", disk, "export",
+            ]);
+            let compare = run(
+                std::process::Command::new("qemu-img").args([
+                    "compare",
+                    "-f",
+                    "qcow2",
+                    "-F",
+                    "raw",
+                    expected.to_str().unwrap(),
+                    &export.uri,
+                ]),
+                Duration::from_secs(120),
+            );
+            assert_eq!(
+                compare.code, 0,
+                "{disk} at {point} over NBD (compressed: {compress}): {}{}",
+                compare.stdout, compare.stderr
+            );
+            let socket = PathBuf::from(export.socket());
+            drop(export);
+            // The export ends with its session: its socket and directory go.
+            let gone = std::time::Instant::now();
+            while socket.parent().unwrap().exists() {
+                assert!(
+                    gone.elapsed() < Duration::from_secs(30),
+                    "{socket:?} stayed"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     }
     // virtnbdbackup's own reader agrees with the same copies.

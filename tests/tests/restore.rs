@@ -97,14 +97,19 @@ fn verify_finds_a_corrupted_byte_and_every_point_after_it() {
         checks.iter().all(|c| c.as_str().unwrap().contains(": ok")),
         "{ok}"
     );
-    // The guest is shut off and unchanged since its last backup: the live chain's last point
-    // is also compared with its disk.
+    // Deep: the newest point is rebuilt and compared with the index's reading, and, as the
+    // guest is shut off and unchanged since its last backup, with its disk.
+    let deep = vmsnapctl(&["verify", &g.name, "--output", &root, "--deep", "--json"])
+        .expect_code(0)
+        .json();
+    let last = deep["domains"][0]["checks"][2]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
-        checks[2]
-            .as_str()
-            .unwrap()
-            .contains("identical to the shut-off domain's 1 disk"),
-        "{ok}"
+        last.contains("qemu-img check clean, identical to the index")
+            && last.contains("identical to the shut-off domain's disk"),
+        "{deep}"
     );
     // One byte of the first incremental's data changes.
     let chain = format!(
@@ -134,6 +139,63 @@ fn verify_finds_a_corrupted_byte_and_every_point_after_it() {
     );
     assert!(checks[2].contains("virtnbdbackup.2: failed"), "{checks:?}");
     assert_eq!(bad["state"], "failed");
+}
+
+/// The checks of a verify that must fail.
+fn failed_checks(g: &Guest, root: &str) -> Vec<String> {
+    let bad = vmsnapctl(&["verify", &g.name, "--output", root, "--json"])
+        .expect_code(10)
+        .json();
+    assert_eq!(bad["state"], "failed", "{bad}");
+    bad["domains"][0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn verify_finds_a_frame_cut_short_behind_rewritten_checksums_and_a_missing_incremental() {
+    let (g, root, _) = three_points("rs-cut");
+    let chain = Path::new(&root).join(&g.name).join(
+        chrono::Local::now()
+            .format("vmsnap-backup-monthly-%Y-%m")
+            .to_string(),
+    );
+    // The last incremental loses its end, inside its last frames, and whoever cut it also
+    // rewrote VMSnap's record and removed virtnbdbackup's: only the structure shows it.
+    let last = chain.join("vda.inc.virtnbdbackup.2.data");
+    let bytes = std::fs::read(&last).unwrap();
+    std::fs::write(&last, &bytes[..bytes.len() - 30]).unwrap();
+    let _ = std::fs::remove_file(chain.join("vda.inc.virtnbdbackup.2.data.chksum"));
+    let sum = vmsnap_integration::tool("sha256sum", &[last.to_str().unwrap()]);
+    let sum = sum.split_whitespace().next().unwrap();
+    let records = std::fs::read_to_string(chain.join("vmsnap.sha256")).unwrap();
+    let records: String = records
+        .lines()
+        .map(|l| match l.ends_with("  vda.inc.virtnbdbackup.2.data") {
+            true => format!("{sum}  vda.inc.virtnbdbackup.2.data\n"),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(chain.join("vmsnap.sha256"), records).unwrap();
+    let checks = failed_checks(&g, &root);
+    assert!(checks[1].contains("virtnbdbackup.1: ok"), "{checks:?}");
+    assert!(
+        checks[2].contains("virtnbdbackup.2: failed")
+            && checks[2].contains("vda.inc.virtnbdbackup.2.data"),
+        "{checks:?}"
+    );
+
+    // The first incremental is gone: the chain cannot be restored past the full.
+    std::fs::remove_file(chain.join("vda.inc.virtnbdbackup.1.data")).unwrap();
+    let checks = failed_checks(&g, &root);
+    assert!(checks[0].contains("virtnbdbackup.0: ok"), "{checks:?}");
+    assert!(
+        checks.iter().skip(1).all(|c| c.contains(": failed")),
+        "{checks:?}"
+    );
 }
 
 /// The installed virtnbdbackup's major version (1 on Debian 12, 2 on Debian 13).

@@ -167,14 +167,22 @@ fn a_chain_written_by_1_9_continues_after_the_upgrade_to_2_x_and_every_point_res
         );
     }
 
-    // Verify (checksums, a rebuild of the chain, qemu-img check) and a restore of every
-    // point with the upgraded tools, compared byte for byte with the guest at that moment.
+    // Verify (checksums and every frame of both tools' files; deep: a rebuild of the newest
+    // point compared with the index's reading of it) and a restore of every point with the
+    // upgraded tools, compared byte for byte with the guest at that moment.
     let verify = vmsnapctl_on(
         &new_bus.address,
-        &["verify", &g.name, "--output", &root, "--json"],
+        &["verify", &g.name, "--output", &root, "--deep", "--json"],
     )
     .expect_code(0);
     assert_eq!(verify.json()["state"], "succeeded", "{}", verify.stdout);
+    let checks = verify.json()["domains"][0]["checks"].clone();
+    assert!(
+        checks[3]
+            .as_str()
+            .is_some_and(|c| c.contains("identical to the index")),
+        "{checks}"
+    );
     for (i, expected) in points.iter().enumerate() {
         let target = host().images.join(format!("upg-target-{i}"));
         let until = format!("virtnbdbackup.{i}");

@@ -208,7 +208,41 @@ impl Files {
         Ok(path)
     }
 
-    /// Ends the session: the reader stops.
+    /// Serves the session's point read-only over NBD on a unix socket and returns its URI,
+    /// `nbd+unix:///?socket=…`, for qemu-img, nbdfuse, guestfish or QEMU: the whole disk as it
+    /// was at the point, read in place, each connection by a sandboxed reader of its own;
+    /// writes are refused. The socket is the caller's alone (its directory is mode 0700 and
+    /// theirs) and lives as long as the session, which an export keeps from its idle timeout.
+    /// Asked again, the same URI. Needs org.vmsnap.restore (the whole disk is every file in
+    /// it). Errors: MissingDependency (the reader's user), Failed.
+    #[zbus(out_args("uri"))]
+    async fn export(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<String, CallError> {
+        let domains = [self.session.domain.to_string()];
+        let details = Details::new("export", &domains)
+            .with(keys::FOLDER, &self.session.folder.display().to_string())
+            .with(keys::POINT, &self.session.point)
+            .with(keys::DISK, &self.session.disk);
+        let caller = self
+            .authority
+            .check(connection, &header, actions::RESTORE, &details)
+            .await?;
+        let session = self
+            .engine
+            .files_session(self.session.id, caller.uid, &sender(&header))
+            .map_err(convert::error)?;
+        let uri = self
+            .engine
+            .export_files(&session, caller.uid)
+            .map_err(convert::error)?;
+        tracing::debug!(session = session.id, "export answered");
+        Ok(uri)
+    }
+
+    /// Ends the session: its reader and its export stop.
     async fn close(
         &self,
         #[zbus(header)] header: Header<'_>,

@@ -383,11 +383,15 @@ impl Manager {
         Ok(listed.into_iter().map(convert::chain).collect())
     }
 
-    /// Verifies every point of the selected chains and returns the job at once: recorded
-    /// checksums, a rebuild with virtnbdrestore in a scratch directory, `qemu-img check`. The
-    /// job's Results carry one line per point in "checks". Needs org.vmsnap.backup.
+    /// Verifies every point of the selected chains and returns the job at once. In one read of
+    /// every stored byte: the data files against their recorded checksums, and the structure of
+    /// every data file and the index of every point (checked by the sandboxed reader). "deep"
+    /// adds a rebuild of each chain's newest point with virtnbdrestore, `qemu-img check`, and a
+    /// comparison with the index's reading. The job's Results carry one line per point in
+    /// "checks". Needs org.vmsnap.backup.
     ///
-    /// options: "output" s (required), "folder" s (one chain; default all), "connect" s.
+    /// options: "output" s (required), "folder" s (one chain; default all), "deep" b,
+    /// "connect" s.
     #[zbus(out_args("job"))]
     async fn verify(
         &self,
@@ -400,7 +404,15 @@ impl Manager {
         let options = VerifyOptions::from_dict(options.into_map()?)?;
         let details = Details::new("verify", &domains)
             .option(keys::OUTPUT, &options.output)
-            .option(keys::FOLDER, &options.folder);
+            .option(keys::FOLDER, &options.folder)
+            .with(
+                keys::DEEP,
+                if options.deep == Some(true) {
+                    "true"
+                } else {
+                    "false"
+                },
+            );
         let config = self.engine.config();
         let start = |uid| async move {
             let request = options::verify_request(&domains, options, config)?;

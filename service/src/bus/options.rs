@@ -216,6 +216,7 @@ pub fn verify_request(
         selectors,
         root,
         folder,
+        deep: options.deep.unwrap_or(false),
     })
 }
 

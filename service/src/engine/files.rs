@@ -22,6 +22,7 @@ use super::access::Use;
 use super::chains::catalog::{Chain, Point};
 use super::{Engine, Error};
 use crate::host::guestfs::{AskError, Reader, Sandbox};
+use crate::host::nbd_export::Export;
 use crate::host::safe_fs::Dir;
 use crate::host::Error as HostError;
 use crate::paths::BackupRoot;
@@ -54,6 +55,10 @@ pub struct Session {
     pub point: String,
     pub disk: String,
     reader: tokio::sync::Mutex<Option<Reader>>,
+    /// The data files, for an export's readers.
+    files: Vec<std::fs::File>,
+    /// The point served over NBD, once asked for.
+    export: Mutex<Option<Export>>,
     last_used: Mutex<Instant>,
     /// Raised when the session ends (an opening under way stops).
     ended: watch::Sender<bool>,
@@ -73,6 +78,8 @@ impl Session {
             point: "virtnbdbackup.0".into(),
             disk: "vda".into(),
             reader: tokio::sync::Mutex::new(None),
+            files: Vec::new(),
+            export: Mutex::new(None),
             last_used: Mutex::new(Instant::now()),
             ended: watch::channel(false).0,
             closed: AtomicBool::new(false),
@@ -106,6 +113,8 @@ impl Session {
         if let Some(mut reader) = self.reader.lock().await.take() {
             reader.stop().await;
         }
+        // Its listener and every connection's reader stop; the socket goes.
+        drop(crate::sync::lock(&self.export).take());
         tracing::info!(session = self.id, uid = self.uid, domain = %self.domain, "file session closed");
     }
 
@@ -252,7 +261,7 @@ impl Sessions {
 }
 
 /// The disk a point's data file is of (`vda.inc.virtnbdbackup.2.data` → `vda`).
-fn disk_of(file: &str) -> &str {
+pub(super) fn disk_of(file: &str) -> &str {
     file.split('.').next().unwrap_or(file)
 }
 
@@ -343,6 +352,11 @@ impl Engine {
             .position(|p| p.checkpoint == point.checkpoint)
             .unwrap_or(0);
         let files = data_files(&chain, upto, &disk)?;
+        let kept = files
+            .iter()
+            .map(std::fs::File::try_clone)
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| HostError::at(&chain.path, e))?;
         let id = self.files.next.fetch_add(1, Ordering::Relaxed) + 1;
         let (ended, _) = watch::channel(false);
         let session = Arc::new(Session {
@@ -354,6 +368,8 @@ impl Engine {
             point: point.checkpoint.clone(),
             disk: disk.clone(),
             reader: tokio::sync::Mutex::new(None),
+            files: kept,
+            export: Mutex::new(None),
             last_used: Mutex::new(Instant::now()),
             ended,
             closed: AtomicBool::new(false),
@@ -383,6 +399,46 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Serves `session`'s point over NBD for `uid` (its opener; the bus checked the right) and
+    /// returns the export's URI; the same one when asked again.
+    pub fn export_files(&self, session: &Session, uid: u32) -> Result<String, Error> {
+        session.touch();
+        let mut export = crate::sync::lock(&session.export);
+        if let Some(running) = export.as_ref() {
+            return Ok(running.uri());
+        }
+        let sandbox = Sandbox::for_user(&self.config.files_user).map_err(Error::MissingSetup)?;
+        let gid = nix::unistd::User::from_uid(uid.into())
+            .ok()
+            .flatten()
+            .map_or(0, |u| u.gid.as_raw());
+        let dir = &self.config.export_dir;
+        let at = |e| Error::from(HostError::at(dir, e));
+        std::fs::create_dir_all(dir).map_err(at)?;
+        // Passable by every caller to their own export, listable by nobody.
+        Dir::open(dir).and_then(|d| d.set_mode(0o711)).map_err(at)?;
+        let files = session
+            .files
+            .iter()
+            .map(std::fs::File::try_clone)
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(at)?;
+        let prefix = format!("files-{}-", session.id);
+        let started = Export::start(
+            dir,
+            &prefix,
+            &self.config.files_helper,
+            files,
+            sandbox,
+            (uid, gid),
+        )
+        .map_err(at)?;
+        let uri = started.uri();
+        tracing::info!(session = session.id, uid, socket = %started.socket().display(), "file session exported over NBD");
+        *export = Some(started);
+        Ok(uri)
     }
 
     /// Refuses work for the reader when it is not installed.
@@ -441,8 +497,10 @@ impl Engine {
             .files
             .all()
             .iter()
-            // A session still being opened has no reader yet and is not idle.
+            // A session still being opened has no reader yet and is not idle; an exported one
+            // is read over NBD, which no call shows: it ends with its opener or Close.
             .filter(|s| s.idle_for() > timeout && s.reader.try_lock().is_ok_and(|r| r.is_some()))
+            .filter(|s| crate::sync::lock(&s.export).is_none())
             .map(|s| s.id)
             .collect();
         for id in &idle {

@@ -57,6 +57,9 @@ pub struct Config {
     pub files_user: String,
     /// The guest-file-system reader: `vmsnap-guestfs` beside `vmsnapd` unless configured.
     pub files_helper: std::path::PathBuf,
+    /// Where a file-browsing session's NBD export gets its socket (a private directory of
+    /// the caller's in here).
+    pub export_dir: std::path::PathBuf,
     /// A file-browsing session without a call for this long is closed.
     pub files_idle_timeout: Duration,
     /// The most one extraction may write (apparent sizes), whatever the free space.
@@ -84,6 +87,7 @@ impl Default for Config {
             metrics_backup_max_age: Duration::from_secs(26 * 3600),
             files_user: "vmsnap-files".into(),
             files_helper: "/usr/libexec/vmsnap-guestfs".into(),
+            export_dir: "/run/vmsnapd/exports".into(),
             files_idle_timeout: Duration::from_secs(600),
             extract_max_bytes: DEFAULT_EXTRACT_MAX_BYTES,
         }

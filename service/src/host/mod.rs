@@ -14,6 +14,7 @@ pub mod fs_access;
 pub mod guestfs;
 pub mod libvirt;
 pub mod libvirt_rpc;
+pub mod nbd_export;
 pub mod qemu_img;
 pub mod qmp;
 pub mod safe_fs;

@@ -135,18 +135,6 @@ pub mod argv {
         v
     }
 
-    /// `convert` of the qcow2 `from` into the sparse raw image `to` (a plain file that the
-    /// guest-file-system reader takes by offset).
-    pub fn convert_to_raw(from: &Path, to: &Path) -> Vec<OsString> {
-        let mut v: Vec<OsString> = ["convert", "-f", "qcow2", "-O", "raw", "--"]
-            .into_iter()
-            .map(OsString::from)
-            .collect();
-        v.push(from.into());
-        v.push(to.into());
-        v
-    }
-
     /// `compare` of `a` (format `a_fmt`) with `b`, sharing locks (`-U`) with a running user.
     pub fn compare(a: &Path, a_fmt: &str, b: &Path, b_fmt: &str) -> Vec<OsString> {
         let mut v: Vec<OsString> = [

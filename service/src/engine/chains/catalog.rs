@@ -29,6 +29,10 @@ pub struct Chain {
     pub checkpoints: Vec<CheckpointFile>,
     /// From the full's stream header; `None` without a readable full.
     pub compressed: Option<bool>,
+    /// Checkpoints from a point whose data file is gone on, when a later point still holds
+    /// data: not an unfinished run (which ends a chain) but a lost file. They cannot be
+    /// restored, and verify says so.
+    pub lost: Vec<String>,
 }
 
 impl Chain {
@@ -78,7 +82,8 @@ pub fn chains(domain_dir: &Path) -> Result<Vec<Chain>> {
         let folder = backup_dir::scan(&path, Detail::Chain)?;
         let size = |f: &str| folder.size(f);
         let mut points = Vec::new();
-        for CheckpointFile { name: cp, created } in &folder.checkpoints {
+        let mut lost = Vec::new();
+        for (i, CheckpointFile { name: cp, created }) in folder.checkpoints.iter().enumerate() {
             let n = checkpoint_index(cp).unwrap_or(0);
             let of_point = |f: &str| {
                 if n == 0 {
@@ -101,6 +106,16 @@ pub fn chains(domain_dir: &Path) -> Result<Vec<Chain>> {
                 // A point that never finished (a failed, cancelled or killed run) is no backup,
                 // and nothing after it can be restored through it.
                 tracing::info!(folder = %name, checkpoint = %cp, "incomplete point not listed");
+                let later = &folder.checkpoints[i + 1..];
+                if later.iter().any(|c| {
+                    let inc = format!(".inc.{}.data", c.name);
+                    folder.files.iter().any(|f| f.ends_with(&inc))
+                }) {
+                    lost = folder.checkpoints[i..]
+                        .iter()
+                        .map(|c| c.name.clone())
+                        .collect();
+                }
                 break;
             }
             points.push(Point {
@@ -134,6 +149,7 @@ pub fn chains(domain_dir: &Path) -> Result<Vec<Chain>> {
             points,
             checkpoints: folder.checkpoints,
             compressed: folder.compressed,
+            lost,
         });
     }
     Ok(out)
@@ -170,6 +186,15 @@ mod tests {
             .map(|p| p.checkpoint.as_str())
             .collect();
         assert_eq!(points, ["virtnbdbackup.0", "virtnbdbackup.1"]);
+        // An unfinished point loses nothing: nothing after it holds data.
+        std::fs::remove_file(folder.join("vda.inc.virtnbdbackup.3.data")).unwrap();
+        assert!(chains(&dir.join("vm")).unwrap()[0].lost.is_empty());
+        // A data file gone from the middle of a chain is a loss.
+        std::fs::remove_file(folder.join("vda.inc.virtnbdbackup.2.data.partial")).unwrap();
+        std::fs::write(folder.join("vda.inc.virtnbdbackup.3.data"), b"x").unwrap();
+        let listed = chains(&dir.join("vm")).unwrap();
+        assert_eq!(listed[0].points.len(), 2);
+        assert_eq!(listed[0].lost, ["virtnbdbackup.2", "virtnbdbackup.3"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
