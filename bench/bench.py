@@ -410,9 +410,10 @@ def bench_compress(host, repeats, data_mib):
     return results
 
 
-def build_fs_disk(host, image, work):
-    """A 1 GiB disk: GPT, one ext4 partition at 1 MiB holding a 100 MiB file of random bytes
-    and 500 small files, written into the qcow2 `image`. Returns the partition's offset."""
+def build_fs_disk(host, image, work, size_mib=1024):
+    """A disk of `size_mib` (1 GiB by default): GPT, one 1000 MiB ext4 partition at 1 MiB
+    holding a 100 MiB file of random bytes and 500 small files, written into the qcow2
+    `image`; the rest of the disk is left empty. Returns the partition's offset."""
     tree = os.path.join(work, "tree")
     os.makedirs(os.path.join(tree, "etc"), exist_ok=True)
     with open(os.path.join(tree, "big.bin"), "wb") as f:
@@ -422,8 +423,9 @@ def build_fs_disk(host, image, work):
             f.write(f"setting{i} = {i}\n" * 20)
     raw = os.path.join(work, "disk.raw")
     part = os.path.join(work, "part.img")
-    run(["truncate", "-s", "1024M", raw])
-    subprocess.run(["sfdisk", "-q", raw], input="label: gpt\n,,L\n", text=True, check=True)
+    run(["truncate", "-s", f"{size_mib}M", raw])
+    subprocess.run(["sfdisk", "-q", raw], input="label: gpt\n,1000M,L\n", text=True,
+                   check=True)
     run(["truncate", "-s", "1000M", part])
     run(["mkfs.ext4", "-q", "-L", "bench", "-d", tree, part])
     run(["dd", f"if={part}", f"of={raw}", "bs=1M", "seek=1", "conv=notrunc,sparse",
@@ -447,14 +449,22 @@ def manual_mount(chain, work, offset, action):
     mnt = os.path.join(work, "mnt")
     open(export, "w").close()
     os.makedirs(mnt, exist_ok=True)
-    qsd = subprocess.Popen(["qemu-storage-daemon", "--blockdev",
-                            f"driver=file,node-name=f0,filename={image},read-only=on",
-                            "--blockdev", "driver=qcow2,node-name=q0,file=f0,read-only=on",
-                            "--export",
-                            f"type=fuse,id=e0,node-name=q0,mountpoint={export},writable=off"])
+    argv = ["qemu-storage-daemon", "--blockdev",
+            f"driver=file,node-name=f0,filename={image},read-only=on",
+            "--blockdev", "driver=qcow2,node-name=q0,file=f0,read-only=on",
+            "--export", f"type=fuse,id=e0,node-name=q0,mountpoint={export},writable=off"]
+    qsd = subprocess.Popen(argv)
     try:
-        while os.path.getsize(export) == 0:
-            time.sleep(0.01)
+        # virtnbdrestore's qemu-nbd may still hold the image's lock for a moment after it
+        # returned: a daemon that exits at once is started again.
+        for _ in range(100):
+            if os.path.getsize(export) > 0:
+                break
+            if qsd.poll() is not None:
+                qsd = subprocess.Popen(argv)
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("qemu-storage-daemon did not export the image")
         run(["fuse2fs", export, mnt, "-o", f"ro,offset={offset}"])
         try:
             action(mnt)
@@ -566,6 +576,79 @@ def bench_index(host, read_point, repeats):
     return results
 
 
+def bench_inplace(host, repeats):
+    """What the in-place reading buys through the service, on a 4 and a 16 GiB disk (sparse):
+    GPT with a 1000 MiB ext4 partition (a 100 MiB file, 500 small ones) and 768 MiB more in
+    16 extents over the rest of the disk; 4 points (each incremental writes 64 MiB). Cold cache
+    before every measurement: the first `files … ls`, the default verify and `--deep` beside
+    reading the stored bytes once, and extracting the 100 MiB file beside `cat` of it (and
+    `cp` of it into a folder, the same work as an extraction) from an image rebuilt and
+    mounted by hand (virtnbdrestore + qemu-storage-daemon + fuse2fs)."""
+    results = {}
+    for size_gib in (4, 16):
+        name = f"{host.prefix}inp{size_gib}"
+        image = host.define(name, size_gib << 10)
+        work = os.path.join(host.images, f"inp-work-{size_gib}")
+        os.makedirs(work, exist_ok=True)
+        offset = build_fs_disk(host, image, work, size_gib << 10)
+        step = ((size_gib - 1) << 10) // 16
+        for i in range(16):
+            run(["qemu-io", "-f", "qcow2", "-c", f"write -P {0x20 + i} {1024 + i * step}M 48M",
+                 image])
+        root = os.path.join(host.images, f"inp-root-{size_gib}")
+        for point in range(4):
+            if point:
+                run(["qemu-io", "-f", "qcow2", "-c",
+                     f"write -P {0x60 + point} {1024 + point * step + 8}M 64M", image])
+            host.vmsnapctl_run("backup", name, "--output", root, "--json")
+        folder = next(os.path.join(d, x) for d, subdirs, _ in os.walk(os.path.join(root, name))
+                      for x in subdirs if x.startswith("vmsnap-backup-"))
+        files = sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                       if f.endswith(".data"))
+        target = os.path.join(host.images, f"inp-out-{size_gib}")
+        ctl = lambda *a: host.vmsnapctl_run(*a)
+        samples = {k: [] for k in ("ls", "verify", "deep", "cat", "get", "cat_rebuilt",
+                                   "cp_rebuilt")}
+
+        def cold(key, fn):
+            drop_caches()
+            start = time.perf_counter()
+            fn()
+            samples[key].append(time.perf_counter() - start)
+
+        def cat_rebuilt(mnt):
+            drop_caches()
+            start = time.perf_counter()
+            subprocess.run(["cat", os.path.join(mnt, "big.bin")], stdout=subprocess.DEVNULL,
+                           check=True)
+            samples["cat_rebuilt"].append(time.perf_counter() - start)
+            # The same work as `get`: the file written into a directory.
+            shutil.rmtree(target, ignore_errors=True)
+            os.makedirs(target)
+            drop_caches()
+            start = time.perf_counter()
+            run(["cp", os.path.join(mnt, "big.bin"), target])
+            samples["cp_rebuilt"].append(time.perf_counter() - start)
+
+        for _ in range(repeats):
+            cold("ls", lambda: ctl("files", name, "--output", root, "ls", "--volume", "1", "/"))
+            cold("verify", lambda: ctl("verify", name, "--output", root))
+            cold("cat", lambda: subprocess.run(["cat", *files], stdout=subprocess.DEVNULL,
+                                               check=True))
+            cold("deep", lambda: ctl("verify", name, "--output", root, "--deep"))
+            shutil.rmtree(target, ignore_errors=True)
+            cold("get", lambda: ctl("files", name, "--output", root, "get", "--volume", "1",
+                                    "/big.bin", "--target", target))
+            manual_mount(folder, work, offset, cat_rebuilt)
+        shutil.rmtree(target, ignore_errors=True)
+        stored = sum(os.path.getsize(f) for f in files)
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+        results[size_gib] = {k: (statistics.median(v), min(v), max(v)) for k, v in samples.items()}
+        results[size_gib]["stored"] = stored
+    return results
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--prefix", required=True)
@@ -579,7 +662,7 @@ def main():
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--only",
                    default="status,footprint,backup,parallel,limits,status-during-verify,"
-                           "compress,files,index")
+                           "compress,files,index,inplace")
     args = p.parse_args()
     host = Host(args)
     only = set(args.only.split(","))
@@ -700,6 +783,23 @@ def main():
             out(f"    read the whole disk through it      {fmt('read')}")
             out(f"    cat the stored bytes once           {fmt('cat')}")
             out(f"    virtnbdrestore rebuild of the point {fmt('rebuild')}")
+    if "inplace" in only:
+        r = bench_inplace(host, max(3, args.repeats))
+        out()
+        out("every point in place, through the service: a 4-point chain (GPT + ext4 with a "
+            "100 MiB file, 768 MiB more data; incrementals 64 MiB each), cold cache")
+        for size, m in r.items():
+            fmt = lambda k: f"{m[k][0]:7.3f} s ({m[k][1]:.3f}–{m[k][2]:.3f})"
+            out(f"  {size:2} GiB disk, {m['stored'] / 2**30:.2f} GiB stored")
+            out(f"    vmsnapctl files … ls (first answer)    {fmt('ls')}")
+            out(f"    vmsnapctl verify (default)             {fmt('verify')}")
+            out(f"    cat the stored bytes once              {fmt('cat')}")
+            out(f"      verify / cat                         {m['verify'][0] / m['cat'][0]:7.2f}x"
+                "   (target ≤ 1.5)")
+            out(f"    vmsnapctl verify --deep                {fmt('deep')}")
+            out(f"    vmsnapctl files … get of 100 MiB       {fmt('get')}")
+            out(f"    cat of it from a rebuilt, mounted image {fmt('cat_rebuilt')}")
+            out(f"    cp of it from that image into a folder  {fmt('cp_rebuilt')}")
     if "limits" in only:
         restart_service(4)
         peak = bench_limits(host, pid(), 512)

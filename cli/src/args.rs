@@ -118,7 +118,8 @@ pub enum Command {
     /// index, in one read; --deep adds a rebuild of the newest point.
     #[command(
         after_help = "Examples:\n  vmsnapctl verify web1 --output /var/lib/vmsnap\n  \
-        vmsnapctl verify web1 --output /var/lib/vmsnap --folder vmsnap-backup-monthly-2026-12"
+        vmsnapctl verify web1 --output /var/lib/vmsnap --folder vmsnap-backup-monthly-2026-12\n  \
+        vmsnapctl verify web1 --output /var/lib/vmsnap --deep"
     )]
     Verify(VerifyArgs),
     /// Restore a domain's backup into a directory (administrators only).
@@ -127,13 +128,15 @@ pub enum Command {
         vmsnapctl restore web1 --output /var/lib/vmsnap --target /var/lib/libvirt/images/web1-old \
         --until virtnbdbackup.3 --define-as web1-old")]
     Restore(RestoreArgs),
-    /// Browse the files inside a backup point and copy some out (browsing needs the
-    /// org.vmsnap.browse right, copying out the restore right).
+    /// Browse the files inside a backup point and copy some out, or serve the whole disk over
+    /// NBD (browsing needs the org.vmsnap.browse right, copying out and serving the restore
+    /// right).
     #[command(after_help = "Examples:\n  \
         vmsnapctl files web1 --output /var/lib/vmsnap ls\n  \
         vmsnapctl files web1 --output /var/lib/vmsnap --point virtnbdbackup.2 ls --volume 1 /etc\n  \
         vmsnapctl files web1 --output /var/lib/vmsnap --point virtnbdbackup.2 get --volume 1 \
-        /etc/hosts /home/alice --target /var/lib/vmsnap/restored")]
+        /etc/hosts /home/alice --target /var/lib/vmsnap/restored\n  \
+        vmsnapctl files web1 --output /var/lib/vmsnap --point virtnbdbackup.2 export")]
     Files(FilesArgs),
     /// List the service's jobs (running and recently finished).
     #[command(after_help = "Examples:\n  vmsnapctl jobs\n  vmsnapctl jobs --watch")]

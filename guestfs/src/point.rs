@@ -570,6 +570,14 @@ mod tests {
         assert!(e.to_string().contains("past its extent"), "{e}");
     }
 
+    /// What the README states about the index's memory: per extent of every file, its
+    /// record, and per visible piece, a map entry (plus the tree's own overhead).
+    #[test]
+    fn the_index_costs_what_the_readme_says() {
+        assert_eq!(std::mem::size_of::<Extent>(), 48);
+        assert_eq!(std::mem::size_of::<Piece>(), 24);
+    }
+
     #[test]
     fn covering_splits_older_pieces() {
         let mut map = BTreeMap::new();

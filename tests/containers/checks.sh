@@ -174,6 +174,10 @@ listed_and_verified() {
     contains "virtnbdbackup.1    inc"
     expect_exit 0 vmsnapctl verify ct-run ct-off --output "$OUT"
     [ "$(grep -cE 'virtnbdbackup\.[01]: ok' <<<"$LAST")" -eq 4 ]
+    # Deep, under the unit's sandbox: the newest points rebuilt and compared with the index's
+    # reading over NBD.
+    expect_exit 0 vmsnapctl verify ct-run ct-off --output "$OUT" --deep
+    [ "$(grep -c 'identical to the index' <<<"$LAST")" -eq 2 ]
 }
 
 every_point_restores() {
@@ -198,9 +202,21 @@ files_under_the_sandbox() {
     contains "hello.txt"
     expect_exit 0 vmsnapctl files ct-fs --output "$OUT" get /notes/hello.txt --target "$OUT/extracted"
     [ "$(cat "$OUT/extracted/hello.txt")" = "hello from the guest" ]
-    # Nothing of the sessions is left: no reader, no scratch.
+    # The whole disk over NBD from the unit's runtime directory, as the guest (shut off and
+    # unchanged since) has it.
+    local uri
+    coproc EXPORT { vmsnapctl files ct-fs --output "$OUT" export 2>/dev/null; }
+    read -r -t 60 uri <&"${EXPORT[0]}"
+    echo "export: $uri"
+    [[ "$uri" == "nbd+unix:///?socket=/run/vmsnapd/exports/files-"* ]]
+    qemu-img compare -f raw -F qcow2 "$uri" "$IMAGES/ct-fs.qcow2"
+    kill "$EXPORT_PID"
+    wait "$EXPORT_PID" || true
+    # Nothing of the sessions is left: no reader, no scratch, no export.
+    for _ in $(seq 100); do pgrep -x vmsnap-guestfs >/dev/null || break; sleep 0.1; done
     refute pgrep -x vmsnap-guestfs
     refute compgen -G '/var/lib/vmsnapd/scratch/files-*'
+    refute compgen -G '/run/vmsnapd/exports/files-*'
 }
 
 restore_outside_sandbox_refused() {

@@ -130,6 +130,12 @@ impl Setup {
         vmsnapctl_on(&self.bus.address, args)
     }
 
+    /// `verify --deep` (the kind that rebuilds, which a cancel must stop) with `extra`.
+    fn deep_verify(&self, extra: &str) -> Run {
+        let name = self.guest.name.as_str();
+        self.ctl(&["verify", name, "--output", &self.root, "--deep", extra])
+    }
+
     fn restore(&self, target: &Path, extra: &[&str]) -> Run {
         let mut args = vec![
             "restore",
@@ -161,14 +167,7 @@ impl Setup {
 fn a_cancelled_deep_verify_stops_its_rebuild_and_removes_its_scratch() {
     let s = setup("cn-verify");
     let job = s
-        .ctl(&[
-            "verify",
-            &s.guest.name,
-            "--output",
-            &s.root,
-            "--deep",
-            "--no-wait",
-        ])
+        .deep_verify("--no-wait")
         .expect_code(0)
         .stdout
         .trim()
@@ -183,17 +182,7 @@ fn a_cancelled_deep_verify_stops_its_rebuild_and_removes_its_scratch() {
     assert_no_process_left(s.scratch.to_str().unwrap());
     assert_eq!(entries(&s.scratch), Vec::<String>::new(), "scratch left");
     // The chain is untouched: a verify to the end finds it good.
-    let verified = s
-        .ctl(&[
-            "verify",
-            &s.guest.name,
-            "--output",
-            &s.root,
-            "--deep",
-            "--json",
-        ])
-        .expect_code(0)
-        .json();
+    let verified = s.deep_verify("--json").expect_code(0).json();
     assert_eq!(verified["state"], "succeeded", "{verified}");
 }
 
@@ -258,15 +247,7 @@ fn a_cancelled_restore_as_a_new_domain_leaves_the_target_as_it_was() {
 #[test]
 fn stopping_the_service_cancels_a_verify_and_waits_for_it() {
     let mut s = setup("cn-stop");
-    s.ctl(&[
-        "verify",
-        &s.guest.name,
-        "--output",
-        &s.root,
-        "--deep",
-        "--no-wait",
-    ])
-    .expect_code(0);
+    s.deep_verify("--no-wait").expect_code(0);
     wait_for_virtnbdrestore(&s.root);
     assert_eq!(s.service.terminate(), Some(0), "vmsnapd's exit code");
     // It waited: nothing of the verify runs once the service is gone.

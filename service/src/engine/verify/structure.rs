@@ -167,11 +167,11 @@ async fn hash_point(
             note = " (no checksum recorded)".into();
             continue;
         }
-        let actual = digest(path.join(file), job).await?;
+        let actual = digest(path.join(file), tool.is_some(), job).await?;
         if recorded.is_some_and(|r| *r != actual.sha256) {
             return Err(format!("checksum mismatch in {file}"));
         }
-        if tool.is_some_and(|t| t != actual.adler32) {
+        if tool.is_some_and(|t| Some(t) != actual.adler32) {
             return Err(format!(
                 "virtnbdbackup's own checksum ({file}.chksum) does not match {file}"
             ));
@@ -183,11 +183,17 @@ async fn hash_point(
 /// The sums of a chain file on a blocking thread (a whole image takes seconds, and the
 /// runtime's workers serve every other call meanwhile), stopped within one read when the job
 /// is cancelled.
-async fn digest(path: PathBuf, job: &Job) -> Result<checksums::FileDigests, String> {
+async fn digest(
+    path: PathBuf,
+    with_adler32: bool,
+    job: &Job,
+) -> Result<checksums::FileDigests, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let stop_reading = stop.clone();
     let hashing = tokio::task::spawn_blocking(move || {
-        checksums::digest_unless(&path, &|| stop_reading.load(Ordering::Relaxed))
+        checksums::digest_unless(&path, with_adler32, &|| {
+            stop_reading.load(Ordering::Relaxed)
+        })
     });
     tokio::select! {
         hashed = hashing => match hashed {
