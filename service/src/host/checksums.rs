@@ -76,8 +76,9 @@ const DIGEST_AHEAD: usize = 3;
 /// file to the end.
 ///
 /// Reading and hashing overlap: a second thread reads ahead (a few chunks, bounded) while this
-/// one hashes, so that a cold file costs about the longer of the two, not their sum — what
-/// keeps Verify near the speed of reading what is stored.
+/// one computes the SHA-256, and a third the adler32 when asked, so that a cold file costs
+/// about the longest of the three, not their sum — what keeps Verify near the speed of reading
+/// what is stored (the SHA-256 alone, with the CPU's SHA extensions, is 1.7 GB/s here).
 pub fn digest_unless(
     path: &Path,
     with_adler32: bool,
@@ -94,14 +95,16 @@ pub fn digest_unless(
         libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
     }
     let mut hasher = Sha256::new();
-    let mut adler = adler2::Adler32::new();
+    // The adler32, when asked for, on a thread of its own beside the SHA-256.
+    let (adler_tx, adler_rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(DIGEST_AHEAD);
     let (full_tx, full_rx) =
         std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(DIGEST_AHEAD);
-    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let hashed = std::thread::scope(|scope| {
         scope.spawn(move || {
-            let mut buf = vec![0u8; DIGEST_CHUNK];
             loop {
+                // A fresh buffer each time (the allocator hands back the one just freed):
+                // measured faster here than passing buffers back and forth.
+                let mut buf = vec![0u8; DIGEST_CHUNK];
                 let mut filled = 0;
                 // A whole chunk (or the end): fewer, larger messages.
                 while filled < buf.len() {
@@ -120,48 +123,58 @@ pub fn digest_unless(
                 if full_tx.send(Ok(buf)).is_err() || end {
                     return;
                 }
-                buf = empty_rx.recv().unwrap_or_default();
-                buf.resize(DIGEST_CHUNK, 0);
             }
         });
-        // Owned here, so that returning early drops them and the reader, blocked on either,
+        // Owned here, so that returning early drops it and the reader, blocked on sending,
         // ends before the scope waits for it.
-        let (full_rx, empty_tx) = (full_rx, empty_tx);
-        loop {
+        let full_rx = full_rx;
+        let adler = with_adler32.then(|| {
+            scope.spawn(move || {
+                let mut adler = adler2::Adler32::new();
+                while let Ok(chunk) = adler_rx.recv() {
+                    adler.write_slice(&chunk);
+                }
+                adler.checksum()
+            })
+        });
+        let adler_tx = adler_tx;
+        let hashed = loop {
             if stop() {
                 // Dropping the receiver ends the reader at its next send.
-                return Ok(false);
+                break Ok(false);
             }
             let chunk = match full_rx.recv() {
-                Ok(chunk) => chunk?,
-                Err(_) => return Ok(true),
+                Ok(Ok(chunk)) => Arc::new(chunk),
+                Ok(Err(e)) => break Err(e),
+                Err(_) => break Ok(true),
             };
             if chunk.is_empty() {
-                return Ok(true);
+                break Ok(true);
             }
-            hasher.update(&chunk);
-            if with_adler32 {
-                adler.write_slice(&chunk);
-            }
+            hasher.update(&chunk[..]);
             let last = chunk.len() < DIGEST_CHUNK;
-            let _ = empty_tx.send(chunk);
-            if last {
-                return Ok(true);
+            if with_adler32 && adler_tx.send(chunk).is_err() {
+                break Ok(true);
             }
-        }
+            if last {
+                break Ok(true);
+            }
+        };
+        drop(adler_tx);
+        hashed.map(|done| (done, adler.and_then(|a| a.join().ok())))
     });
-    match hashed {
-        Ok(true) => {}
-        Ok(false) => return Ok(None),
+    let adler = match hashed {
+        Ok((true, adler)) => adler,
+        Ok((false, _)) => return Ok(None),
         Err(e) => return Err(io(e)),
-    }
+    };
     Ok(Some(FileDigests {
         sha256: hasher
             .finalize()
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect(),
-        adler32: with_adler32.then(|| adler.checksum()),
+        adler32: adler,
     }))
 }
 
