@@ -106,6 +106,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// File sessions hold their chain's data files open (one per point of the disk, for their
+/// exports), up to 8 sessions: a yearly chain is hundreds of files each, past systemd's soft
+/// limit of 1024. The soft limit goes up to the hard one (systemd's 524288), at most 65536.
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain getrlimit/setrlimit on a struct of ours.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let soft = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max.min(65536).max(soft);
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            let e = std::io::Error::last_os_error();
+            tracing::warn!(error = %e, "the descriptor limit stays at {soft}");
+        }
+    }
+}
+
 async fn serve() -> ExitCode {
     let args = Args::parse();
     if args.generate.is_some() {
@@ -124,6 +146,7 @@ async fn serve() -> ExitCode {
     }));
     // Backups hold whole disks: nothing the service creates is readable by others.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    raise_descriptor_limit();
     let (config, retention) = match settings(args) {
         Ok(settings) => settings,
         Err(message) => {
