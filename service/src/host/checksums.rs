@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -96,47 +97,14 @@ pub fn digest_unless(
     }
     let mut hasher = Sha256::new();
     // The adler32, when asked for, on a thread of its own beside the SHA-256.
-    let (adler_tx, adler_rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(DIGEST_AHEAD);
-    let (full_tx, full_rx) =
-        std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(DIGEST_AHEAD);
+    let (adler_tx, adler_rx) = sync_channel::<Arc<Vec<u8>>>(DIGEST_AHEAD);
+    let (full_tx, full_rx) = sync_channel::<std::io::Result<Vec<u8>>>(DIGEST_AHEAD);
     let hashed = std::thread::scope(|scope| {
-        scope.spawn(move || {
-            loop {
-                // A fresh buffer each time (the allocator hands back the one just freed):
-                // measured faster here than passing buffers back and forth.
-                let mut buf = vec![0u8; DIGEST_CHUNK];
-                let mut filled = 0;
-                // A whole chunk (or the end): fewer, larger messages.
-                while filled < buf.len() {
-                    match file.read(&mut buf[filled..]) {
-                        Ok(0) => break,
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => {
-                            let _ = full_tx.send(Err(e));
-                            return;
-                        }
-                    }
-                }
-                let end = filled < buf.len();
-                buf.truncate(filled);
-                if full_tx.send(Ok(buf)).is_err() || end {
-                    return;
-                }
-            }
-        });
+        scope.spawn(move || read_ahead(&mut file, &full_tx));
         // Owned here, so that returning early drops it and the reader, blocked on sending,
         // ends before the scope waits for it.
         let full_rx = full_rx;
-        let adler = with_adler32.then(|| {
-            scope.spawn(move || {
-                let mut adler = adler2::Adler32::new();
-                while let Ok(chunk) = adler_rx.recv() {
-                    adler.write_slice(&chunk);
-                }
-                adler.checksum()
-            })
-        });
+        let adler = with_adler32.then(|| scope.spawn(move || adler_of(&adler_rx)));
         let adler_tx = adler_tx;
         let hashed = loop {
             if stop() {
@@ -176,6 +144,42 @@ pub fn digest_unless(
             .collect(),
         adler32: adler,
     }))
+}
+
+/// Sends `file` in whole chunks (the last one shorter, perhaps empty) until its end, a read
+/// error, or the receiver is gone.
+fn read_ahead(file: &mut std::fs::File, chunks: &SyncSender<std::io::Result<Vec<u8>>>) {
+    loop {
+        // A fresh buffer each time (the allocator hands back the one just freed): measured
+        // faster here than passing buffers back and forth.
+        let mut buf = vec![0u8; DIGEST_CHUNK];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = chunks.send(Err(e));
+                    return;
+                }
+            }
+        }
+        let end = filled < buf.len();
+        buf.truncate(filled);
+        if chunks.send(Ok(buf)).is_err() || end {
+            return;
+        }
+    }
+}
+
+/// The adler32 of the chunks received until the sender is gone.
+fn adler_of(chunks: &Receiver<Arc<Vec<u8>>>) -> u32 {
+    let mut adler = adler2::Adler32::new();
+    while let Ok(chunk) = chunks.recv() {
+        adler.write_slice(&chunk);
+    }
+    adler.checksum()
 }
 
 /// virtnbdbackup's own checksum of `file` in the chain folder `dir` (2.x: `<file>.chksum`,

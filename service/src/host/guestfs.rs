@@ -118,8 +118,6 @@ fn spawn_reader(
     let sources: Vec<i32> = files.iter().map(|f| f.as_raw_fd()).collect();
     // Filled between fork and exec: allocated here, since the child may not allocate.
     let mut moved = vec![0i32; sources.len()];
-    let count = sources.len() as i32;
-    let Sandbox { uid, gid } = sandbox;
     let mut command = tokio::process::Command::new(program);
     command
         .arg(mode.arg())
@@ -137,55 +135,10 @@ fn spawn_reader(
             command.stdin(Stdio::piped()).stdout(Stdio::piped());
         }
     }
-    // SAFETY: only async-signal-safe calls (fcntl, dup2, close_range/close, unshare,
-    // setrlimit, setgroups, setres[ug]id, prctl) between fork and exec, on values (and a
-    // buffer) made before the fork.
+    // SAFETY: `confine` makes only async-signal-safe calls, on values (and a buffer) made
+    // before the fork.
     unsafe {
-        command.pre_exec(move || {
-            let check = |rc: libc::c_int| {
-                if rc < 0 {
-                    Err(std::io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            };
-            // First every file above the range it goes to, then each into its place: a
-            // source that already sits in the range is never overwritten before it moved.
-            for (n, fd) in sources.iter().enumerate() {
-                moved[n] = libc::fcntl(*fd, libc::F_DUPFD, 3 + count);
-                check(moved[n])?;
-            }
-            for (n, fd) in moved.iter().enumerate() {
-                check(libc::dup2(*fd, 3 + n as i32))?;
-            }
-            // Nothing else of the service's reaches the reader (descriptors it opened without
-            // close-on-exec, or inherited), nor the copies made above.
-            let first_closed = (3 + count) as u32;
-            if libc::syscall(libc::SYS_close_range, first_closed, u32::MAX, 0u32) != 0 {
-                for other in first_closed as i32..65536 {
-                    libc::close(other);
-                }
-            }
-            // Refused inside the unit's sandbox, where PrivateNetwork= already holds.
-            let _ = libc::unshare(libc::CLONE_NEWNET);
-            for (resource, limit) in [
-                (libc::RLIMIT_AS, ADDRESS_SPACE),
-                (libc::RLIMIT_CPU, CPU_SECONDS),
-                (libc::RLIMIT_NOFILE, 3 + count as u64 + SPARE_DESCRIPTORS),
-                (libc::RLIMIT_CORE, 0),
-            ] {
-                let l = libc::rlimit {
-                    rlim_cur: limit,
-                    rlim_max: limit,
-                };
-                check(libc::setrlimit(resource, &l))?;
-            }
-            check(libc::setgroups(0, std::ptr::null()))?;
-            check(libc::setresgid(gid, gid, gid))?;
-            check(libc::setresuid(uid, uid, uid))?;
-            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
-            Ok(())
-        });
+        command.pre_exec(move || confine(&sources, &mut moved, sandbox));
     }
     let mut child = command.spawn()?;
     if let Some(stderr) = child.stderr.take() {
@@ -198,6 +151,61 @@ fn spawn_reader(
         });
     }
     Ok(child)
+}
+
+/// In the child, between fork and exec: the data files `sources` to descriptors 3 onward
+/// (through `moved`, a buffer as long), nothing else open, no network, the limits, the
+/// sandbox user without groups, no new privileges.
+///
+/// # Safety
+/// Only async-signal-safe calls (fcntl, dup2, close_range/close, unshare, setrlimit,
+/// setgroups, setres[ug]id, prctl); no allocation.
+unsafe fn confine(sources: &[i32], moved: &mut [i32], sandbox: Sandbox) -> std::io::Result<()> {
+    let check = |rc: libc::c_int| {
+        if rc < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    let count = sources.len() as i32;
+    let Sandbox { uid, gid } = sandbox;
+    // First every file above the range it goes to, then each into its place: a source that
+    // already sits in the range is never overwritten before it moved.
+    for (n, fd) in sources.iter().enumerate() {
+        moved[n] = libc::fcntl(*fd, libc::F_DUPFD, 3 + count);
+        check(moved[n])?;
+    }
+    for (n, fd) in moved.iter().enumerate() {
+        check(libc::dup2(*fd, 3 + n as i32))?;
+    }
+    // Nothing else of the service's reaches the reader (descriptors it opened without
+    // close-on-exec, or inherited), nor the copies made above.
+    let first_closed = (3 + count) as u32;
+    if libc::syscall(libc::SYS_close_range, first_closed, u32::MAX, 0u32) != 0 {
+        for other in first_closed as i32..65536 {
+            libc::close(other);
+        }
+    }
+    // Refused inside the unit's sandbox, where PrivateNetwork= already holds.
+    let _ = libc::unshare(libc::CLONE_NEWNET);
+    for (resource, limit) in [
+        (libc::RLIMIT_AS, ADDRESS_SPACE),
+        (libc::RLIMIT_CPU, CPU_SECONDS),
+        (libc::RLIMIT_NOFILE, 3 + count as u64 + SPARE_DESCRIPTORS),
+        (libc::RLIMIT_CORE, 0),
+    ] {
+        let l = libc::rlimit {
+            rlim_cur: limit,
+            rlim_max: limit,
+        };
+        check(libc::setrlimit(resource, &l))?;
+    }
+    check(libc::setgroups(0, std::ptr::null()))?;
+    check(libc::setresgid(gid, gid, gid))?;
+    check(libc::setresuid(uid, uid, uid))?;
+    check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+    Ok(())
 }
 
 fn spawn(
