@@ -58,6 +58,12 @@ def timed(fn, repeats):
     return statistics.median(samples), min(samples), max(samples)
 
 
+def spread(sample):
+    """A (median, min, max) in seconds, as the reports print it."""
+    med, lo, hi = sample
+    return f"{med:7.3f} s ({lo:.3f}–{hi:.3f})"
+
+
 class Host:
     def __init__(self, args):
         self.prefix = args.prefix
@@ -777,7 +783,7 @@ def main():
         out("the chain index: the newest point of a 4-point chain (full: 1 GiB in 16 extents; "
             "incrementals: 64 MiB each), cold cache")
         for size, m in r.items():
-            fmt = lambda k: f"{m[k][0]:7.3f} s ({m[k][1]:.3f}–{m[k][2]:.3f})"
+            fmt = lambda k: spread(m[k])
             out(f"  {size:2} GiB disk, {m['stored'] / 2**30:.2f} GiB stored, {m['pieces']} pieces")
             out(f"    open the point (index every file)   {fmt('open')}")
             out(f"    read the whole disk through it      {fmt('read')}")
@@ -789,7 +795,7 @@ def main():
         out("every point in place, through the service: a 4-point chain (GPT + ext4 with a "
             "100 MiB file, 768 MiB more data; incrementals 64 MiB each), cold cache")
         for size, m in r.items():
-            fmt = lambda k: f"{m[k][0]:7.3f} s ({m[k][1]:.3f}–{m[k][2]:.3f})"
+            fmt = lambda k: spread(m[k])
             out(f"  {size:2} GiB disk, {m['stored'] / 2**30:.2f} GiB stored")
             out(f"    vmsnapctl files … ls (first answer)    {fmt('ls')}")
             out(f"    vmsnapctl verify (default)             {fmt('verify')}")
