@@ -205,7 +205,8 @@ files_under_the_sandbox() {
     # The whole disk over NBD from the unit's runtime directory, as the guest (shut off and
     # unchanged since) has it.
     local uri
-    coproc EXPORT { vmsnapctl files ct-fs --output "$OUT" export 2>/dev/null; }
+    # exec: the coprocess is vmsnapctl itself, so that killing it ends the command.
+    coproc EXPORT { exec vmsnapctl files ct-fs --output "$OUT" export 2>/dev/null; }
     read -r -t 60 uri <&"${EXPORT[0]}"
     echo "export: $uri"
     [[ "$uri" == "nbd+unix:///?socket=/run/vmsnapd/exports/files-"* ]]
