@@ -234,8 +234,12 @@ mod tests {
     use super::*;
     use crate::stream::tests::{temp, write_point};
 
+    /// A point of its own per call: the tests run at once, and one writing the file another
+    /// reads would make both fail.
     fn point() -> Point {
-        let path = temp("nbd-point.data");
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = temp(&format!("nbd-point-{n}.data"));
         let bytes: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
         write_point(&path, 1 << 20, &[(4096, 8192, Some(bytes))], false, false);
         let file = std::fs::File::open(&path).unwrap();
